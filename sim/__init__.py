@@ -1,0 +1,28 @@
+"""Journey engine: simulate customer journeys and the interventions that keep customers.
+
+Public API::
+
+    import sim
+    scenario = sim.load_scenario("scenarios/dental_clinic.yaml")
+    variant = scenario.apply(interventions=["recall_reminders"])
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sim._errors import Problem, ScenarioError, SimError
+from sim.scenario import Scenario, check_scenario_file, load_scenario
+
+try:
+    __version__ = version("journey-engine")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Problem",
+    "Scenario",
+    "ScenarioError",
+    "SimError",
+    "__version__",
+    "check_scenario_file",
+    "load_scenario",
+]

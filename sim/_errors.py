@@ -1,0 +1,64 @@
+"""The one exception family of the engine.
+
+Every error a user can cause derives from :class:`SimError`; the CLI catches
+the family, prints one line per problem and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Problem", "ScenarioError", "SimError"]
+
+
+class SimError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a scenario, located in its source.
+
+    Attributes:
+        source: file name, or ``"<string>"`` for text.
+        line: 1-based line, or 0 when unknown.
+        column: 1-based column, or 0 when unknown.
+        path: dotted field path (``stages.use.exits.churned``), ``""`` for the file.
+        message: what is wrong and which rule it breaks.
+        severity: ``"error"`` or ``"warning"``.
+    """
+
+    source: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        kind = "warning: " if self.severity == "warning" else ""
+        field = f"{self.path}: " if self.path else ""
+        return f"{where}: {kind}{field}{self.message}"
+
+
+class ScenarioError(SimError, ValueError):
+    """A scenario file or object breaks the schema or a cross-field rule.
+
+    ``problems`` lists every error found in one pass; ``str()`` gives one line
+    per problem as ``FILE:LINE:COL: field.path: message``.
+    """
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            raise ValueError("ScenarioError needs at least one problem")
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @classmethod
+    def single(cls, source: str, message: str, *, line: int = 0, column: int = 0,
+               path: str = "") -> ScenarioError:
+        """Build an error that holds one problem."""
+        return cls([Problem(source, line, column, path, message)])

@@ -1,0 +1,31 @@
+"""Names and meanings of the per-run KPIs (one row of the ``kpis`` table).
+
+The scenario schema validates ``optimise.objective.kpi`` against these names;
+``sim.metrics`` computes them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KPI_DESCRIPTIONS", "KPI_NAMES"]
+
+KPI_DESCRIPTIONS: dict[str, str] = {
+    "entrants": "agents that entered the journey during the run (arrivals and referrals)",
+    "acquired": "agents that reached a customer stage for the first time",
+    "conversion": "acquired / (initial prospects + entrants)",
+    "retention_90": "share in a customer stage 90 days after acquisition",
+    "retention_180": "share in a customer stage 180 days after acquisition",
+    "retention_365": "share in a customer stage 365 days after acquisition",
+    "churned": "moves from a customer stage to a lost stage",
+    "won_back": "moves from a lost stage to a customer stage",
+    "revenue": "stage values earned over the horizon (currency)",
+    "cost": "touchpoint and intervention costs over the horizon (currency)",
+    "clv": "discounted revenue per acquired customer (currency)",
+    "roi": "(revenue - cost) / cost",
+    "referrals": "prospects brought in by referrals",
+    "reviews": "reviews posted",
+    "rating": "public rating at the horizon",
+    "nps": "promoters minus detractors among customers at the horizon, in points",
+    "median_days_to_convert": "median days from entry to first acquisition",
+}
+
+KPI_NAMES: tuple[str, ...] = tuple(KPI_DESCRIPTIONS)

@@ -1,0 +1,125 @@
+"""The ``journey`` command.
+
+Thin by design: parse arguments, show progress, call the public API, choose
+the exit code. Higher layers add subcommands through the ``journey.commands``
+entry-point group: each entry point names a callable ``register(app)`` that
+adds commands to the typer app, so ``sim`` never imports upward.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from sim._errors import SimError
+from sim.scenario import Scenario, check_scenario_file
+
+__all__ = ["app", "console", "err_console", "guarded", "main"]
+
+EXIT_INVALID = 2
+"""Exit code for input the engine refuses (bad scenario, bad option value)."""
+
+app = typer.Typer(
+    name="journey",
+    help="Simulate customer journeys and find the interventions that keep customers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Run a command so that the engine's errors print one line each and exit 2.
+
+    With ``--debug`` the traceback is shown instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SimError as exc:
+            if _state["debug"]:
+                raise
+            for line in str(exc).splitlines():
+                err_console.print(line, markup=False)
+            raise typer.Exit(EXIT_INVALID) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+@app.command()
+@guarded
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario files to check.",
+                                                show_default=False)],
+) -> None:
+    """Check scenario files; print every problem as FILE:LINE:COL: field: message.
+
+    Exits 0 when every file is valid (warnings allowed), 2 otherwise.
+    """
+    failed = 0
+    for path in files:
+        scenario, problems = check_scenario_file(path)
+        for problem in problems:
+            err_console.print(str(problem), markup=False)
+        if scenario is None:
+            failed += 1
+            continue
+        console.print(
+            f"{path}: ok ({len(scenario.stages)} stages, {len(scenario.segments)} segments, "
+            f"{len(scenario.touchpoints)} touchpoints, {len(scenario.interventions)} "
+            f"interventions, {scenario.steps} steps)", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files (for editors)."""
+    document = Scenario.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "Journey engine scenario"
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="journey.commands"):
+        register = ep.load()
+        register(app)
+
+
+_load_plugins()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="journey")

@@ -1,0 +1,316 @@
+"""Cross-field rules of a scenario, each with its own message.
+
+:func:`cross_check` runs after the structural validation of every model and
+returns problems located by field path. Errors make the scenario invalid;
+warnings (an unreachable stage, a scenario with nobody in it) are reported by
+``journey validate`` but do not stop a run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sim._kpi_names import KPI_NAMES
+from sim.scenario._patch import check_path
+
+if TYPE_CHECKING:
+    from sim.scenario._schema import Scenario
+
+__all__ = ["Check", "cross_check"]
+
+Loc = tuple[str | int, ...]
+
+_SHARE_TOLERANCE = 1e-6
+_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise")
+_NOT_IN_WINDOW = ("population.initial", "economics")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One cross-field problem: where (field path), what, and how bad."""
+
+    loc: Loc
+    message: str
+    severity: str = "error"
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known) or 'none'})"
+    return f"unknown {kind} {name!r}{hint}"
+
+
+class _Checker:
+    def __init__(self, s: Scenario) -> None:
+        self.s = s
+        self.out: list[Check] = []
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.out.append(Check(loc, message))
+
+    def warn(self, loc: Loc, message: str) -> None:
+        self.out.append(Check(loc, message, "warning"))
+
+    # --- name helpers -------------------------------------------------
+
+    def stage(self, loc: Loc, name: str) -> bool:
+        if name in self.s.stages:
+            return True
+        self.error(loc, _unknown("stage", name, self.s.stages))
+        return False
+
+    def stages(self, loc: Loc, names: list[str] | None) -> None:
+        for i, name in enumerate(names or []):
+            self.stage((*loc, i), name)
+
+    def exit(self, loc: Loc, key: str) -> bool:
+        source, target = key.split("->")
+        if source not in self.s.stages:
+            self.error(loc, _unknown("stage", source, self.s.stages) + f" in exit {key!r}")
+            return False
+        exits = self.s.stages[source].exits
+        if target not in exits:
+            if target not in self.s.stages:
+                self.error(loc, _unknown("stage", target, self.s.stages) + f" in exit {key!r}")
+            else:
+                have = ", ".join(exits) or "none"
+                self.error(loc, f"stage {source!r} has no exit to {target!r} "
+                                f"(its exits go to: {have})")
+            return False
+        return True
+
+    def exits(self, loc: Loc, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.exit((*loc, key), key)
+
+    # --- rules ----------------------------------------------------------
+
+    def check_stages(self) -> None:
+        s = self.s
+        step = s.time.step_days
+        if not s.stages_of_kind("customer"):
+            self.error(("stages",), "no stage of kind 'customer': conversion and retention "
+                                    "need at least one")
+        for name, stage in s.stages.items():
+            total = 0.0
+            for target, rate in stage.exits.items():
+                loc: Loc = ("stages", name, "exits", target)
+                if target == name:
+                    self.error(loc, "an exit to the stage itself; staying is what the exit "
+                                    "probabilities leave over")
+                    continue
+                self.stage(loc, target)
+                if rate.mean_days is not None and rate.mean_days < step:
+                    self.error((*loc, "mean_days"),
+                               f"a mean dwell of {rate.mean_days:g} days is shorter than one "
+                               f"step ({step:g} days)")
+                total += rate.per_step(step)
+            if total > 1.0 + 1e-12:
+                self.error(("stages", name, "exits"),
+                           f"exit probabilities sum to {total:.6g} per step; the sum must not "
+                           f"pass 1")
+            if stage.min_dwell_days >= s.time.horizon_days and stage.exits:
+                self.warn(("stages", name, "min_dwell_days"),
+                          "minimum dwell reaches the horizon: nobody leaves this stage")
+
+    def check_segments(self) -> None:
+        s = self.s
+        shares = {n: seg.share for n, seg in s.segments.items()}
+        given = [n for n, v in shares.items() if v is not None]
+        if given and len(given) != len(shares):
+            missing = [n for n, v in shares.items() if v is None]
+            self.error(("segments", missing[0]),
+                       f"segment shares are given for {', '.join(given)} but not for "
+                       f"{', '.join(missing)}: give every segment a share, or none")
+        elif given:
+            total = sum(v for v in shares.values() if v is not None)
+            if abs(total - 1.0) > _SHARE_TOLERANCE:
+                self.error(("segments",), f"segment shares sum to {total:.6g}; they must sum to 1")
+        elif s.population.arrivals.per_day > 0:
+            self.error(("population", "arrivals", "per_day"),
+                       "arrivals per_day is split by segment share, but no segment has a share")
+        for name, seg in s.segments.items():
+            loc: Loc = ("segments", name)
+            self.exits((*loc, "offsets"), seg.offsets)
+            self.exits((*loc, "heterogeneity"), seg.heterogeneity)
+            for tp in seg.affinity:
+                if tp not in s.touchpoints:
+                    self.error((*loc, "affinity", tp), _unknown("touchpoint", tp, s.touchpoints))
+
+    def check_population(self) -> None:
+        s = self.s
+        have_shares = all(seg.share is not None for seg in s.segments.values())
+        for i, placement in enumerate(s.population.initial):
+            loc: Loc = ("population", "initial", i)
+            self.stage((*loc, "stage"), placement.stage)
+            if placement.segment is not None:
+                if placement.segment not in s.segments:
+                    self.error((*loc, "segment"),
+                               _unknown("segment", placement.segment, s.segments))
+            elif not have_shares and len(s.segments) > 1:
+                self.error(loc, "a placement without a segment is split by segment share, "
+                                "but the segments have no shares")
+        if s.population.arrivals.stage is not None:
+            self.stage(("population", "arrivals", "stage"), s.population.arrivals.stage)
+
+    def check_touchpoints(self) -> None:
+        for name, tp in self.s.touchpoints.items():
+            loc: Loc = ("touchpoints", name)
+            self.stages((*loc, "stages"), tp.stages)
+            for key in tp.lift:
+                if self.exit((*loc, "lift", key), key) and key.split("->")[0] not in tp.stages:
+                    self.error((*loc, "lift", key),
+                               f"lifts exit {key!r}, but the touchpoint is not active in stage "
+                               f"{key.split('->')[0]!r}")
+
+    def check_feedbacks(self) -> None:
+        s = self.s
+        self.exits(("satisfaction", "effects"), s.satisfaction.effects)
+        ref = s.word_of_mouth.referrals
+        if ref is not None:
+            self.stages(("word_of_mouth", "referrals", "stages"), ref.stages)
+            if ref.entry_stage is not None:
+                self.stage(("word_of_mouth", "referrals", "entry_stage"), ref.entry_stage)
+        con = s.word_of_mouth.contagion
+        if con is not None:
+            self.exit(("word_of_mouth", "contagion", "exit"), con.exit)
+            self.stages(("word_of_mouth", "contagion", "adopter_stages"), con.adopter_stages)
+            if con.market_size is None and not any(p.count for p in s.population.initial):
+                self.error(("word_of_mouth", "contagion", "market_size"),
+                           "no initial population to take the market size from: give "
+                           "market_size")
+        if s.reviews is not None:
+            for stage in s.reviews.post:
+                self.stage(("reviews", "post", stage), stage)
+            self.exits(("reviews", "effects"), s.reviews.effects)
+
+    def check_interventions(self, check_patches: bool) -> None:
+        s = self.s
+        data: dict[str, Any] | None = None
+        for name, iv in s.interventions.items():
+            loc: Loc = ("interventions", name)
+            if iv.window is not None and iv.window.start_day >= s.time.horizon_days:
+                self.error((*loc, "window", "start_day"),
+                           f"the window opens on day {iv.window.start_day:g}, at or after the "
+                           f"horizon ({s.time.horizon_days:g} days)")
+            if data is None:
+                data = s.to_data()
+            bad_path = False
+            for path in iv.set:
+                ploc: Loc = (*loc, "set", path)
+                head = path.split(".")[0]
+                if head in _NOT_PATCHABLE:
+                    self.error(ploc, f"an intervention cannot change {head!r}")
+                    bad_path = True
+                    continue
+                if iv.window is not None and any(
+                        path == p or path.startswith(p + ".") for p in _NOT_IN_WINDOW):
+                    self.error(ploc, f"{path!r} cannot change inside a time window")
+                    bad_path = True
+                    continue
+                why = check_path(data, path, type(s))
+                if why is not None:
+                    self.error(ploc, f"patches a path that does not exist: {why}")
+                    bad_path = True
+            if check_patches and not bad_path:
+                self._check_result(s, [name], (*loc, "set"))
+        if check_patches:
+            enabled = [n for n, iv in s.interventions.items() if iv.enabled]
+            if len(enabled) > 1:
+                self._check_result(s, enabled, ("interventions",))
+
+    def _check_result(self, s: Scenario, active: list[str], loc: Loc) -> None:
+        from sim._errors import ScenarioError
+
+        try:
+            s.materialise(active)
+        except ScenarioError as exc:
+            what = "applying it" if len(active) == 1 else f"applying {', '.join(active)} together"
+            for p in exc.problems:
+                self.error(loc, f"{what} breaks a rule: {p.path}: {p.message}")
+
+    def check_optimise(self) -> None:
+        from sim._errors import ScenarioError
+        from sim.scenario._patch import apply_patches
+
+        s = self.s
+        opt = s.optimise
+        if opt is None:
+            return
+        for field, objective in (("objective", opt.objective),
+                                 ("second_objective", opt.second_objective)):
+            if objective is not None and objective.kpi not in KPI_NAMES:
+                self.error(("optimise", field, "kpi"), _unknown("KPI", objective.kpi, KPI_NAMES))
+        data = s.to_data()
+        for i, param in enumerate(opt.search):
+            loc: Loc = ("optimise", "search", i, "path")
+            why = check_path(data, param.path, type(s))
+            if why is not None:
+                self.error(loc, f"searches a path that does not exist: {why}")
+                continue
+            if param.path.split(".")[0] in ("name", "seed", "time", "optimise"):
+                self.error(loc, f"cannot search {param.path.split('.')[0]!r}")
+                continue
+            values: list[Any] = list(param.choices) if param.choices is not None else [
+                param.low, param.high]
+            if param.type == "int" and param.choices is None:
+                values = [int(v) for v in values]
+            for value in values:
+                try:
+                    apply_patches(s, {param.path: value}, patched=True)
+                except ScenarioError as exc:
+                    first = exc.problems[0]
+                    self.error(loc, f"the value {value!r} breaks a rule: {first.path}: "
+                                    f"{first.message}")
+                    break
+
+    def check_reachability(self) -> None:
+        s = self.s
+        entries = {p.stage for p in s.population.initial}
+        arrivals = s.population.arrivals.per_day > 0 or any(
+            (seg.arrivals_per_day or 0) > 0 for seg in s.segments.values())
+        if arrivals:
+            entries.add(s.entry_stage())
+        ref = s.word_of_mouth.referrals
+        if ref is not None:
+            entries.add(ref.entry_stage or s.entry_stage())
+        entries &= set(s.stages)
+        if not entries:
+            self.warn(("population",), "nobody is placed and nobody arrives: the run is empty")
+            return
+        seen = set(entries)
+        todo = list(entries)
+        while todo:
+            for target in s.stages[todo.pop()].exits:
+                if target in s.stages and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        for name in s.stages:
+            if name not in seen:
+                self.warn(("stages", name), "unreachable: no exit leads here from any entry stage")
+
+
+def cross_check(s: Scenario, *, check_patches: bool = True) -> list[Check]:
+    """Every cross-field problem of ``s`` (errors and warnings).
+
+    Args:
+        s: a scenario whose fields are individually valid.
+        check_patches: also validate the scenario each intervention produces.
+    """
+    c = _Checker(s)
+    c.check_stages()
+    c.check_segments()
+    c.check_population()
+    c.check_touchpoints()
+    c.check_feedbacks()
+    # what a patch produces is only worth checking on a base without errors
+    clean = not any(p.severity == "error" for p in c.out)
+    c.check_interventions(check_patches and clean)
+    if check_patches and clean:
+        c.check_optimise()
+    c.check_reachability()
+    return c.out

@@ -1,0 +1,162 @@
+"""Loading scenarios from files or text, with every problem located.
+
+:func:`load_scenario` is the public entry; :func:`check_scenario_file` is what
+``journey validate`` calls to get every problem (and warning) in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sim._errors import Problem, ScenarioError
+from sim.scenario._checks import cross_check
+from sim.scenario._patch import _unwrap
+from sim.scenario._schema import Scenario
+from sim.scenario._yaml import MAX_BYTES, Located, read_yaml
+
+__all__ = ["check_scenario_file", "load_scenario", "problems_from_validation"]
+
+Loc = tuple[str | int, ...]
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The schema model that the data at ``loc`` is validated against, if any."""
+    tp: Any = Scenario
+    for part in loc:
+        tp = _unwrap(tp, {})
+        origin = typing.get_origin(tp) or tp
+        if isinstance(origin, type) and issubclass(origin, BaseModel):
+            field = origin.model_fields.get(str(part))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        elif origin is list:
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+    tp = _unwrap(tp, {})
+    origin = typing.get_origin(tp) or tp
+    return origin if isinstance(origin, type) and issubclass(origin, BaseModel) else None
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        name = str(loc[-1])
+        if model is not None:
+            fields = list(model.model_fields)
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(fields)}"
+            return f"unknown field {name!r} ({hint})"
+        return f"unknown field {name!r}"
+    if kind == "missing":
+        return "required field is missing"
+    msg: str = err["msg"]
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _clean_loc(loc: Loc) -> Loc:
+    """Drop pydantic's markers (``[key]``, union member names) from a location."""
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("[")))
+
+
+def problems_from_validation(exc: ValidationError, located: Located | None,
+                             source: str) -> list[Problem]:
+    """Turn pydantic's errors into located problems, one per rule broken."""
+    out: list[Problem] = []
+
+    def add(loc: Loc, message: str, severity: str = "error") -> None:
+        loc = _clean_loc(loc)
+        line, col = located.locate(loc) if located is not None else (0, 0)
+        path = ".".join(str(p) for p in loc)
+        out.append(Problem(source, line, col, path, message, severity))
+
+    for err in exc.errors():
+        if err["type"] == "scenario_rules":
+            for loc, message in err["ctx"]["problems"]:
+                add(tuple(err["loc"]) + tuple(loc), message)
+        else:
+            add(tuple(err["loc"]), _message(err))
+    return sorted(out, key=lambda p: (p.line, p.column))
+
+
+def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
+    located = read_yaml(text, source)
+    if not isinstance(located.data, dict):
+        raise ScenarioError.single(source, "a scenario is a mapping of fields (name, time, "
+                                           "stages, …)", line=1, column=1)
+    try:
+        scenario = Scenario.model_validate(located.data)
+    except ValidationError as exc:
+        raise ScenarioError(problems_from_validation(exc, located, source)) from None
+    warnings = []
+    for check in cross_check(scenario, check_patches=False):
+        if check.severity == "warning":
+            line, col = located.locate(check.loc)
+            warnings.append(Problem(source, line, col, ".".join(map(str, check.loc)),
+                                    check.message, "warning"))
+    return scenario, warnings
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ScenarioError.single(str(path), f"file is {size:,} bytes; scenarios are "
+                                                  f"limited to {MAX_BYTES:,} bytes")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError.single(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError.single(str(path), "is a directory, not a scenario file") from None
+    except PermissionError:
+        raise ScenarioError.single(str(path), "permission denied") from None
+
+
+def check_scenario_file(path: str | os.PathLike[str]) -> tuple[Scenario | None, list[Problem]]:
+    """Validate one scenario file and return every problem found.
+
+    Returns:
+        The scenario (None when invalid) and its problems: errors first
+        when invalid, else the warnings.
+    """
+    p = Path(path)
+    try:
+        return _parse(_read_file(p), str(path))
+    except ScenarioError as exc:
+        return None, exc.problems
+
+
+def load_scenario(path_or_text: str | os.PathLike[str]) -> Scenario:
+    """Load and validate a scenario.
+
+    Args:
+        path_or_text: a path (``Path``, or a ``str`` without a newline) to a
+            YAML file, or the YAML text itself (a ``str`` with a newline).
+
+    Returns:
+        The validated, immutable scenario.
+
+    Raises:
+        ScenarioError: every problem found, each as ``FILE:LINE:COL: path: message``.
+
+    Example:
+        >>> import sim
+        >>> s = sim.load_scenario("scenarios/dental_clinic.yaml")  # doctest: +SKIP
+        >>> s.steps  # doctest: +SKIP
+        730
+    """
+    if isinstance(path_or_text, str) and "\n" in path_or_text:
+        return _parse(path_or_text, "<string>")[0]
+    p = Path(path_or_text)
+    return _parse(_read_file(p), str(path_or_text))[0]
