@@ -10,6 +10,7 @@ Public API::
 from importlib.metadata import PackageNotFoundError, version
 
 from sim._errors import Problem, ScenarioError, SimError
+from sim.api import RunResult, derive_seed, run
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 try:
@@ -19,10 +20,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Problem",
+    "RunResult",
     "Scenario",
     "ScenarioError",
     "SimError",
     "__version__",
     "check_scenario_file",
+    "derive_seed",
     "load_scenario",
+    "run",
 ]

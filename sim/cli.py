@@ -19,11 +19,20 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from sim._errors import SimError
 from sim.scenario import Scenario, check_scenario_file
 
-__all__ = ["app", "console", "err_console", "guarded", "main"]
+__all__ = ["app", "console", "err_console", "guarded", "main", "print_kpis"]
 
 EXIT_INVALID = 2
 """Exit code for input the engine refuses (bad scenario, bad option value)."""
@@ -100,6 +109,79 @@ def validate(
             f"interventions, {scenario.steps} steps)", markup=False, highlight=False)
     if failed:
         raise typer.Exit(EXIT_INVALID)
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:.3f}"
+
+
+def print_kpis(summary: Any, title: str) -> None:
+    """Print a KPI summary table (kpi, mean, 95% CI) on the console."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    for row in summary.to_pylist():
+        ci = "–" if row["ci_low"] != row["ci_low"] else \
+            f"{_fmt(row['ci_low'])} … {_fmt(row['ci_high'])}"
+        table.add_row(row["kpi"], _fmt(row["mean"]), ci)
+    console.print(table)
+
+
+@app.command()
+@guarded
+def run(
+    file: Annotated[Path, typer.Argument(help="Scenario file.", show_default=False)],
+    seed: Annotated[int | None, typer.Option(help="Base seed (default: the scenario's).",
+                                             min=0)] = None,
+    replicates: Annotated[int, typer.Option(help="Independent replicates.", min=1)] = 1,
+    out: Annotated[str, typer.Option(help="Dataset folder or URI for the Parquet tables.")] = (
+        "results"),
+    events: Annotated[bool, typer.Option("--events", help="Also write one row per agent "
+                                                           "transition.")] = False,
+    threads: Annotated[int | None, typer.Option(help="numba threads (default: all cores).",
+                                                min=1)] = None,
+    population_scale: Annotated[float, typer.Option(help="Scale the population and arrivals.")
+                                ] = 1.0,
+    variant: Annotated[str, typer.Option(help="Label stored with every row.")] = "base",
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse replicates already written "
+                                                           "for the same scenario and seed.")
+                      ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Simulate a scenario; print KPIs with 95% CIs; write Parquet tables to --out."""
+    from sim.api import run as run_api
+    from sim.scenario import load_scenario
+
+    scenario = load_scenario(file)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, disable=quiet, transient=True) as bar:
+        task = bar.add_task(f"{scenario.name}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = run_api(scenario, seed=seed, replicates=replicates,
+                             population_scale=population_scale, variant=variant,
+                             events=events, out=out, threads=threads, resume=resume,
+                             progress=advance)
+        except KeyboardInterrupt:
+            bar.stop()
+            err_console.print(f"interrupted: replicates already finished are complete in {out}; "
+                              f"nothing partial was left", markup=False)
+            raise typer.Exit(130) from None
+    print_kpis(result.summary(), f"{scenario.name}: {replicates} replicate(s), seed "
+                                 f"{result.seed}, {scenario.steps} steps of "
+                                 f"{scenario.time.step_days:g} days")
+    console.print(f"wrote {len(result.paths)} files to {out}", markup=False)
 
 
 @app.command()

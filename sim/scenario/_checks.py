@@ -191,6 +191,7 @@ class _Checker:
     def check_interventions(self, check_patches: bool) -> None:
         s = self.s
         data: dict[str, Any] | None = None
+        found = len(self.out)
         for name, iv in s.interventions.items():
             loc: Loc = ("interventions", name)
             if iv.window is not None and iv.window.start_day >= s.time.horizon_days:
@@ -199,29 +200,28 @@ class _Checker:
                            f"horizon ({s.time.horizon_days:g} days)")
             if data is None:
                 data = s.to_data()
-            bad_path = False
             for path in iv.set:
                 ploc: Loc = (*loc, "set", path)
                 head = path.split(".")[0]
                 if head in _NOT_PATCHABLE:
                     self.error(ploc, f"an intervention cannot change {head!r}")
-                    bad_path = True
                     continue
                 if iv.window is not None and any(
                         path == p or path.startswith(p + ".") for p in _NOT_IN_WINDOW):
                     self.error(ploc, f"{path!r} cannot change inside a time window")
-                    bad_path = True
                     continue
                 why = check_path(data, path, type(s))
                 if why is not None:
                     self.error(ploc, f"patches a path that does not exist: {why}")
-                    bad_path = True
-            if check_patches and not bad_path:
-                self._check_result(s, [name], (*loc, "set"))
-        if check_patches:
-            enabled = [n for n, iv in s.interventions.items() if iv.enabled]
-            if len(enabled) > 1:
-                self._check_result(s, enabled, ("interventions",))
+        # a materialised scenario carries every intervention along: an error in
+        # any of them would be reported again under each one that is applied
+        if not check_patches or len(self.out) > found:
+            return
+        for name in s.interventions:
+            self._check_result(s, [name], ("interventions", name, "set"))
+        enabled = [n for n, iv in s.interventions.items() if iv.enabled]
+        if len(enabled) > 1:
+            self._check_result(s, enabled, ("interventions",))
 
     def _check_result(self, s: Scenario, active: list[str], loc: Loc) -> None:
         from sim._errors import ScenarioError

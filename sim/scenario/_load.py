@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sim._errors import Problem, ScenarioError
 from sim.scenario._checks import cross_check
 from sim.scenario._patch import _unwrap
-from sim.scenario._schema import Scenario
+from sim.scenario._schema import _EXIT_RE, Scenario
 from sim.scenario._yaml import MAX_BYTES, Located, read_yaml
 
 __all__ = ["check_scenario_file", "load_scenario", "problems_from_validation"]
@@ -90,11 +90,29 @@ def problems_from_validation(exc: ValidationError, located: Located | None,
     return sorted(out, key=lambda p: (p.line, p.column))
 
 
+def _index_canonical_exits(located: Located) -> None:
+    """Also locate exit keys by their canonical spelling.
+
+    ``'aware -> use'`` is validated (and reported) as ``'aware->use'``; without
+    this, problems in such an entry would point at the enclosing mapping.
+    """
+    for path, pos in list(located.positions.items()):
+        canonical = tuple(_canonical_exit(p) if isinstance(p, str) else p for p in path)
+        located.positions.setdefault(canonical, pos)
+
+
+def _canonical_exit(key: str) -> str:
+    m = _EXIT_RE.match(key)
+    return f"{m.group(1)}->{m.group(2)}" if m else key
+
+
 def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
     located = read_yaml(text, source)
     if not isinstance(located.data, dict):
+        line, col = located.positions.get((), (1, 1))
         raise ScenarioError.single(source, "a scenario is a mapping of fields (name, time, "
-                                           "stages, …)", line=1, column=1)
+                                           "stages, …)", line=line, column=col)
+    _index_canonical_exits(located)
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:

@@ -99,7 +99,8 @@ def _walk(data: dict[str, Any], path: str, model: type[BaseModel]) -> tuple[Any,
             tp = typing.get_args(tp)[1]
             node = node[part]
         elif origin is list:
-            if not isinstance(node, list) or not part.isdigit() or int(part) >= len(node):
+            if (not isinstance(node, list) or not (part.isascii() and part.isdigit())
+                    or int(part) >= len(node)):
                 raise PathError(f"{where} has no item {part!r}")
             if last:
                 return node, int(part), False

@@ -9,6 +9,7 @@ to each other (names that must exist, shares that must sum to one) live in
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
@@ -59,8 +60,8 @@ _EXIT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]{0,63})\s*->\s*([A-Za-z][A-Za-z
 def _name(value: Any) -> Any:
     if isinstance(value, str) and not _NAME_RE.match(value):
         raise PydanticCustomError(
-            "name", "{value!r} is not a valid name: use letters, digits and _, starting "
-                    "with a letter (at most 64 characters)", {"value": value})
+            "name", "{value} is not a valid name: use letters, digits and _, starting "
+                    "with a letter (at most 64 characters)", {"value": repr(value)})
     return value
 
 
@@ -69,8 +70,8 @@ def _exit_key(value: Any) -> Any:
         m = _EXIT_RE.match(value)
         if not m:
             raise PydanticCustomError(
-                "exit_key", "{value!r} does not name an exit: write 'from_stage->to_stage'",
-                {"value": value})
+                "exit_key", "{value} does not name an exit: write 'from_stage->to_stage'",
+                {"value": repr(value)})
         return f"{m.group(1)}->{m.group(2)}"
     return value
 
@@ -116,10 +117,12 @@ class Time(_Model):
     @model_validator(mode="after")
     def _whole_steps(self) -> Time:
         steps = self.horizon_days / self.step_days
-        if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+        if (not math.isfinite(steps) or abs(steps - round(steps)) > 1e-9
+                or round(steps) < 1):
             raise PydanticCustomError(
-                "whole_steps", "horizon_days ({h:g}) must be a positive whole number of "
-                               "steps of {s:g} days", {"h": self.horizon_days, "s": self.step_days})
+                "whole_steps", "horizon_days ({h}) must be a positive whole number of "
+                               "steps of {s} days",
+                {"h": f"{self.horizon_days:g}", "s": f"{self.step_days:g}"})
         return self
 
     @property
@@ -153,7 +156,7 @@ class ExitRate(_Model):
     @classmethod
     def _bare_number(cls, data: Any) -> Any:
         if isinstance(data, (int, float)) and not isinstance(data, bool):
-            return {"p": float(data)}
+            return {"p": data}
         return data
 
     @model_validator(mode="after")
@@ -321,7 +324,7 @@ class Touchpoint(_Model):
             stages = data.get("stages")
             if (isinstance(reach, (int, float)) and not isinstance(reach, bool)
                     and isinstance(stages, list)):
-                return {**data, "reach": {s: float(reach) for s in stages if isinstance(s, str)}}
+                return {**data, "reach": {s: reach for s in stages if isinstance(s, str)}}
         return data
 
     @model_validator(mode="after")

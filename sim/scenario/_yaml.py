@@ -141,6 +141,7 @@ class _Builder:
         """Attach a finished node (scalar, alias or closed container)."""
         if not self.stack:
             self.root = value
+            self.positions[()] = (mark.line + 1, mark.column + 1)
             self.done = True
             return
         frame = self.stack[-1]

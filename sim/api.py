@@ -1,0 +1,248 @@
+"""The public run API: load → compile → simulate replicates → tables (→ Parquet)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sim._errors import SimError
+from sim.engines._kernels import RNG_SCHEME, mix64
+from sim.engines.fast import RawRun, simulate
+from sim.metrics import kpis, ledger, retention_curve, summarise
+from sim.model import compile_scenario
+from sim.results import RunKey, run_metadata, table_path, with_keys, write_run_table
+from sim.scenario import Scenario, load_scenario
+
+__all__ = ["ENGINES", "RunResult", "derive_seed", "run"]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("fast",)
+"""Engines this version can run."""
+
+
+def derive_seed(seed: int, replicate: int) -> int:
+    """Seed of replicate ``replicate`` under base ``seed`` (a splitmix64 hash of both)."""
+    z = np.uint64(seed) ^ np.uint64(mix64(np.uint64(replicate) + np.uint64(0x632BE59BD9B4E019)))
+    return int(mix64(z)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class RunResult:
+    """Tables of a run over all its replicates (DESIGN.md, "Outputs").
+
+    Every table carries the run keys ``scenario``, ``variant``, ``replicate``
+    and ``seed``. ``events`` is None unless requested.
+    """
+
+    scenario: Scenario
+    seed: int
+    seeds: list[int]
+    engine: str
+    occupancy: pa.Table
+    flows: pa.Table
+    kpis: pa.Table
+    retention: pa.Table
+    ledger: pa.Table
+    events: pa.Table | None = None
+    paths: list[str] = field(default_factory=list)
+
+    def summary(self, level: float = 0.95) -> pa.Table:
+        """Each KPI's mean over replicates with a Student-t confidence interval."""
+        rows = self.kpis.to_pylist()
+        summary = summarise(rows, level)
+        names = list(summary)
+        return pa.table({
+            "kpi": names,
+            "mean": [summary[k]["mean"] for k in names],
+            "ci_low": [summary[k]["ci_low"] for k in names],
+            "ci_high": [summary[k]["ci_high"] for k in names],
+            "sd": [summary[k]["sd"] for k in names],
+            "n": [summary[k]["n"] for k in names],
+        })
+
+
+def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
+    model = raw.model
+    stages = np.array(model.stages, dtype=object)
+    segments = np.array(model.segments, dtype=object)
+    sd = model.arrays.step_days
+    T1, G, S = raw.occupancy.shape
+    t, g, s = np.meshgrid(np.arange(T1), np.arange(G), np.arange(S), indexing="ij")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_sat = np.where(raw.occupancy > 0, raw.sat_sum / np.maximum(raw.occupancy, 1), np.nan)
+    occupancy = pa.table({
+        "step": t.ravel().astype(np.int32), "day": t.ravel() * sd,
+        "segment": segments[g.ravel()], "stage": stages[s.ravel()],
+        "count": raw.occupancy.ravel(), "mean_satisfaction": mean_sat.ravel(),
+    })
+    parts: list[dict[str, Any]] = []
+    nz = np.nonzero(raw.flows)
+    parts.append({"step": nz[0], "segment": nz[1], "from": stages[nz[2]], "to": nz[3],
+                  "kind": "transition", "count": raw.flows[nz]})
+    for kind, arr in (("arrival", raw.arrivals), ("referral", raw.referred)):
+        nz = np.nonzero(arr)
+        parts.append({"step": nz[0], "segment": nz[1], "from": np.full(nz[0].size, None),
+                      "to": nz[2], "kind": kind, "count": arr[nz]})
+    flows = pa.table({
+        "step": np.concatenate([p["step"] for p in parts]).astype(np.int32),
+        "day": np.concatenate([p["step"] for p in parts]) * sd,
+        "segment": segments[np.concatenate([p["segment"] for p in parts]).astype(np.int64)],
+        "from_stage": pa.array(np.concatenate([p["from"] for p in parts]), pa.string()),
+        "to_stage": stages[np.concatenate([p["to"] for p in parts]).astype(np.int64)],
+        "kind": np.concatenate([np.full(p["step"].size, p["kind"], dtype=object)
+                                for p in parts]),
+        "count": np.concatenate([p["count"] for p in parts]).astype(np.int64),
+    })
+    row = kpis(raw)
+    kpi = pa.table({name: [value] for name, value in row.items()})
+    kpi = kpi.append_column("agents", pa.array([raw.agents], pa.int64()))
+    curve = retention_curve(raw)
+    retention = pa.table({k: v for k, v in curve.items()})
+    money = ledger(raw)
+    money_t = pa.table({"step": money["step"].astype(np.int32), "day": money["step"] * sd,
+                        "item": money["item"], "kind": money["kind"],
+                        "exposures": money["exposures"], "amount": money["amount"]})
+    out = {"occupancy": occupancy, "flows": flows, "kpis": kpi, "retention": retention,
+           "ledger": money_t}
+    if events and raw.events is not None:
+        e = raw.events
+        frm = e["from_stage"]
+        out["events"] = pa.table({
+            "step": e["step"].astype(np.int32), "day": e["step"] * sd,
+            "agent": e["agent"].astype(np.int64), "segment": segments[e["segment"]],
+            "from_stage": pa.array([stages[x] if x >= 0 else None for x in frm], pa.string()),
+            "to_stage": stages[e["to_stage"]],
+        })
+    return out
+
+
+def _with_run_columns(table: pa.Table, key: RunKey) -> pa.Table:
+    table = table.add_column(0, "scenario", pa.array([key.scenario] * table.num_rows))
+    return table.add_column(1, "replicate", pa.array(np.full(table.num_rows, key.replicate,
+                                                             np.int32)))
+
+
+def _check_args(scenario: Scenario, replicates: int, population_scale: float, engine: str,
+                threads: int | None) -> None:
+    if engine not in ENGINES:
+        raise SimError(f"unknown engine {engine!r}: this version runs {', '.join(ENGINES)}")
+    if not isinstance(replicates, int) or replicates < 1:
+        raise SimError(f"replicates must be a whole number >= 1, not {replicates!r}")
+    if not (isinstance(population_scale, (int, float)) and math.isfinite(population_scale)
+            and population_scale > 0):
+        raise SimError(f"population_scale must be a finite number > 0, not {population_scale!r}")
+    if threads is not None and not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise SimError(f"threads must lie in 1..{numba.config.NUMBA_NUM_THREADS}, not {threads}")
+    enabled = [n for n, iv in scenario.interventions.items() if iv.enabled]
+    for variant in (scenario, scenario.materialise(enabled)):
+        limited = [n for n, tp in variant.touchpoints.items() if tp.capacity is not None]
+        if limited:
+            raise SimError(f"touchpoint {limited[0]!r} has a capacity: the fast engine does not "
+                           f"model queues; capacity-limited touchpoints need the event engine "
+                           f"(--engine des)")
+
+
+def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str) -> bool:
+    path = table_path(out, "kpis", key)
+    if "://" in os.fspath(out) or not os.path.exists(path):
+        return False
+    meta = pq.read_schema(path).metadata or {}
+    return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
+
+
+def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
+        replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
+        variant: str = "base", events: bool = False, out: str | os.PathLike[str] | None = None,
+        threads: int | None = None, resume: bool = False,
+        progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Simulate a scenario.
+
+    Args:
+        scenario: a :class:`Scenario`, or a path / YAML text to load.
+        seed: base seed (default: the scenario's); replicate r runs on
+            :func:`derive_seed` (seed, r).
+        replicates: independent runs, summarised with confidence intervals.
+        population_scale: multiplies initial counts, arrival rates and market size.
+        engine: ``"fast"`` (numba).
+        variant: a label stored with every row (``base`` by default).
+        events: also return (and write) one row per agent transition and entry.
+        out: a dataset folder or pyarrow filesystem URI to write Parquet to.
+        threads: numba threads (default: all cores); results do not depend on it.
+        resume: with ``out``, reuse replicates already written for the same
+            scenario hash and seed instead of running them again.
+        progress: called with (steps done, steps in all) as the run advances.
+
+    Returns:
+        The run's tables, concatenated over replicates.
+
+    Raises:
+        SimError: bad arguments, or a scenario the engine cannot run.
+
+    Example:
+        >>> import sim
+        >>> result = sim.run("scenarios/dental_clinic.yaml", replicates=2)  # doctest: +SKIP
+        >>> result.summary().to_pandas()  # doctest: +SKIP
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    _check_args(scenario, replicates, population_scale, engine, threads)
+    base_seed = scenario.seed if seed is None else int(seed)
+    if not 0 <= base_seed < 2**63:
+        raise SimError(f"seed must lie in 0..2**63-1, not {base_seed}")
+    if threads is not None:
+        numba.set_num_threads(threads)
+    from sim import __version__
+
+    model = compile_scenario(scenario, population_scale)
+    yaml_text = scenario.to_yaml()
+    digest = scenario.content_hash
+    seeds = [derive_seed(base_seed, r) for r in range(replicates)]
+    total = model.steps * replicates
+    collected: dict[str, list[pa.Table]] = {}
+    paths: list[str] = []
+    for r, rseed in enumerate(seeds):
+        key = RunKey(scenario.name, variant, r, rseed)
+        names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
+        if out is not None and resume and _resumable(out, key, digest) and all(
+                os.path.exists(table_path(out, n, key)) for n in names):
+            log.info("replicate %d already written; reusing it", r)
+            tables = {n: pq.read_table(table_path(out, n, key)) for n in [*names, "kpis"]}
+            paths.extend(table_path(out, n, key) for n in [*names, "kpis"])
+            if progress is not None:
+                progress((r + 1) * model.steps, total)
+        else:
+            done = r * model.steps
+            raw = simulate(model, rseed, events=events,
+                           progress=None if progress is None else
+                           (lambda t, done=done: progress(done + t, total)))
+            meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
+                                base_seed=base_seed, replicate=r, engine=engine,
+                                rng=RNG_SCHEME, version=__version__,
+                                population_scale=population_scale)
+            tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
+            if out is not None:
+                # kpis last: its presence marks a complete replicate
+                for name in [*names, "kpis"]:
+                    paths.append(write_run_table(out, name, tables[name], key))
+        for name, tab in tables.items():
+            collected.setdefault(name, []).append(_with_run_columns(tab, key))
+
+    def cat(name: str) -> pa.Table:
+        return pa.concat_tables(collected[name], promote_options="default")
+
+    return RunResult(
+        scenario=scenario, seed=base_seed, seeds=seeds, engine=engine,
+        occupancy=cat("occupancy"), flows=cat("flows"), kpis=cat("kpis"),
+        retention=cat("retention"), ledger=cat("ledger"),
+        events=cat("events") if events else None, paths=paths,
+    )

@@ -1,0 +1,353 @@
+"""Numba kernels: counter-based randomness, one agent-step, the step driver.
+
+Kernels are pure functions over arrays (STYLE.md point 4): the caller
+validates and allocates, kernels compute into ``out`` buffers. Every random
+number is a hash of (seed, agent id, step, stream), so results do not depend
+on the thread count, and two scenarios that differ in one touchpoint share
+every other draw (common random numbers). All helpers of a kernel live in
+this module (numba's cache goes stale across modules).
+
+The parallel step kernel runs ``prange`` over a fixed number of chunks of
+agents; each chunk owns its slice of every output buffer and processes its
+agents in id order, so even float sums are identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import prange
+
+from sim._jit import kernel, parallel_kernel
+from sim.model import HET_BETA, HET_LOGIT_NORMAL, ModelArrays
+
+__all__ = [
+    "BIRTH_STEP",
+    "CHUNKS",
+    "RNG_SCHEME",
+    "STREAM_EXIT",
+    "STREAM_REFERRAL",
+    "STREAM_REVIEW",
+    "Buffers",
+    "State",
+    "agent_step",
+    "birth",
+    "make_buffers",
+    "mix64",
+    "poisson",
+    "step_kernel",
+    "uniform",
+]
+
+RNG_SCHEME = "splitmix64-counter-v1"
+"""Name of the randomness scheme, written into every output's metadata."""
+
+CHUNKS = 64
+"""Fixed number of agent chunks: the unit of parallel work and of reduction."""
+
+STREAM_EXIT = np.uint64(1)
+STREAM_REVIEW = np.uint64(2)
+STREAM_REFERRAL = np.uint64(3)
+BIRTH_STEP = np.uint64(0xFFFF_FFFF)
+"""Step number used for draws at an agent's birth (heterogeneity)."""
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_STEP_MUL = np.uint64(0xD1B54A32D192ED03)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_ONE = np.uint64(1)
+_TWO53 = 1.0 / 9007199254740992.0
+
+
+class State(NamedTuple):
+    """Agent state, one entry per agent id (capacity >= population)."""
+
+    stage: np.ndarray   # int8
+    seg: np.ndarray     # int8
+    dwell: np.ndarray   # int32 steps spent in the current stage
+    sat: np.ndarray     # float32 satisfaction in [-1, 1]
+    acq: np.ndarray     # int32 step of first acquisition, -1 before
+    born: np.ndarray    # int32 step of entry (0 for the initial population)
+    het: np.ndarray     # float32[N, H] per-agent propensities
+    clv: np.ndarray     # float64 discounted revenue since acquisition
+    moved: np.ndarray   # int8 stage left this step, -1 when the agent stayed
+
+
+class Buffers(NamedTuple):
+    """Per-chunk outputs of one step (leading axis: chunk)."""
+
+    occ: np.ndarray        # int64[C, G, S] end-of-step occupancy
+    sat_sum: np.ndarray    # float64[C, G, S] satisfaction summed over occupants
+    flows: np.ndarray      # int64[C, G, S, S] transitions from -> to
+    exposures: np.ndarray  # int64[C, G, T]
+    acquired: np.ndarray   # int64[C, G] first acquisitions
+    referrals: np.ndarray  # int64[C, G] referrals made (by referrer's segment)
+    reviews: np.ndarray    # int64[C, 2] reviews posted, sum of their scores
+    retained: np.ndarray   # int64[C, L] cumulative: acquired agents in a customer stage by lag
+    to_convert: np.ndarray  # int64[C, L] cumulative: steps from entry to acquisition
+    scratch: np.ndarray    # float64[C, 2, Emax] per-chunk work space
+
+
+def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
+    """Allocate zeroed buffers for ``CHUNKS`` chunks."""
+    C = CHUNKS
+    return Buffers(
+        occ=np.zeros((C, G, S), np.int64), sat_sum=np.zeros((C, G, S)),
+        flows=np.zeros((C, G, S, S), np.int64), exposures=np.zeros((C, G, T), np.int64),
+        acquired=np.zeros((C, G), np.int64), referrals=np.zeros((C, G), np.int64),
+        reviews=np.zeros((C, 2), np.int64), retained=np.zeros((C, L), np.int64),
+        to_convert=np.zeros((C, L), np.int64), scratch=np.zeros((C, 2, max(e_max, 1))),
+    )
+
+
+# ------------------------------------------------------------------ randomness
+
+
+@kernel
+def mix64(z: np.uint64) -> np.uint64:
+    """splitmix64 finaliser: a bijection of uint64 with full avalanche."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@kernel
+def agent_key(seed: np.uint64, agent: np.int64, step: np.uint64) -> np.uint64:
+    """Key of one agent-step; draws of its streams derive from it."""
+    a = mix64(seed + _GOLDEN * (np.uint64(agent) + _ONE))
+    return mix64(a ^ mix64(step * _STEP_MUL + _GOLDEN))
+
+
+@kernel
+def uniform(key: np.uint64, stream: np.uint64) -> float:
+    """Uniform in [0, 1) with 53 random bits, for ``stream`` under ``key``."""
+    return float(mix64(key + stream * _GOLDEN) >> _S11) * _TWO53
+
+
+@kernel
+def _normal(key: np.uint64, stream: np.uint64) -> float:
+    u1 = uniform(key, stream)
+    u2 = uniform(key, stream + _ONE)
+    return math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@kernel
+def _gamma(shape: float, key: np.uint64, stream: np.uint64) -> float:
+    """Gamma(shape, 1) by Marsaglia-Tsang, each attempt on its own sub-stream."""
+    boost = 1.0
+    if shape < 1.0:
+        boost = uniform(key, stream + np.uint64(999_983)) ** (1.0 / shape)
+        shape += 1.0
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    attempt = np.uint64(0)
+    while True:
+        sub = stream + np.uint64(4) * attempt
+        x = _normal(key, sub)
+        v = 1.0 + c * x
+        attempt += _ONE
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = uniform(key, sub + np.uint64(2))
+        if u < 1.0 - 0.0331 * x * x * x * x or math.log(u) < 0.5 * x * x + d * (
+                1.0 - v + math.log(v)):
+            return d * v * boost
+
+
+@kernel
+def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
+    """Poisson(lam) by inversion, in pieces of mean <= 200 (one uniform each)."""
+    total = np.int64(0)
+    pieces = int(math.ceil(lam / 200.0))
+    for j in range(pieces):
+        mean = lam / pieces
+        u = uniform(key, stream + np.uint64(j))
+        p = math.exp(-mean)
+        cdf = p
+        k = 0
+        while u >= cdf and k < 10_000:
+            k += 1
+            p *= mean / k
+            cdf += p
+        total += k
+    return total
+
+
+# ------------------------------------------------------------------ agents
+
+
+@kernel
+def birth(i0: np.int64, i1: np.int64, t: np.int64, r: np.int64, seed: np.uint64,
+          seg_of: np.ndarray, stage_of: np.ndarray, m: ModelArrays, st: State) -> None:
+    """Initialise agents ``i0 .. i1-1`` entering at step ``t`` under regime ``r``.
+
+    Args:
+        seg_of, stage_of: int64[i1 - i0] segment and stage of each new agent.
+    """
+    H = st.het.shape[1]
+    for j in range(i1 - i0):
+        i = i0 + j
+        g = seg_of[j]
+        s = stage_of[j]
+        st.stage[i] = s
+        st.seg[i] = g
+        st.dwell[i] = 0
+        st.sat[i] = m.sat_initial[r]
+        st.born[i] = t
+        st.acq[i] = -1
+        st.clv[i] = 0.0
+        st.moved[i] = -1
+        key = agent_key(seed, i, BIRTH_STEP)
+        for h in range(H):
+            kind = m.het_kind[r, g, h]
+            value = 0.0
+            if kind == HET_BETA:
+                x = _gamma(m.het_a[r, g, h], key, m.het_stream[h])
+                y = _gamma(m.het_b[r, g, h], key, m.het_stream[h] + np.uint64(1 << 20))
+                value = x / (x + y)
+            elif kind == HET_LOGIT_NORMAL:
+                value = m.het_a[r, g, h] * _normal(key, m.het_stream[h])
+            st.het[i, h] = value
+
+
+@kernel
+def agent_step(i: np.int64, t: np.int64, r: np.int64, seed: np.uint64, c: np.int64,
+               rep: float, con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+    """Advance agent ``i`` by step ``t`` (1-based) under regime ``r``.
+
+    Order: dwell and satisfaction decay; exposures (lift, satisfaction, cost
+    counts); one competing-exit draw on the modified probabilities; then, in
+    the stage it ends in, occupancy, value, retention, a review and a referral.
+
+    Args:
+        c: the chunk that owns agent ``i`` (index into ``buf``).
+        rep: public reputation in [-1, 1] from the last step's rating.
+        con_add: contagion's addition to the contagion exit's probability.
+    """
+    s = np.int64(st.stage[i])
+    g = np.int64(st.seg[i])
+    key = agent_key(seed, i, np.uint64(t))
+    dwell = st.dwell[i] + 1
+    st.dwell[i] = dwell
+    x = float(st.sat[i])
+    x += m.sat_decay[r] * (m.sat_baseline[r] - x)
+
+    e0 = m.exit_start[s]
+    ne = m.exit_start[s + 1] - e0
+    lift = buf.scratch[c, 0]
+    for j in range(ne):
+        lift[j] = 0.0
+    for k in range(m.act_start[s], m.act_start[s + 1]):
+        tp = m.act_tp[k]
+        if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
+            buf.exposures[c, g, tp] += 1
+            x += m.tp_sat[r, tp]
+            for j in range(ne):
+                lift[j] += m.tp_lift[r, tp, e0 + j]
+    x = min(1.0, max(-1.0, x))
+
+    to = s
+    if ne > 0 and dwell >= m.min_dwell[s]:
+        prob = buf.scratch[c, 1]
+        total = 0.0
+        for j in range(ne):
+            e = e0 + j
+            p = m.base_p[r, e]
+            z = m.base_logit[r, e]
+            delta = m.seg_offset[r, g, e] + lift[j] + m.sat_effect[r, e] * x + \
+                m.rep_effect[r, e] * rep
+            h = m.het_slot[g, e]
+            if h >= 0:
+                if m.het_kind[r, g, h] == HET_BETA:
+                    p = float(st.het[i, h])
+                    z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
+                        -math.inf if p <= 0.0 else math.inf)
+                elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
+                    delta += float(st.het[i, h])
+            if e == m.con_exit:
+                p = min(1.0, p + con_add)
+                z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
+                    -math.inf if p <= 0.0 else math.inf)
+            if delta != 0.0 and 0.0 < p < 1.0:
+                p = 1.0 / (1.0 + math.exp(-(z + delta)))
+            prob[j] = p
+            total += p
+        u = uniform(key, STREAM_EXIT)
+        if total > 1.0:
+            u *= total  # renormalise: compare against the cumulative on total's scale
+        cum = 0.0
+        for j in range(ne):
+            cum += prob[j]
+            if u < cum:
+                to = m.exit_to[e0 + j]
+                break
+
+    # value earned this step: the stage's per-step value, and entry value on a move
+    value = m.per_step_value[r, s]
+    if to != s:
+        buf.flows[c, g, s, to] += 1
+        st.stage[i] = to
+        st.dwell[i] = 0
+        st.moved[i] = s
+        value += m.on_entry[r, to]
+        if m.kind[to] == 1 and st.acq[i] < 0:
+            st.acq[i] = t
+            buf.acquired[c, g] += 1
+            buf.to_convert[c, t - st.born[i]] += 1
+    else:
+        st.moved[i] = -1
+    st.sat[i] = x
+    a = st.acq[i]
+    if a >= 0:
+        st.clv[i] += value * m.value_mult[r, g] * m.discount[t - a]
+        if m.kind[to] == 1:
+            buf.retained[c, t - a] += 1
+    buf.occ[c, g, to] += 1
+    buf.sat_sum[c, g, to] += x
+    post = m.review_post[r, to]
+    if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
+        score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
+        buf.reviews[c, 0] += 1
+        buf.reviews[c, 1] += np.int64(math.floor(score + 0.5))
+    if m.ref_p[r] > 0.0 and m.ref_stage[r, to] == 1 and x >= m.ref_min_sat[r]:
+        if uniform(key, STREAM_REFERRAL) < m.ref_p[r]:
+            buf.referrals[c, g] += 1
+
+
+@kernel
+def _chunk(c: np.int64, n: np.int64, t: np.int64, r: np.int64, seed: np.uint64, rep: float,
+           con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+    """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
+    buf.occ[c, :, :] = 0
+    buf.sat_sum[c, :, :] = 0.0
+    buf.flows[c, :, :, :] = 0
+    buf.exposures[c, :, :] = 0
+    buf.acquired[c, :] = 0
+    buf.referrals[c, :] = 0
+    buf.reviews[c, :] = 0
+    size = (n + CHUNKS - 1) // CHUNKS
+    lo = c * size
+    hi = min(n, lo + size)
+    for i in range(lo, hi):
+        agent_step(i, t, r, seed, c, rep, con_add, m, st, buf)
+
+
+@parallel_kernel
+def step_kernel(n: np.int64, t: np.int64, r: np.int64, seed: np.uint64, rep: float,
+                con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+    """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
+
+    The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
+    mishandles writes through named-tuple fields made directly in a
+    ``prange`` body (reproduced with numba 0.68), so they stay in a serial
+    function.
+    """
+    for c in prange(CHUNKS):
+        _chunk(c, n, t, r, seed, rep, con_add, m, st, buf)

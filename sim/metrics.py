@@ -1,0 +1,168 @@
+"""KPIs of a run, computed from its raw counts, and their summary over replicates.
+
+Money is computed here, outside the kernels, from integer counts
+(occupancy, entries, exposures) and the compiled values and costs, so it is
+exact and identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from sim._kpi_names import KPI_NAMES
+from sim.engines.fast import RawRun
+
+__all__ = ["KPI_NAMES", "kpis", "ledger", "retention_curve", "summarise"]
+
+
+def _regime_rows(raw: RawRun) -> np.ndarray:
+    """Regime of each step row 1..steps (row 0 gets the first regime)."""
+    of = raw.model.regime_of_step
+    return np.concatenate([of[:1], of])
+
+
+def ledger(raw: RawRun) -> dict[str, np.ndarray]:
+    """Money by step and item: revenue, each touchpoint's cost, each intervention's cost.
+
+    Returns:
+        Columns ``step`` (int64), ``item`` (str), ``kind`` (``revenue`` /
+        ``touchpoint`` / ``intervention``), ``exposures`` (int64), ``amount`` (float64).
+    """
+    model = raw.model
+    m = model.arrays
+    reg = _regime_rows(raw)
+    steps = model.steps
+    t_idx = np.arange(1, steps + 1)
+    r = reg[1:]
+    # revenue: per-step value of the stage held at the start of the step, entry value on moves
+    start = raw.occupancy[:-1] + raw.arrivals[1:] + raw.referred[1:]       # [steps, G, S]
+    inflow = raw.flows[1:].sum(axis=2)                                       # [steps, G, S]
+    per_step = m.per_step_value[r][:, None, :]                                # [steps, 1, S]
+    on_entry = m.on_entry[r][:, None, :]
+    mult = m.value_mult[r][:, :, None]                                        # [steps, G, 1]
+    revenue = ((start * per_step + inflow * on_entry) * mult).sum(axis=(1, 2))
+    steps_col: list[np.ndarray] = [t_idx]
+    items: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
+    kinds: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
+    exposures: list[np.ndarray] = [np.zeros(steps, np.int64)]
+    amounts: list[np.ndarray] = [revenue]
+    exp = raw.exposures[1:].sum(axis=1)                                       # [steps, T]
+    for ti, name in enumerate(model.touchpoints):
+        cost = exp[:, ti] * model.cost_per_exposure[r, ti] + model.fixed_cost_per_step[r, ti]
+        steps_col.append(t_idx)
+        items.append(np.full(steps, name, dtype=object))
+        kinds.append(np.full(steps, "touchpoint", dtype=object))
+        exposures.append(exp[:, ti])
+        amounts.append(cost)
+    for j, name in enumerate(model.interventions):
+        active = model.iv_active[:, j]
+        if not active.any():
+            continue
+        cost = active * model.iv_per_step[j]
+        cost[int(np.argmax(active))] += model.iv_fixed[j]
+        steps_col.append(t_idx)
+        items.append(np.full(steps, name, dtype=object))
+        kinds.append(np.full(steps, "intervention", dtype=object))
+        exposures.append(np.zeros(steps, np.int64))
+        amounts.append(cost)
+    return {"step": np.concatenate(steps_col), "item": np.concatenate(items),
+            "kind": np.concatenate(kinds), "exposures": np.concatenate(exposures),
+            "amount": np.concatenate(amounts).astype(np.float64)}
+
+
+def retention_curve(raw: RawRun) -> dict[str, np.ndarray]:
+    """Share of acquired customers in a customer stage by time since acquisition.
+
+    At lag L steps the eligible customers are those acquired at least L steps
+    before the horizon.
+    """
+    steps = raw.model.steps
+    by_step = raw.acquired.sum(axis=1)                   # [T1]
+    cum = np.cumsum(by_step)
+    lags = np.arange(steps + 1)
+    eligible = cum[steps - lags]                         # acquired at steps <= horizon - L
+    retained = raw.retained[: steps + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(eligible > 0, retained / np.maximum(eligible, 1), np.nan)
+    return {"lag_steps": lags, "lag_days": lags * raw.model.arrays.step_days,
+            "eligible": eligible, "retained": retained, "share": share}
+
+
+def _median_from_hist(hist: np.ndarray) -> float:
+    total = hist.sum()
+    if total == 0:
+        return math.nan
+    cum = np.cumsum(hist)
+    lo = int(np.searchsorted(cum, (total + 1) // 2))
+    if total % 2 == 1:
+        return float(lo)
+    hi = int(np.searchsorted(cum, total // 2 + 1))
+    return (lo + hi) / 2.0
+
+
+def kpis(raw: RawRun) -> dict[str, float]:
+    """Every KPI of :data:`KPI_NAMES` for one run (NaN where undefined)."""
+    model = raw.model
+    m = model.arrays
+    kind = m.kind
+    money = ledger(raw)
+    revenue = float(money["amount"][money["kind"] == "revenue"].sum())
+    cost = float(money["amount"][money["kind"] != "revenue"].sum())
+    entrants = int(raw.arrivals.sum() + raw.referred.sum())
+    initial_prospects = int(raw.occupancy[0][:, kind == 0].sum())
+    acquired = int(raw.acquired.sum())
+    flows = raw.flows.sum(axis=(0, 1))
+    churned = int(flows[np.ix_(kind == 1, kind == 2)].sum())
+    won_back = int(flows[np.ix_(kind == 2, kind == 1)].sum())
+    curve = retention_curve(raw)
+    out: dict[str, float] = {
+        "entrants": entrants,
+        "acquired": acquired,
+        "conversion": acquired / (initial_prospects + entrants)
+        if initial_prospects + entrants else math.nan,
+        "churned": churned,
+        "won_back": won_back,
+        "revenue": revenue,
+        "cost": cost,
+        "clv": raw.clv_total / acquired if acquired else math.nan,
+        "roi": (revenue - cost) / cost if cost > 0 else math.nan,
+        "referrals": int(raw.referred.sum()),
+        "reviews": int(raw.reviews[:, 0].sum()),
+        "rating": float(raw.rating[-1]) if model.scenario.reviews else math.nan,
+        "nps": 100.0 * (raw.promoters - raw.detractors) / raw.customers_at_end
+        if raw.customers_at_end else math.nan,
+        "median_days_to_convert": _median_from_hist(raw.to_convert) * m.step_days,
+    }
+    for days, lag in model.retention_lags.items():
+        out[f"retention_{days}"] = float(curve["share"][lag]) if lag <= model.steps \
+            else math.nan
+    return {name: float(out[name]) for name in KPI_NAMES}
+
+
+def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Mean and a Student-t confidence interval of each KPI over replicates.
+
+    Args:
+        rows: one KPI dict per replicate.
+        level: confidence level of the interval.
+
+    Returns:
+        KPI -> {mean, sd, n, ci_low, ci_high}; with one replicate (or NaN
+        values) the interval is NaN.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in KPI_NAMES:
+        values = np.array([row[name] for row in rows], dtype=float)
+        values = values[~np.isnan(values)]
+        n = values.size
+        mean = float(values.mean()) if n else math.nan
+        sd = float(values.std(ddof=1)) if n > 1 else math.nan
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)) if n > 1 \
+            else math.nan
+        out[name] = {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half,
+                     "ci_high": mean + half}
+    return out

@@ -1,0 +1,133 @@
+"""Parquet results: tables of a run and the dataset layout on disk.
+
+A dataset is a folder (or any pyarrow filesystem URI) with one subfolder per
+table, hive-partitioned by scenario and replicate::
+
+    results/kpis/scenario=dental_clinic/replicate=0/part-base-<seed>.parquet
+
+The partition columns live in the paths, the other run keys (variant, seed)
+in every row. Each file carries in its schema metadata the canonical
+scenario text and hash, the seed, engine, RNG scheme and package version.
+Files appear atomically (written under a hidden temporary name, then
+renamed), and writing the same run key again replaces the file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = ["TABLES", "RunKey", "open_dataset", "read_table", "run_metadata", "write_run_table"]
+
+TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events")
+"""Tables a run writes (``events`` only on request)."""
+
+PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("replicate", pa.int32())]),
+                               flavor="hive")
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What identifies one run: rerunning the same key replaces its files."""
+
+    scenario: str
+    variant: str
+    replicate: int
+    seed: int
+
+    def columns(self, rows: int) -> dict[str, pa.Array]:
+        """The run-key columns stored in each row (partition keys live in the path)."""
+        return {"variant": pa.array([self.variant] * rows, pa.string()),
+                "seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
+
+
+def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed: int,
+                 replicate: int, engine: str, rng: str, version: str,
+                 population_scale: float) -> dict[str, str]:
+    """Schema metadata written into every file of a run."""
+    return {
+        "journey.scenario_yaml": scenario_yaml,
+        "journey.scenario_hash": scenario_hash,
+        "journey.seed": str(seed),
+        "journey.base_seed": str(base_seed),
+        "journey.replicate": str(replicate),
+        "journey.engine": engine,
+        "journey.rng": rng,
+        "journey.version": version,
+        "journey.population_scale": repr(population_scale),
+    }
+
+
+def with_keys(table: pa.Table, key: RunKey, metadata: Mapping[str, str]) -> pa.Table:
+    """Prepend the run-key columns and attach the run's metadata."""
+    cols = key.columns(table.num_rows)
+    for i, (name, arr) in enumerate(cols.items()):
+        table = table.add_column(i, name, arr)
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): v.encode() for k, v in metadata.items()})
+    return table.replace_schema_metadata(meta)
+
+
+def _filesystem(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    text = os.fspath(root)
+    if "://" in text:
+        fs, path = pafs.FileSystem.from_uri(text)
+        return fs, path
+    return pafs.LocalFileSystem(), os.path.abspath(text)
+
+
+def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
+    """Where ``table`` of run ``key`` lives under dataset ``root``."""
+    _, base = _filesystem(root)
+    return (f"{base}/{table}/scenario={key.scenario}/replicate={key.replicate}/"
+            f"part-{key.variant}-{key.seed}.parquet")
+
+
+def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,
+                    key: RunKey) -> str:
+    """Write one table of one run atomically; returns the final path."""
+    fs, _ = _filesystem(root)
+    final = table_path(root, name, key)
+    folder, leaf = final.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{leaf}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        fs.move(tmp, final)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (OSError, FileNotFoundError):
+            pass
+        raise
+    return final
+
+
+def open_dataset(root: str | os.PathLike[str], table: str) -> ds.Dataset:
+    """A pyarrow dataset over one table of a results folder (hive partitions)."""
+    fs, base = _filesystem(root)
+    return ds.dataset(f"{base}/{table}", format="parquet", filesystem=fs,
+                      partitioning=PARTITIONING)
+
+
+def read_table(root: str | os.PathLike[str], table: str, **filters: Any) -> pa.Table:
+    """Read one table of a results folder, optionally filtered by equality on columns.
+
+    Example:
+        >>> read_table("results", "kpis", scenario="dental_clinic")  # doctest: +SKIP
+    """
+    dataset = open_dataset(root, table)
+    expr = None
+    for col, value in filters.items():
+        term = ds.field(col) == value
+        expr = term if expr is None else expr & term
+    return dataset.to_table(filter=expr)
