@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -141,8 +142,9 @@ def _check_args(scenario: Scenario, replicates: int, population_scale: float, en
     if not (isinstance(population_scale, (int, float)) and math.isfinite(population_scale)
             and population_scale > 0):
         raise SimError(f"population_scale must be a finite number > 0, not {population_scale!r}")
-    if threads is not None and not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise SimError(f"threads must lie in 1..{numba.config.NUMBA_NUM_THREADS}, not {threads}")
+    cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    if threads is not None and not 1 <= threads <= cores:
+        raise SimError(f"threads must lie in 1..{cores}, not {threads}")
     enabled = [n for n, iv in scenario.interventions.items() if iv.enabled]
     for variant in (scenario, scenario.materialise(enabled)):
         limited = [n for n, tp in variant.touchpoints.items() if tp.capacity is not None]
@@ -158,6 +160,11 @@ def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str) -> 
         return False
     meta = pq.read_schema(path).metadata or {}
     return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
+
+
+def _offset_progress(report: Callable[[int, int], None], done: int, total: int,
+                     t: int) -> None:
+    report(done + t, total)
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
@@ -221,10 +228,9 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
             if progress is not None:
                 progress((r + 1) * model.steps, total)
         else:
-            done = r * model.steps
-            raw = simulate(model, rseed, events=events,
-                           progress=None if progress is None else
-                           (lambda t, done=done: progress(done + t, total)))
+            step_progress = None if progress is None else functools.partial(
+                _offset_progress, progress, r * model.steps, total)
+            raw = simulate(model, rseed, events=events, progress=step_progress)
             meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                                 base_seed=base_seed, replicate=r, engine=engine,
                                 rng=RNG_SCHEME, version=__version__,

@@ -236,8 +236,8 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
 
     for r, v in enumerate(variants):
         for e, (a, b) in enumerate(exits):
-            rate = v.stages[a].exits.get(b)
-            base_p[r, e] = rate.per_step(sd) if rate is not None else 0.0
+            exit_rate = v.stages[a].exits.get(b)
+            base_p[r, e] = exit_rate.per_step(sd) if exit_rate is not None else 0.0
         for g, gname in enumerate(segments):
             seg = v.segments[gname]
             for key, off in seg.offsets.items():

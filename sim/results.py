@@ -14,6 +14,7 @@ renamed), and writing the same run key again replaces the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -104,10 +105,8 @@ def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,
         pq.write_table(table, tmp, filesystem=fs, compression="zstd")
         fs.move(tmp, final)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             fs.delete_file(tmp)
-        except (OSError, FileNotFoundError):
-            pass
         raise
     return final
 

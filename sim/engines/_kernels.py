@@ -32,7 +32,7 @@ __all__ = [
     "STREAM_REVIEW",
     "Buffers",
     "State",
-    "agent_step",
+    "advance",
     "birth",
     "make_buffers",
     "mix64",
@@ -118,7 +118,7 @@ def mix64(z: np.uint64) -> np.uint64:
 
 
 @kernel
-def agent_key(seed: np.uint64, agent: np.int64, step: np.uint64) -> np.uint64:
+def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
     """Key of one agent-step; draws of its streams derive from it."""
     a = mix64(seed + _GOLDEN * (np.uint64(agent) + _ONE))
     return mix64(a ^ mix64(step * _STEP_MUL + _GOLDEN))
@@ -165,7 +165,7 @@ def _gamma(shape: float, key: np.uint64, stream: np.uint64) -> float:
 def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
     """Poisson(lam) by inversion, in pieces of mean <= 200 (one uniform each)."""
     total = np.int64(0)
-    pieces = int(math.ceil(lam / 200.0))
+    pieces = math.ceil(lam / 200.0)
     for j in range(pieces):
         mean = lam / pieces
         u = uniform(key, stream + np.uint64(j))
@@ -184,7 +184,7 @@ def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
 
 
 @kernel
-def birth(i0: np.int64, i1: np.int64, t: np.int64, r: np.int64, seed: np.uint64,
+def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
           seg_of: np.ndarray, stage_of: np.ndarray, m: ModelArrays, st: State) -> None:
     """Initialise agents ``i0 .. i1-1`` entering at step ``t`` under regime ``r``.
 
@@ -218,111 +218,120 @@ def birth(i0: np.int64, i1: np.int64, t: np.int64, r: np.int64, seed: np.uint64,
 
 
 @kernel
-def agent_step(i: np.int64, t: np.int64, r: np.int64, seed: np.uint64, c: np.int64,
-               rep: float, con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
-    """Advance agent ``i`` by step ``t`` (1-based) under regime ``r``.
+def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: float,
+            con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+    """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
-    Order: dwell and satisfaction decay; exposures (lift, satisfaction, cost
-    counts); one competing-exit draw on the modified probabilities; then, in
-    the stage it ends in, occupancy, value, retention, a review and a referral.
+    This is the one agent-step rule of the engine; the fast engine calls it on
+    a chunk of agents, an event engine may call it on one (``hi = lo + 1``).
+    The loop over agents is inside the function so that the model, state and
+    buffer tuples are passed once per chunk, not once per agent.
+
+    Order, per agent: dwell and satisfaction decay; exposures (lift,
+    satisfaction, exposure counts); one competing-exit draw on the modified
+    probabilities; then, in the stage it ends in, occupancy, value,
+    retention, a review and a referral.
 
     Args:
-        c: the chunk that owns agent ``i`` (index into ``buf``).
+        c: the chunk whose slices of ``buf`` receive the counts.
         rep: public reputation in [-1, 1] from the last step's rating.
         con_add: contagion's addition to the contagion exit's probability.
     """
-    s = np.int64(st.stage[i])
-    g = np.int64(st.seg[i])
-    key = agent_key(seed, i, np.uint64(t))
-    dwell = st.dwell[i] + 1
-    st.dwell[i] = dwell
-    x = float(st.sat[i])
-    x += m.sat_decay[r] * (m.sat_baseline[r] - x)
+    for i in range(lo, hi):
+        s = np.int64(st.stage[i])
+        g = np.int64(st.seg[i])
+        key = agent_key(seed, i, np.uint64(t))
+        dwell = st.dwell[i] + 1
+        st.dwell[i] = dwell
+        x = float(st.sat[i])
+        x += m.sat_decay[r] * (m.sat_baseline[r] - x)
 
-    e0 = m.exit_start[s]
-    ne = m.exit_start[s + 1] - e0
-    lift = buf.scratch[c, 0]
-    for j in range(ne):
-        lift[j] = 0.0
-    for k in range(m.act_start[s], m.act_start[s + 1]):
-        tp = m.act_tp[k]
-        if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
-            buf.exposures[c, g, tp] += 1
-            x += m.tp_sat[r, tp]
-            for j in range(ne):
-                lift[j] += m.tp_lift[r, tp, e0 + j]
-    x = min(1.0, max(-1.0, x))
-
-    to = s
-    if ne > 0 and dwell >= m.min_dwell[s]:
-        prob = buf.scratch[c, 1]
-        total = 0.0
+        e0 = m.exit_start[s]
+        ne = m.exit_start[s + 1] - e0
+        # scratch is indexed, never sliced: a slice would take a reference on the shared
+        # buffer for every agent, and the atomic reference counts make threads contend
         for j in range(ne):
-            e = e0 + j
-            p = m.base_p[r, e]
-            z = m.base_logit[r, e]
-            delta = m.seg_offset[r, g, e] + lift[j] + m.sat_effect[r, e] * x + \
-                m.rep_effect[r, e] * rep
-            h = m.het_slot[g, e]
-            if h >= 0:
-                if m.het_kind[r, g, h] == HET_BETA:
-                    p = float(st.het[i, h])
+            buf.scratch[c, 0, j] = 0.0
+        for k in range(m.act_start[s], m.act_start[s + 1]):
+            tp = m.act_tp[k]
+            if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
+                buf.exposures[c, g, tp] += 1
+                x += m.tp_sat[r, tp]
+                for j in range(ne):
+                    buf.scratch[c, 0, j] += m.tp_lift[r, tp, e0 + j]
+        x = min(1.0, max(-1.0, x))
+
+        to = s
+        if ne > 0 and dwell >= m.min_dwell[s]:
+            total = 0.0
+            for j in range(ne):
+                e = e0 + j
+                p = m.base_p[r, e]
+                z = m.base_logit[r, e]
+                delta = m.seg_offset[r, g, e] + buf.scratch[c, 0, j] + m.sat_effect[r, e] * x + \
+                    m.rep_effect[r, e] * rep
+                h = m.het_slot[g, e]
+                if h >= 0:
+                    if m.het_kind[r, g, h] == HET_BETA:
+                        p = float(st.het[i, h])
+                        z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
+                            -math.inf if p <= 0.0 else math.inf)
+                    elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
+                        delta += float(st.het[i, h])
+                if e == m.con_exit:
+                    p = min(1.0, p + con_add)
                     z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
                         -math.inf if p <= 0.0 else math.inf)
-                elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
-                    delta += float(st.het[i, h])
-            if e == m.con_exit:
-                p = min(1.0, p + con_add)
-                z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
-                    -math.inf if p <= 0.0 else math.inf)
-            if delta != 0.0 and 0.0 < p < 1.0:
-                p = 1.0 / (1.0 + math.exp(-(z + delta)))
-            prob[j] = p
-            total += p
-        u = uniform(key, STREAM_EXIT)
-        if total > 1.0:
-            u *= total  # renormalise: compare against the cumulative on total's scale
-        cum = 0.0
-        for j in range(ne):
-            cum += prob[j]
-            if u < cum:
-                to = m.exit_to[e0 + j]
-                break
+                if delta != 0.0 and 0.0 < p < 1.0:
+                    p = 1.0 / (1.0 + math.exp(-(z + delta)))
+                buf.scratch[c, 1, j] = p
+                total += p
+            u = uniform(key, STREAM_EXIT)
+            if total > 1.0:
+                u *= total  # renormalise: compare against the cumulative on total's scale
+            cum = 0.0
+            for j in range(ne):
+                cum += buf.scratch[c, 1, j]
+                if u < cum:
+                    to = m.exit_to[e0 + j]
+                    break
 
-    # value earned this step: the stage's per-step value, and entry value on a move
-    value = m.per_step_value[r, s]
-    if to != s:
-        buf.flows[c, g, s, to] += 1
-        st.stage[i] = to
-        st.dwell[i] = 0
-        st.moved[i] = s
-        value += m.on_entry[r, to]
-        if m.kind[to] == 1 and st.acq[i] < 0:
-            st.acq[i] = t
-            buf.acquired[c, g] += 1
-            buf.to_convert[c, t - st.born[i]] += 1
-    else:
-        st.moved[i] = -1
-    st.sat[i] = x
-    a = st.acq[i]
-    if a >= 0:
-        st.clv[i] += value * m.value_mult[r, g] * m.discount[t - a]
-        if m.kind[to] == 1:
-            buf.retained[c, t - a] += 1
-    buf.occ[c, g, to] += 1
-    buf.sat_sum[c, g, to] += x
-    post = m.review_post[r, to]
-    if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
-        score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
-        buf.reviews[c, 0] += 1
-        buf.reviews[c, 1] += np.int64(math.floor(score + 0.5))
-    if m.ref_p[r] > 0.0 and m.ref_stage[r, to] == 1 and x >= m.ref_min_sat[r]:
-        if uniform(key, STREAM_REFERRAL) < m.ref_p[r]:
+        # value earned this step: the stage's per-step value, and entry value on a move
+        value = m.per_step_value[r, s]
+        if to != s:
+            buf.flows[c, g, s, to] += 1
+            st.stage[i] = to
+            st.dwell[i] = 0
+            st.moved[i] = s
+            value += m.on_entry[r, to]
+            # acquisition: the first move into a customer stage from a non-customer one
+            # (an agent placed as a customer is not acquired by moving between customer stages)
+            if m.kind[to] == 1 and m.kind[s] != 1 and st.acq[i] < 0:
+                st.acq[i] = t
+                buf.acquired[c, g] += 1
+                buf.to_convert[c, t - st.born[i]] += 1
+        else:
+            st.moved[i] = -1
+        st.sat[i] = x
+        a = st.acq[i]
+        if a >= 0:
+            st.clv[i] += value * m.value_mult[r, g] * m.discount[t - a]
+            if m.kind[to] == 1:
+                buf.retained[c, t - a] += 1
+        buf.occ[c, g, to] += 1
+        buf.sat_sum[c, g, to] += x
+        post = m.review_post[r, to]
+        if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
+            score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
+            buf.reviews[c, 0] += 1
+            buf.reviews[c, 1] += np.int64(math.floor(score + 0.5))
+        if (m.ref_p[r] > 0.0 and m.ref_stage[r, to] == 1 and x >= m.ref_min_sat[r]
+                and uniform(key, STREAM_REFERRAL) < m.ref_p[r]):
             buf.referrals[c, g] += 1
 
 
 @kernel
-def _chunk(c: np.int64, n: np.int64, t: np.int64, r: np.int64, seed: np.uint64, rep: float,
+def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, rep: float,
            con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
@@ -333,14 +342,12 @@ def _chunk(c: np.int64, n: np.int64, t: np.int64, r: np.int64, seed: np.uint64, 
     buf.referrals[c, :] = 0
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
-    lo = c * size
-    hi = min(n, lo + size)
-    for i in range(lo, hi):
-        agent_step(i, t, r, seed, c, rep, con_add, m, st, buf)
+    lo = min(n, c * size)
+    advance(lo, min(n, lo + size), t, r, seed, c, rep, con_add, m, st, buf)
 
 
 @parallel_kernel
-def step_kernel(n: np.int64, t: np.int64, r: np.int64, seed: np.uint64, rep: float,
+def step_kernel(n: int, t: int, r: int, seed: np.uint64, rep: float,
                 con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 

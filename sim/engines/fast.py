@@ -90,7 +90,7 @@ def draw_arrivals(model: CompiledModel, seed: int) -> np.ndarray:
     seed64 = np.uint64(seed)
     for t in range(1, model.steps + 1):
         rates = model.arrival_rate[model.regime_of_step[t - 1]]
-        key = np.uint64(agent_key(seed64, np.int64(POPULATION_AGENT), np.uint64(t)))
+        key = np.uint64(agent_key(seed64, POPULATION_AGENT, np.uint64(t)))
         for g in range(G):
             if rates[g] > 0:
                 out[t, g] = poisson(float(rates[g]), key, np.uint64(4096 * (g + 1)))
@@ -191,8 +191,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         if m.con_exit >= 0:
             adopters = float(occupancy[t - 1][:, model.con_adopter == 1].sum())
             con_add = float(model.con_q[r]) * adopters / model.market_size
-        step_kernel(np.int64(n), np.int64(t), np.int64(r), seed64, reputation, con_add,
-                    m, st, buf)
+        step_kernel(n, t, r, seed64, reputation, con_add, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)

@@ -55,6 +55,9 @@ class _Checker:
     def warn(self, loc: Loc, message: str) -> None:
         self.out.append(Check(loc, message, "warning"))
 
+    def n_errors(self) -> int:
+        return sum(c.severity == "error" for c in self.out)
+
     # --- name helpers -------------------------------------------------
 
     def stage(self, loc: Loc, name: str) -> bool:
@@ -191,13 +194,13 @@ class _Checker:
     def check_interventions(self, check_patches: bool) -> None:
         s = self.s
         data: dict[str, Any] | None = None
-        found = len(self.out)
+        found = self.n_errors()
         for name, iv in s.interventions.items():
             loc: Loc = ("interventions", name)
             if iv.window is not None and iv.window.start_day >= s.time.horizon_days:
-                self.error((*loc, "window", "start_day"),
-                           f"the window opens on day {iv.window.start_day:g}, at or after the "
-                           f"horizon ({s.time.horizon_days:g} days)")
+                self.warn((*loc, "window", "start_day"),
+                          f"the window opens on day {iv.window.start_day:g}, at or after the "
+                          f"horizon ({s.time.horizon_days:g} days): the intervention never acts")
             if data is None:
                 data = s.to_data()
             for path in iv.set:
@@ -215,7 +218,7 @@ class _Checker:
                     self.error(ploc, f"patches a path that does not exist: {why}")
         # a materialised scenario carries every intervention along: an error in
         # any of them would be reported again under each one that is applied
-        if not check_patches or len(self.out) > found:
+        if not check_patches or self.n_errors() > found:
             return
         for name in s.interventions:
             self._check_result(s, [name], ("interventions", name, "set"))
@@ -310,7 +313,7 @@ def cross_check(s: Scenario, *, check_patches: bool = True) -> list[Check]:
     # what a patch produces is only worth checking on a base without errors
     clean = not any(p.severity == "error" for p in c.out)
     c.check_interventions(check_patches and clean)
-    if check_patches and clean:
+    if check_patches and not any(p.severity == "error" for p in c.out):
         c.check_optimise()
     c.check_reachability()
     return c.out

@@ -129,16 +129,20 @@ def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
 def _read_file(path: Path) -> bytes:
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ScenarioError.single(str(path), f"file is {size:,} bytes; scenarios are "
-                                                  f"limited to {MAX_BYTES:,} bytes")
-        return path.read_bytes()
+        raw = path.read_bytes() if size <= MAX_BYTES else None
     except FileNotFoundError:
         raise ScenarioError.single(str(path), "no such file") from None
     except IsADirectoryError:
         raise ScenarioError.single(str(path), "is a directory, not a scenario file") from None
     except PermissionError:
         raise ScenarioError.single(str(path), "permission denied") from None
+    except (OSError, ValueError) as exc:  # name too long, not a directory, NUL byte, I/O…
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ScenarioError.single(str(path), f"cannot read: {reason}") from None
+    if raw is None:
+        raise ScenarioError.single(str(path), f"file is {size:,} bytes; scenarios are "
+                                              f"limited to {MAX_BYTES:,} bytes")
+    return raw
 
 
 def check_scenario_file(path: str | os.PathLike[str]) -> tuple[Scenario | None, list[Problem]]:

@@ -554,7 +554,8 @@ class Scenario(_Model):
         ...   browsing: {kind: prospect, exits: {buying: 0.1}}
         ...   buying: {kind: customer}
         ... ''')
-        >>> s.apply(overrides={"stages.browsing.exits.buying.p": 0.2}).stage_exit_p("browsing", "buying")
+        >>> faster = s.apply(overrides={"stages.browsing.exits.buying.p": 0.2})
+        >>> faster.stage_exit_p("browsing", "buying")
         0.2
     """
 
@@ -660,8 +661,16 @@ class Scenario(_Model):
 
         Windows are not consulted: the caller chooses what is active when.
         """
+        from sim._errors import Problem, ScenarioError
+        from sim.scenario._checks import _unknown
         from sim.scenario._patch import apply_patches
 
+        active = list(active)
+        missing = [n for n in active if n not in self.interventions]
+        if missing:
+            raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{n}",
+                                         _unknown("intervention", n, self.interventions))
+                                 for n in missing])
         patches: dict[str, Any] = {}
         for name in active:
             patches.update(self.interventions[name].set)

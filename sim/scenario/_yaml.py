@@ -161,7 +161,8 @@ class _Builder:
                             f"duplicate key {value!r} (first defined at line {first})")
             frame[2] = value
             frame[3] = mark
-            self.positions[(*frame[1], value)] = (mark.line + 1, mark.column + 1)
+            line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+            self.positions[(*frame[1], value)] = (line, col)
             return
         key = frame[2]
         container[key] = value
@@ -219,8 +220,9 @@ class _Builder:
             if self.stack and self.stack[-1][2] is _NO_KEY and not isinstance(
                     self.stack[-1][0], list):
                 raise _fail(self.source, event.start_mark, "mapping keys must be plain scalars")
-            if self.stack and isinstance(self.stack[-1][0], list):
-                self.positions[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
+            mark = event.start_mark
+            if self.stack and isinstance(self.stack[-1][0], list) and mark is not None:
+                self.positions[path] = (mark.line + 1, mark.column + 1)
             container: Any = {} if is_map else []
             self.stack.append([container, path, _NO_KEY, None, {}, event.anchor,
                                event.start_mark])

@@ -1,0 +1,123 @@
+"""Every file in ``bad/`` is refused, at its line, quickly, and without a traceback.
+
+Each bad file starts with ``# expect: LINE: TEXT``: the problem must be
+reported on 1-based line LINE and its message must contain TEXT.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import sim
+from sim.cli import app
+from sim.scenario._yaml import MAX_BYTES
+
+HERE = Path(__file__).parent
+BAD_FILES = sorted((HERE / "bad").glob("*.yaml"))
+WARN_FILES = sorted((HERE / "warn").glob("*.yaml"))
+_EXPECT = re.compile(r"^# expect: (\d+): (.+)$")
+_EXPECT_WARNING = re.compile(r"^# expect-warning: (\d+): (.+)$")
+
+runner = CliRunner()
+
+
+def _expectation(path: Path, pattern: re.Pattern[str] = _EXPECT) -> tuple[int, str]:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    m = pattern.match(first)
+    assert m, f"{path.name}: first line must be '# expect: LINE: TEXT', not {first!r}"
+    return int(m.group(1)), m.group(2)
+
+
+def _listing(problems: list[sim.Problem]) -> str:
+    return "\n".join(str(p) for p in problems) or "(no problems)"
+
+
+def test_bad_folder_has_a_file_per_error_class() -> None:
+    assert len(BAD_FILES) >= 24
+
+
+@pytest.mark.parametrize("path", BAD_FILES, ids=lambda p: p.stem)
+def test_check_scenario_file_refuses_at_the_expected_line(path: Path) -> None:
+    line, text = _expectation(path)
+
+    start = time.perf_counter()
+    scenario, problems = sim.check_scenario_file(path)
+    elapsed = time.perf_counter() - start
+
+    assert scenario is None
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert all(p.source == str(path) for p in problems)
+    assert any(p.severity == "error" and p.line == line and text in p.message
+               for p in problems), f"expected line {line}: {text!r}; got\n{_listing(problems)}"
+
+
+@pytest.mark.parametrize("path", BAD_FILES, ids=lambda p: p.stem)
+def test_load_scenario_raises_scenario_error(path: Path) -> None:
+    line, text = _expectation(path)
+    with pytest.raises(sim.ScenarioError) as info:
+        sim.load_scenario(path)
+    assert isinstance(info.value, ValueError)
+    assert any(p.line == line and text in p.message for p in info.value.problems)
+
+
+@pytest.mark.parametrize("path", BAD_FILES, ids=lambda p: p.stem)
+def test_journey_validate_exits_2_with_located_problems(path: Path) -> None:
+    line, text = _expectation(path)
+
+    result = runner.invoke(app, ["validate", str(path)])
+
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    located = [s for s in result.stderr.splitlines() if s.startswith(f"{path}:{line}:")]
+    assert any(text in s for s in located), result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_file_over_one_mebibyte_is_refused_unread(tmp_path: Path,
+                                                  tiny_scenario_text: str) -> None:
+    path = tmp_path / "huge.yaml"
+    padding = "# " + "x" * 98 + "\n"
+    path.write_text(tiny_scenario_text + padding * (MAX_BYTES // len(padding) + 1))
+    assert path.stat().st_size > MAX_BYTES
+
+    start = time.perf_counter()
+    scenario, problems = sim.check_scenario_file(path)
+    elapsed = time.perf_counter() - start
+
+    assert scenario is None
+    assert elapsed < 1.0
+    [problem] = problems
+    assert f"scenarios are limited to {MAX_BYTES:,} bytes" in problem.message
+
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: file is" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_warn_folder_is_not_empty() -> None:
+    assert WARN_FILES
+
+
+@pytest.mark.parametrize("path", WARN_FILES, ids=lambda p: p.stem)
+def test_warning_only_scenario_validates_and_warns(path: Path) -> None:
+    line, text = _expectation(path, _EXPECT_WARNING)
+
+    scenario, problems = sim.check_scenario_file(path)
+
+    assert scenario is not None
+    assert problems, "expected a warning"
+    assert all(p.severity == "warning" for p in problems)
+    assert any(p.line == line and text in p.message for p in problems), _listing(problems)
+
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"{path}: ok" in result.stdout
+    assert f"{path}:{line}:" in result.stderr
+    assert "warning:" in result.stderr
