@@ -6,7 +6,9 @@ import functools
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,17 +156,20 @@ def _check_args(scenario: Scenario, replicates: int, population_scale: float, en
                            f"(--engine des)")
 
 
-def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str) -> bool:
+class _Cancelled(Exception):
+    """Raised inside a replicate when another one failed or the run was interrupted."""
+
+
+def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str,
+               names: list[str]) -> bool:
+    """Whether every table of run ``key`` is on disk, written for the same scenario."""
     path = table_path(out, "kpis", key)
     if "://" in os.fspath(out) or not os.path.exists(path):
         return False
+    if not all(os.path.exists(table_path(out, n, key)) for n in names):
+        return False
     meta = pq.read_schema(path).metadata or {}
     return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
-
-
-def _offset_progress(report: Callable[[int, int], None], done: int, total: int,
-                     t: int) -> None:
-    report(done + t, total)
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
@@ -185,6 +190,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         events: also return (and write) one row per agent transition and entry.
         out: a dataset folder or pyarrow filesystem URI to write Parquet to.
         threads: numba threads (default: all cores); results do not depend on it.
+            With several replicates they run side by side, one per thread.
         resume: with ``out``, reuse replicates already written for the same
             scenario hash and seed instead of running them again.
         progress: called with (steps done, steps in all) as the run advances.
@@ -206,40 +212,77 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     base_seed = scenario.seed if seed is None else int(seed)
     if not 0 <= base_seed < 2**63:
         raise SimError(f"seed must lie in 0..2**63-1, not {base_seed}")
+    previous_threads = numba.get_num_threads()
     if threads is not None:
         numba.set_num_threads(threads)
+    try:
+        return _run(scenario, base_seed, replicates, population_scale, engine, variant,
+                    events, out, resume, progress)
+    finally:
+        numba.set_num_threads(previous_threads)
+
+
+def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: float,
+         engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
+         resume: bool, progress: Callable[[int, int], None] | None) -> RunResult:
     from sim import __version__
 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = scenario.content_hash
     seeds = [derive_seed(base_seed, r) for r in range(replicates)]
-    total = model.steps * replicates
+    names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
+    done = [0] * replicates
+    lock = threading.Lock()
+    stop = threading.Event()
+    workers = min(replicates, numba.get_num_threads())
+
+    def step_done(r: int, t: int) -> None:
+        if stop.is_set():
+            raise _Cancelled
+        if progress is not None:
+            with lock:
+                done[r] = t
+                progress(sum(done), model.steps * replicates)
+
+    def one(r: int) -> tuple[dict[str, pa.Table], list[str]]:
+        rseed = seeds[r]
+        key = RunKey(scenario.name, variant, r, rseed)
+        if out is not None and resume and _resumable(out, key, digest, names):
+            log.info("replicate %d already written; reusing it", r)
+            step_done(r, model.steps)
+            stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
+            return {n: pq.read_table(f) for n, f in stored.items()}, list(stored.values())
+        raw = simulate(model, rseed, events=events, parallel=workers == 1,
+                       progress=functools.partial(step_done, r))
+        meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
+                            base_seed=base_seed, replicate=r, engine=engine, rng=RNG_SCHEME,
+                            version=__version__, population_scale=population_scale)
+        tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
+        files = []
+        if out is not None:
+            # kpis last: its presence marks a complete replicate
+            files = [write_run_table(out, n, tables[n], key) for n in [*names, "kpis"]]
+        return tables, files
+
+    results: list[tuple[dict[str, pa.Table], list[str]]] = []
+    if workers == 1:
+        results = [one(r) for r in range(replicates)]
+    else:
+        # serial kernels release the GIL: replicates run side by side on the cores
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replicate")
+        try:
+            results = list(pool.map(one, range(replicates)))
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     collected: dict[str, list[pa.Table]] = {}
     paths: list[str] = []
-    for r, rseed in enumerate(seeds):
-        key = RunKey(scenario.name, variant, r, rseed)
-        names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
-        if out is not None and resume and _resumable(out, key, digest) and all(
-                os.path.exists(table_path(out, n, key)) for n in names):
-            log.info("replicate %d already written; reusing it", r)
-            tables = {n: pq.read_table(table_path(out, n, key)) for n in [*names, "kpis"]}
-            paths.extend(table_path(out, n, key) for n in [*names, "kpis"])
-            if progress is not None:
-                progress((r + 1) * model.steps, total)
-        else:
-            step_progress = None if progress is None else functools.partial(
-                _offset_progress, progress, r * model.steps, total)
-            raw = simulate(model, rseed, events=events, progress=step_progress)
-            meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
-                                base_seed=base_seed, replicate=r, engine=engine,
-                                rng=RNG_SCHEME, version=__version__,
-                                population_scale=population_scale)
-            tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
-            if out is not None:
-                # kpis last: its presence marks a complete replicate
-                for name in [*names, "kpis"]:
-                    paths.append(write_run_table(out, name, tables[name], key))
+    for r, (tables, files) in enumerate(results):
+        key = RunKey(scenario.name, variant, r, seeds[r])
+        paths.extend(files)
         for name, tab in tables.items():
             collected.setdefault(name, []).append(_with_run_columns(tab, key))
 

@@ -38,6 +38,7 @@ __all__ = [
     "mix64",
     "poisson",
     "step_kernel",
+    "step_kernel_serial",
     "uniform",
 ]
 
@@ -357,4 +358,14 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, rep: float,
     function.
     """
     for c in prange(CHUNKS):
+        _chunk(c, n, t, r, seed, rep, con_add, m, st, buf)
+
+
+@kernel
+def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, rep: float,
+                       con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+    """:func:`step_kernel` on the calling thread: the same chunks in order, so the
+    same results; for small populations, where a parallel launch costs more than
+    it saves."""
+    for c in range(CHUNKS):
         _chunk(c, n, t, r, seed, rep, con_add, m, st, buf)

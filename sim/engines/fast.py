@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from sim._errors import SimError
@@ -24,6 +25,7 @@ from sim.engines._kernels import (
     make_buffers,
     poisson,
     step_kernel,
+    step_kernel_serial,
 )
 from sim.model import CompiledModel
 
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 POPULATION_AGENT = 1 << 62
 """Agent id used for population-level draws (arrivals): never a real agent."""
 MAX_AGENTS = 2**31 - 1
+PARALLEL_MIN_AGENTS = 32_768
+"""Below this population a step runs on one thread: a parallel launch costs more than
+it saves. Both kernels walk the same chunks in the same order, so results match."""
 
 
 @dataclass
@@ -98,14 +103,17 @@ def draw_arrivals(model: CompiledModel, seed: int) -> np.ndarray:
 
 
 def simulate(model: CompiledModel, seed: int, *, events: bool = False,
-             progress: Callable[[int], None] | None = None) -> RawRun:
+             progress: Callable[[int], None] | None = None, parallel: bool = True) -> RawRun:
     """Run one replicate.
 
     Args:
         model: the compiled scenario.
         seed: the replicate's seed (0 <= seed < 2**64).
         events: also record one row per agent transition and entry.
-        progress: called with the number of steps done after each step.
+        progress: called with the number of steps done after each step; an
+            exception it raises stops the run.
+        parallel: allow the parallel kernel (for populations past
+            :data:`PARALLEL_MIN_AGENTS`); results are the same either way.
 
     Returns:
         The raw counts of the run.
@@ -191,7 +199,9 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         if m.con_exit >= 0:
             adopters = float(occupancy[t - 1][:, model.con_adopter == 1].sum())
             con_add = float(model.con_q[r]) * adopters / model.market_size
-        step_kernel(n, t, r, seed64, reputation, con_add, m, st, buf)
+        kernel = step_kernel if (parallel and n >= PARALLEL_MIN_AGENTS
+                                 and numba.get_num_threads() > 1) else step_kernel_serial
+        kernel(n, t, r, seed64, reputation, con_add, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)
