@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = Path(os.environ.get("JOURNEY_BENCH_SCENARIO", ROOT / "scenarios" / "cosmetic_clinic.yaml"))
+SCENARIO = ROOT / "scenarios" / "cosmetic_clinic.yaml"
 
 
 def _rss_bytes() -> int:

@@ -39,13 +39,12 @@ class ModelArrays(NamedTuple):
     exit_start: np.ndarray      # int64[S + 1] CSR into exits
     exit_to: np.ndarray         # int64[E]
     base_p: np.ndarray          # float64[R, E]
-    base_logit: np.ndarray      # float64[R, E]
     seg_offset: np.ndarray      # float64[R, G, E]
     act_start: np.ndarray       # int64[S + 1] CSR into (stage, touchpoint) pairs
     act_tp: np.ndarray          # int64[K]
     reach: np.ndarray           # float64[R, G, K] exposure probability
     tp_stream: np.ndarray       # uint64[T] random stream of each touchpoint
-    tp_lift: np.ndarray         # float64[R, T, E]
+    tp_elift: np.ndarray        # float64[R, T, E] odds multiplier exp(lift) per exposure
     tp_sat: np.ndarray          # float64[R, T]
     sat_initial: np.ndarray     # float64[R]
     sat_baseline: np.ndarray    # float64[R]
@@ -61,7 +60,8 @@ class ModelArrays(NamedTuple):
     con_exit: int               # exit index, -1 without contagion
     het_slot: np.ndarray        # int64[G, E] slot of the exit's heterogeneity, -1 none
     het_kind: np.ndarray        # int64[R, G, H]
-    het_a: np.ndarray           # float64[R, G, H] (beta a, or normal sd)
+    het_a: np.ndarray           # float64[R, G, H] (beta a, or normal sd); agents store
+                                # their beta draw, or exp(sd * N) as an odds multiplier
     het_b: np.ndarray           # float64[R, G, H]
     het_stream: np.ndarray      # uint64[H]
     on_entry: np.ndarray        # float64[R, S]
@@ -105,14 +105,6 @@ class CompiledModel:
 def stream_id(name: str) -> int:
     """Stable random-stream number of a named thing (touchpoint, exit)."""
     return 1024 + zlib.crc32(name.encode("utf-8"))
-
-
-def _logit(p: float) -> float:
-    if p <= 0.0:
-        return -math.inf
-    if p >= 1.0:
-        return math.inf
-    return math.log(p / (1.0 - p))
 
 
 def _regimes(s: Scenario) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, list[str]]:
@@ -311,17 +303,16 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
     rate = s.economics.discount_rate_annual
     lags = np.arange(steps + 1)
     discount = (1.0 + rate) ** (-(lags * sd) / 365.0)
-    base_logit = np.vectorize(_logit, otypes=[np.float64])(base_p) if E else np.zeros((R, 0))
 
     arrays = ModelArrays(
         step_days=float(sd),
         kind=np.array([KIND_CODES[s.stages[n].kind] for n in stages], dtype=np.int8),
         min_dwell=np.array([math.ceil(s.stages[n].min_dwell_days / sd - 1e-9) for n in stages],
                            dtype=np.int32),
-        exit_start=exit_start, exit_to=exit_to, base_p=base_p, base_logit=base_logit,
+        exit_start=exit_start, exit_to=exit_to, base_p=base_p,
         seg_offset=seg_offset, act_start=act_start, act_tp=act_tp, reach=reach,
         tp_stream=np.array([stream_id("touchpoint:" + t) for t in touchpoints], dtype=np.uint64),
-        tp_lift=tp_lift, tp_sat=tp_sat, sat_initial=sat_initial, sat_baseline=sat_baseline,
+        tp_elift=np.exp(tp_lift), tp_sat=tp_sat, sat_initial=sat_initial, sat_baseline=sat_baseline,
         sat_decay=sat_decay, sat_effect=sat_effect, rep_effect=rep_effect,
         review_post=review_post,
         review_min=float(s.reviews.scale_min) if s.reviews else 1.0,

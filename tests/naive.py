@@ -111,13 +111,9 @@ def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def _logit(p: float) -> float:
-    if 0.0 < p < 1.0:
-        return math.log(p / (1.0 - p))
-    return -math.inf if p <= 0.0 else math.inf
-
-
-# ------------------------------------------------------------------ model, state
+def odds(p: float) -> float:
+    """p / (1 - p), infinite at p = 1 (the kernel's ``odds``)."""
+    return p / (1.0 - p) if p < 1.0 else math.inf
 
 
 def plain(value: Any) -> Any:
@@ -218,7 +214,7 @@ def birth(i0: int, t: int, r: int, seed: int, segs: list[int], stages: list[int]
         st.dwell.append(0)
         st.sat.append(f32(m.sat_initial[r]))
         st.born.append(t)
-        st.acq.append(-1)
+        st.acq.append(-1 if m.kind[s] == 0 else -2)   # only prospects can be acquired
         st.clv.append(0.0)
         st.moved.append(-1)
         key = agent_key(seed, i, BIRTH_STEP)
@@ -231,7 +227,7 @@ def birth(i0: int, t: int, r: int, seed: int, segs: list[int], stages: list[int]
                 y = gamma(m.het_b[r][g][h], key, m.het_stream[h] + (1 << 20))
                 value = x / (x + y)
             elif kind == HET_LOGIT_NORMAL:
-                value = m.het_a[r][g][h] * normal(key, m.het_stream[h])
+                value = math.exp(m.het_a[r][g][h] * normal(key, m.het_stream[h]))
             het.append(f32(value))
         st.het.append(het)
 
@@ -249,37 +245,40 @@ def agent_step(i: int, t: int, r: int, seed: int, c: int, rep: float, con_add: f
 
     # exposures: each touchpoint active in the stage, on its own stream
     exits = range(m.exit_start[s], m.exit_start[s + 1])
-    lift = {e: 0.0 for e in exits}
+    lift = {e: 1.0 for e in exits}          # product of exp(lift) over exposures
     for k in range(m.act_start[s], m.act_start[s + 1]):
         tp = m.act_tp[k]
         if uniform(key, m.tp_stream[tp]) < m.reach[r][g][k]:
             buf.exposures[c][g][tp] += 1
             x += m.tp_sat[r][tp]
             for e in exits:
-                lift[e] += m.tp_lift[r][tp][e]
+                lift[e] *= m.tp_elift[r][tp][e]
     x = min(1.0, max(-1.0, x))
 
-    # one competing-exit draw on the modified probabilities
+    # one competing-exit draw on the modified probabilities, on the odds scale:
+    # odds = odds(p) * exp(offset + beta_rep * rep) * prod exp(lift) * het * exp(beta_sat * x)
     to = s
     if len(exits) and dwell >= m.min_dwell[s]:
         prob = []
         for e in exits:
             p = m.base_p[r][e]
-            z = m.base_logit[r][e]
-            delta = m.seg_offset[r][g][e] + lift[e] + m.sat_effect[r][e] * x + \
-                m.rep_effect[r][e] * rep
-            h = m.het_slot[g][e]
-            if h >= 0 and m.het_kind[r][g][h] == HET_BETA:
-                p = st.het[i][h]            # the agent's own rate replaces the base rate
-                z = _logit(p)
-            elif h >= 0 and m.het_kind[r][g][h] == HET_LOGIT_NORMAL:
-                delta += st.het[i][h]
             if e == m.con_exit:
                 p = min(1.0, p + con_add)   # Bass imitation term
-                z = _logit(p)
-            if delta != 0.0 and 0.0 < p < 1.0:
-                p = 1.0 / (1.0 + math.exp(-(z + delta)))
-            prob.append(p)
+            o = odds(p)
+            het_mult = 1.0
+            h = m.het_slot[g][e]
+            if h >= 0 and m.het_kind[r][g][h] == HET_BETA:
+                q = st.het[i][h]            # the agent's own rate replaces the base rate
+                if e == m.con_exit:
+                    q = min(1.0, q + con_add)
+                o = odds(q)
+            elif h >= 0 and m.het_kind[r][g][h] == HET_LOGIT_NORMAL:
+                het_mult = st.het[i][h]
+            mult = math.exp(m.seg_offset[r][g][e] + m.rep_effect[r][e] * rep)
+            od = o * mult * lift[e] * het_mult
+            if m.sat_effect[r][e] != 0.0:
+                od *= math.exp(m.sat_effect[r][e] * x)
+            prob.append(od / (1.0 + od) if od < math.inf else 1.0)
         total = sum_in_order(prob)
         u = uniform(key, STREAM_EXIT)
         if total > 1.0:
@@ -298,7 +297,7 @@ def agent_step(i: int, t: int, r: int, seed: int, c: int, rep: float, con_add: f
         st.dwell[i] = 0
         st.moved[i] = s
         value += m.on_entry[r][to]
-        if m.kind[to] == 1 and m.kind[s] != 1 and st.acq[i] < 0:   # first acquisition
+        if m.kind[to] == 1 and st.acq[i] == -1:   # first acquisition of a prospect
             st.acq[i] = t
             buf.acquired[c][g] += 1
             buf.to_convert[c][t - st.born[i]] += 1

@@ -36,7 +36,9 @@ __all__ = [
     "birth",
     "make_buffers",
     "mix64",
+    "odds",
     "poisson",
+    "step_factors",
     "step_kernel",
     "step_kernel_serial",
     "uniform",
@@ -185,6 +187,33 @@ def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
 
 
 @kernel
+def odds(p: float) -> float:
+    """p / (1 - p), infinite at p = 1."""
+    return p / (1.0 - p) if p < 1.0 else math.inf
+
+
+@kernel
+def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.ndarray,
+                 mult: np.ndarray) -> None:
+    """The parts of every exit's odds that are the same for all agents of a segment
+    in this step.
+
+    Args:
+        odds0: out float64[G, E], base odds (contagion's addition included).
+        mult: out float64[G, E], exp(segment offset + reputation effect * rep).
+    """
+    G, E = odds0.shape
+    for e in range(E):
+        p = m.base_p[r, e]
+        if e == m.con_exit:
+            p = min(1.0, p + con_add)
+        o = odds(p)
+        for g in range(G):
+            odds0[g, e] = o
+            mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
+
+
+@kernel
 def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
           seg_of: np.ndarray, stage_of: np.ndarray, m: ModelArrays, st: State) -> None:
     """Initialise agents ``i0 .. i1-1`` entering at step ``t`` under regime ``r``.
@@ -202,7 +231,9 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
         st.dwell[i] = 0
         st.sat[i] = m.sat_initial[r]
         st.born[i] = t
-        st.acq[i] = -1
+        # -1: born a prospect, not yet acquired; -2: placed as a customer or lost,
+        # so never counted as an acquisition of this run
+        st.acq[i] = -1 if m.kind[s] == 0 else -2
         st.clv[i] = 0.0
         st.moved[i] = -1
         key = agent_key(seed, i, BIRTH_STEP)
@@ -213,14 +244,15 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
                 x = _gamma(m.het_a[r, g, h], key, m.het_stream[h])
                 y = _gamma(m.het_b[r, g, h], key, m.het_stream[h] + np.uint64(1 << 20))
                 value = x / (x + y)
-            elif kind == HET_LOGIT_NORMAL:
-                value = m.het_a[r, g, h] * _normal(key, m.het_stream[h])
+            elif kind == HET_LOGIT_NORMAL:  # stored as the odds multiplier exp(sd * N)
+                value = math.exp(m.het_a[r, g, h] * _normal(key, m.het_stream[h]))
             st.het[i, h] = value
 
 
 @kernel
-def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: float,
-            con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
+            odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+            buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
     This is the one agent-step rule of the engine; the fast engine calls it on
@@ -233,10 +265,15 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: floa
     probabilities; then, in the stage it ends in, occupancy, value,
     retention, a review and a referral.
 
+    The modified probability of exit j is computed on the odds scale,
+    ``odds = odds0 * mult * prod(exp(lift)) * het * exp(sat_effect * sat)`` and
+    ``p = odds / (1 + odds)``, which is ``sigmoid(logit(p) + offsets + lifts +
+    beta_sat * sat + beta_rep * rep)`` without an exp per exit.
+
     Args:
         c: the chunk whose slices of ``buf`` receive the counts.
-        rep: public reputation in [-1, 1] from the last step's rating.
         con_add: contagion's addition to the contagion exit's probability.
+        odds0, mult: this step's factors from :func:`step_factors`.
     """
     for i in range(lo, hi):
         s = np.int64(st.stage[i])
@@ -252,14 +289,14 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: floa
         # scratch is indexed, never sliced: a slice would take a reference on the shared
         # buffer for every agent, and the atomic reference counts make threads contend
         for j in range(ne):
-            buf.scratch[c, 0, j] = 0.0
+            buf.scratch[c, 0, j] = 1.0
         for k in range(m.act_start[s], m.act_start[s + 1]):
             tp = m.act_tp[k]
             if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
                 buf.exposures[c, g, tp] += 1
                 x += m.tp_sat[r, tp]
                 for j in range(ne):
-                    buf.scratch[c, 0, j] += m.tp_lift[r, tp, e0 + j]
+                    buf.scratch[c, 0, j] *= m.tp_elift[r, tp, e0 + j]
         x = min(1.0, max(-1.0, x))
 
         to = s
@@ -267,24 +304,22 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: floa
             total = 0.0
             for j in range(ne):
                 e = e0 + j
-                p = m.base_p[r, e]
-                z = m.base_logit[r, e]
-                delta = m.seg_offset[r, g, e] + buf.scratch[c, 0, j] + m.sat_effect[r, e] * x + \
-                    m.rep_effect[r, e] * rep
+                o = odds0[g, e]
+                het_mult = 1.0
                 h = m.het_slot[g, e]
                 if h >= 0:
-                    if m.het_kind[r, g, h] == HET_BETA:
+                    if m.het_kind[r, g, h] == HET_BETA:  # the agent's own base rate
                         p = float(st.het[i, h])
-                        z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
-                            -math.inf if p <= 0.0 else math.inf)
+                        if e == m.con_exit:
+                            p = min(1.0, p + con_add)
+                        o = odds(p)
                     elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
-                        delta += float(st.het[i, h])
-                if e == m.con_exit:
-                    p = min(1.0, p + con_add)
-                    z = math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else (
-                        -math.inf if p <= 0.0 else math.inf)
-                if delta != 0.0 and 0.0 < p < 1.0:
-                    p = 1.0 / (1.0 + math.exp(-(z + delta)))
+                        het_mult = float(st.het[i, h])
+                od = o * mult[g, e] * buf.scratch[c, 0, j] * het_mult
+                beta = m.sat_effect[r, e]
+                if beta != 0.0:
+                    od *= math.exp(beta * x)
+                p = od / (1.0 + od) if od < math.inf else 1.0
                 buf.scratch[c, 1, j] = p
                 total += p
             u = uniform(key, STREAM_EXIT)
@@ -307,7 +342,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: floa
             value += m.on_entry[r, to]
             # acquisition: the first move into a customer stage from a non-customer one
             # (an agent placed as a customer is not acquired by moving between customer stages)
-            if m.kind[to] == 1 and m.kind[s] != 1 and st.acq[i] < 0:
+            if m.kind[to] == 1 and st.acq[i] == -1:  # the first acquisition
                 st.acq[i] = t
                 buf.acquired[c, g] += 1
                 buf.to_convert[c, t - st.born[i]] += 1
@@ -332,8 +367,9 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, rep: floa
 
 
 @kernel
-def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, rep: float,
-           con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
+           odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+           buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
     buf.sat_sum[c, :, :] = 0.0
@@ -344,12 +380,13 @@ def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, rep: float,
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
     lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, rep, con_add, m, st, buf)
+    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, m, st, buf)
 
 
 @parallel_kernel
-def step_kernel(n: int, t: int, r: int, seed: np.uint64, rep: float,
-                con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
+                odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+                buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
@@ -358,14 +395,15 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, rep: float,
     function.
     """
     for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, rep, con_add, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, m, st, buf)
 
 
 @kernel
-def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, rep: float,
-                       con_add: float, m: ModelArrays, st: State, buf: Buffers) -> None:
+def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
+                       odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+                       buf: Buffers) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
     for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, rep, con_add, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, m, st, buf)

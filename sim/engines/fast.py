@@ -24,6 +24,7 @@ from sim.engines._kernels import (
     birth,
     make_buffers,
     poisson,
+    step_factors,
     step_kernel,
     step_kernel_serial,
 )
@@ -137,6 +138,9 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     st = _alloc(capacity, H)
     e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
     buf = make_buffers(G, S, T, T1, e_max)
+    E = m.base_p.shape[1]
+    odds0 = np.zeros((G, E))
+    mult = np.zeros((G, E))
 
     occupancy = np.zeros((T1, G, S), np.int64)
     sat_sum = np.zeros((T1, G, S))
@@ -201,7 +205,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
             con_add = float(model.con_q[r]) * adopters / model.market_size
         kernel = step_kernel if (parallel and n >= PARALLEL_MIN_AGENTS
                                  and numba.get_num_threads() > 1) else step_kernel_serial
-        kernel(n, t, r, seed64, reputation, con_add, m, st, buf)
+        step_factors(r, reputation, con_add, m, odds0, mult)
+        kernel(n, t, r, seed64, con_add, odds0, mult, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)

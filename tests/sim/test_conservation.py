@@ -163,11 +163,19 @@ def test_kpis_add_up(result: sim.RunResult, rep: int) -> None:
     assert kpi["referrals"] == count[flows["kind"] == "referral"].sum() > 0
     assert kpi["entrants"] == count[flows["kind"] != "transition"].sum()
 
-    # acquired: agents whose journey has a move from a non-customer into a customer stage
+    # acquired: agents that entered the run as prospects (placed or arriving) and later
+    # moved into a customer stage; agents placed as customers or lost are never acquired
     ev = _rows(result.events, rep)
-    into = np.array([f is not None and kinds[f] != "customer" and kinds[t] == "customer"
-                     for f, t in zip(ev["from_stage"], ev["to_stage"], strict=True)])
-    assert kpi["acquired"] == np.unique(ev["agent"][into]).size > 0
+    entry = np.array([f is None for f in ev["from_stage"]])
+    born_prospect = set(ev["agent"][entry & np.array(
+        [kinds[t] == "prospect" for t in ev["to_stage"]])].tolist())
+    into = np.array([f is not None and kinds[t] == "customer" for f, t in
+                     zip(ev["from_stage"], ev["to_stage"], strict=True)])
+    acquired = set(ev["agent"][into].tolist()) & born_prospect
+    assert kpi["acquired"] == len(acquired) > 0
+    placed_lost = set(ev["agent"][entry & np.array(
+        [kinds[t] == "lost" for t in ev["to_stage"]])].tolist())
+    assert not acquired & placed_lost
     occ = _rows(result.occupancy, rep)
     initial_prospects = occ["count"][(occ["step"] == 0) & np.isin(
         occ["stage"], scn.stages_of_kind("prospect"))].sum()
