@@ -52,7 +52,8 @@ def _variant(kind: str, agents: int, days: int) -> Any:
         if seg.arrivals_per_day is not None:
             overrides[f"segments.{name}.arrivals_per_day"] = 0.0
     if kind == "lean":
-        overrides.update({"satisfaction.effects": {}, "word_of_mouth": {}, "reviews": None})
+        overrides.update({"satisfaction.effects": {}, "word_of_mouth": {}, "reviews": None,
+                          "interventions": {}, "optimise": None})
     s = s.apply(overrides=overrides)
     initial = sum(p.count for p in s.population.initial)
     return s, agents / initial
@@ -70,6 +71,7 @@ def child(kind: str, agents: int, days: int, repeats: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     simulate(tiny, 1)
     compile_s = time.perf_counter() - t0
+    _start_thread_pool()
     model = compile_scenario(scenario, population_scale=scale)
     base_rss = _rss_bytes()
     rates = []
@@ -85,6 +87,21 @@ def child(kind: str, agents: int, days: int, repeats: int) -> dict[str, Any]:
     return {"threads": numba.get_num_threads(), "agent_steps": agent_steps,
             "agents": int(raw_agents(model)), "rates": rates, "compile_s": compile_s,
             "peak_rss_bytes": peak, "bytes_per_agent": (peak - base_rss) / agents}
+
+
+def _start_thread_pool() -> None:
+    """Launch numba's parallel thread pool once, so its stacks are not counted per agent."""
+    import numba
+    import numpy as np
+
+    @numba.njit(parallel=True)
+    def touch(a: np.ndarray) -> float:
+        total = 0.0
+        for i in numba.prange(a.shape[0]):
+            total += a[i]
+        return total
+
+    touch(np.ones(1024))
 
 
 def raw_agents(model: Any) -> int:

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sim._errors import SimError
-from sim.scenario import Scenario, check_scenario_file
+from sim.scenario import check_scenario_file, json_schema
 
 __all__ = ["app", "console", "err_console", "guarded", "main", "print_kpis"]
 
@@ -187,10 +187,7 @@ def run(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of scenario files (for editors)."""
-    document = Scenario.model_json_schema()
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "Journey engine scenario"
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
 def _load_plugins() -> None:

@@ -50,6 +50,7 @@ class ModelArrays(NamedTuple):
     sat_baseline: np.ndarray    # float64[R]
     sat_decay: np.ndarray       # float64[R]
     sat_effect: np.ndarray      # float64[R, E]
+    sat_bound: np.ndarray       # float64[R, E] exp(|sat_effect|): the largest factor it gives
     rep_effect: np.ndarray      # float64[R, E]
     review_post: np.ndarray     # float64[R, S]
     review_min: float
@@ -313,7 +314,8 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         seg_offset=seg_offset, act_start=act_start, act_tp=act_tp, reach=reach,
         tp_stream=np.array([stream_id("touchpoint:" + t) for t in touchpoints], dtype=np.uint64),
         tp_elift=np.exp(tp_lift), tp_sat=tp_sat, sat_initial=sat_initial, sat_baseline=sat_baseline,
-        sat_decay=sat_decay, sat_effect=sat_effect, rep_effect=rep_effect,
+        sat_decay=sat_decay, sat_effect=sat_effect, sat_bound=np.exp(np.abs(sat_effect)),
+        rep_effect=rep_effect,
         review_post=review_post,
         review_min=float(s.reviews.scale_min) if s.reviews else 1.0,
         review_max=float(s.reviews.scale_max) if s.reviews else 5.0,

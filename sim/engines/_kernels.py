@@ -130,7 +130,9 @@ def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
 @kernel
 def uniform(key: np.uint64, stream: np.uint64) -> float:
     """Uniform in [0, 1) with 53 random bits, for ``stream`` under ``key``."""
-    return float(mix64(key + stream * _GOLDEN) >> _S11) * _TWO53
+    # the top 53 bits fit an int64 exactly; converting through int64 avoids the
+    # slow unsigned-to-float sequence
+    return float(np.int64(mix64(key + stream * _GOLDEN) >> _S11)) * _TWO53
 
 
 @kernel
@@ -194,13 +196,15 @@ def odds(p: float) -> float:
 
 @kernel
 def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.ndarray,
-                 mult: np.ndarray) -> None:
+                 mult: np.ndarray, p0: np.ndarray) -> None:
     """The parts of every exit's odds that are the same for all agents of a segment
     in this step.
 
     Args:
         odds0: out float64[G, E], base odds (contagion's addition included).
         mult: out float64[G, E], exp(segment offset + reputation effect * rep).
+        p0: out float64[G, E], the probability from these two alone (what an agent
+            without lift, heterogeneity or satisfaction effect on the exit gets).
     """
     G, E = odds0.shape
     for e in range(E):
@@ -211,6 +215,8 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.n
         for g in range(G):
             odds0[g, e] = o
             mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
+            od = o * mult[g, e]
+            p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
 
 
 @kernel
@@ -251,7 +257,7 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
 
 @kernel
 def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
-            odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+            odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
             buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
@@ -273,7 +279,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     Args:
         c: the chunk whose slices of ``buf`` receive the counts.
         con_add: contagion's addition to the contagion exit's probability.
-        odds0, mult: this step's factors from :func:`step_factors`.
+        odds0, mult, p0: this step's factors from :func:`step_factors`.
     """
     for i in range(lo, hi):
         s = np.int64(st.stage[i])
@@ -301,36 +307,55 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
 
         to = s
         if ne > 0 and dwell >= m.min_dwell[s]:
-            total = 0.0
+            u = uniform(key, STREAM_EXIT)
+            # pass 1: each exit's probability, or for an exit with a satisfaction effect
+            # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
+            # exp(|beta|)); scratch[c, 0, j] keeps the odds still to be finished, or -1
+            bound = 0.0
             for j in range(ne):
                 e = e0 + j
-                o = odds0[g, e]
-                het_mult = 1.0
                 h = m.het_slot[g, e]
-                if h >= 0:
-                    if m.het_kind[r, g, h] == HET_BETA:  # the agent's own base rate
-                        p = float(st.het[i, h])
-                        if e == m.con_exit:
-                            p = min(1.0, p + con_add)
-                        o = odds(p)
-                    elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
-                        het_mult = float(st.het[i, h])
-                od = o * mult[g, e] * buf.scratch[c, 0, j] * het_mult
                 beta = m.sat_effect[r, e]
-                if beta != 0.0:
-                    od *= math.exp(beta * x)
-                p = od / (1.0 + od) if od < math.inf else 1.0
+                lift = buf.scratch[c, 0, j]
+                buf.scratch[c, 0, j] = -1.0
+                if h < 0 and beta == 0.0 and lift == 1.0:
+                    p = p0[g, e]  # nothing agent-specific: this step's probability
+                else:
+                    o = odds0[g, e]
+                    het_mult = 1.0
+                    if h >= 0:
+                        if m.het_kind[r, g, h] == HET_BETA:  # the agent's own base rate
+                            q = float(st.het[i, h])
+                            if e == m.con_exit:
+                                q = min(1.0, q + con_add)
+                            o = odds(q)
+                        elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
+                            het_mult = float(st.het[i, h])
+                    od = o * mult[g, e] * lift * het_mult
+                    if beta != 0.0:
+                        buf.scratch[c, 0, j] = od
+                        od *= m.sat_bound[r, e]
+                    p = od / (1.0 + od) if od < math.inf else 1.0
                 buf.scratch[c, 1, j] = p
-                total += p
-            u = uniform(key, STREAM_EXIT)
-            if total > 1.0:
-                u *= total  # renormalise: compare against the cumulative on total's scale
-            cum = 0.0
-            for j in range(ne):
-                cum += buf.scratch[c, 1, j]
-                if u < cum:
-                    to = m.exit_to[e0 + j]
-                    break
+                bound += p
+            # an agent whose draw lies above the bound stays, whatever its satisfaction;
+            # the exact probabilities (an exp each) are needed only below it
+            if not (bound < 1.0 and u >= bound + 1e-12):
+                total = 0.0
+                for j in range(ne):
+                    od = buf.scratch[c, 0, j]
+                    if od >= 0.0:
+                        od *= math.exp(m.sat_effect[r, e0 + j] * x)
+                        buf.scratch[c, 1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                    total += buf.scratch[c, 1, j]
+                if total > 1.0:
+                    u *= total  # renormalise: compare on the cumulative's scale
+                cum = 0.0
+                for j in range(ne):
+                    cum += buf.scratch[c, 1, j]
+                    if u < cum:
+                        to = m.exit_to[e0 + j]
+                        break
 
         # value earned this step: the stage's per-step value, and entry value on a move
         value = m.per_step_value[r, s]
@@ -368,7 +393,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
 
 @kernel
 def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-           odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
+           odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
            buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
@@ -380,13 +405,13 @@ def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
     lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, m, st, buf)
+    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, p0, m, st, buf)
 
 
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
-                buf: Buffers) -> None:
+                odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
+                m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
@@ -395,15 +420,15 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     function.
     """
     for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)
 
 
 @kernel
 def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                       odds0: np.ndarray, mult: np.ndarray, m: ModelArrays, st: State,
-                       buf: Buffers) -> None:
+                       odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
+                       m: ModelArrays, st: State, buf: Buffers) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
     for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)

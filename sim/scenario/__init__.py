@@ -7,6 +7,7 @@ from sim.scenario._schema import (
     Segment,
     Stage,
     Touchpoint,
+    json_schema,
     split_exit,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "Stage",
     "Touchpoint",
     "check_scenario_file",
+    "json_schema",
     "load_scenario",
     "split_exit",
 ]

@@ -85,7 +85,8 @@ def _walk(data: dict[str, Any], path: str, model: type[BaseModel]) -> tuple[Any,
             if last:
                 return node, part, True
             if node.get(part) is None:
-                raise PathError(f"{where}.{part} is not set in this scenario; set it whole")
+                here = ".".join([*walked, part])
+                raise PathError(f"{here} is not set in this scenario; set it whole")
             tp = origin.model_fields[part].annotation
             node = node[part]
         elif origin is dict:

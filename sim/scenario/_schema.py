@@ -50,6 +50,7 @@ __all__ = [
     "Value",
     "Window",
     "WordOfMouth",
+    "json_schema",
     "split_exit",
 ]
 
@@ -676,3 +677,26 @@ class Scenario(_Model):
             patches.update(self.interventions[name].set)
         return apply_patches(self, patches, patched=True) if patches else self
 
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of scenario files, short forms included.
+
+    pydantic describes the canonical form; the file format also accepts a bare
+    number for an exit rate (its ``p``) and one number for a touchpoint's reach
+    (every active stage), so those two places get an ``anyOf``.
+    """
+    doc = Scenario.model_json_schema()
+    defs = doc["$defs"]
+    exits = defs["Stage"]["properties"]["exits"]
+    exits["additionalProperties"] = {"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1,
+         "description": "per-step probability (short for {p: ...})"},
+        exits["additionalProperties"]]}
+    reach = defs["Touchpoint"]["properties"]["reach"]
+    defs["Touchpoint"]["properties"]["reach"] = {"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1,
+         "description": "one exposure probability for every active stage"}, reach]}
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["title"] = "Journey engine scenario"
+    return doc

@@ -342,3 +342,28 @@ def test_canonical_data_satisfies_the_json_schema(tiny_scenario: sim.Scenario) -
     jsonschema = pytest.importorskip("jsonschema")
     document = json.loads(CliRunner().invoke(app, ["schema"]).stdout)
     jsonschema.validate(tiny_scenario.to_data(), document)
+
+
+def test_json_schema_accepts_every_shipped_scenario_as_written() -> None:
+    """Editors check files against `journey schema`: it must accept the short forms too."""
+    import jsonschema
+
+    from sim.scenario import json_schema
+    from sim.scenario._yaml import read_yaml
+
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    paths = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        data = read_yaml(path.read_text(), str(path)).data
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in validator.iter_errors(data)]
+        assert not errors, (path.name, errors[:5])
+    short = read_yaml("name: s\ntime: {horizon_days: 5}\nstages:\n  a: {kind: prospect, "
+                      "exits: {b: 0.1}}\n  b: {kind: customer}\ntouchpoints:\n"
+                      "  t: {stages: [a], reach: 0.2}\n").data
+    assert not list(validator.iter_errors(short))
+    bad = {**short, "stages": {"a": {"kind": "prospect", "exits": {"b": 1.5}}}}
+    assert list(validator.iter_errors(bad))

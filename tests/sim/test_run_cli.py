@@ -1,0 +1,103 @@
+"""`journey run`: every shipped scenario runs; the command in-process; Ctrl-C in a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from typer.testing import CliRunner
+
+import sim
+from sim.cli import app
+from sim.results import TABLES
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_every_shipped_scenario_runs(path: Path) -> None:
+    scenario = sim.load_scenario(path)
+    enabled = scenario.apply(interventions=list(scenario.interventions))
+    for variant in (scenario, enabled):
+        result = sim.run(variant, population_scale=0.05, seed=1)
+        kpi = result.kpis.to_pylist()[0]
+        assert kpi["entrants"] + result.occupancy.to_pandas().query("step == 0")[
+            "count"].sum() > 0
+        assert 0 <= kpi["conversion"] <= 1
+        assert kpi["acquired"] > 0, "a shipped journey should acquire customers"
+        assert kpi["cost"] >= 0 and kpi["revenue"] >= 0
+    # every enabled intervention shows up in the ledger with its cost
+    ledger = result.ledger.to_pandas()
+    for name in scenario.interventions:
+        rows = ledger[(ledger["kind"] == "intervention") & (ledger["item"] == name)]
+        expected = scenario.interventions[name].cost
+        if expected.fixed or expected.per_day:
+            assert rows["amount"].sum() > 0, name
+
+
+def test_run_command_writes_dataset(tmp_path: Path, tiny_scenario_text: str) -> None:
+    file = tmp_path / "tiny.yaml"
+    file.write_text(tiny_scenario_text)
+    out = tmp_path / "results"
+    res = CliRunner().invoke(app, ["run", str(file), "--replicates", "2", "--out", str(out),
+                                   "--events", "--seed", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "conversion" in res.stdout and "95% CI" in res.stdout
+    assert str(out) in res.stdout
+    for table in (*TABLES,):
+        assert ds.dataset(out / table, partitioning="hive").count_rows() > 0, table
+
+
+@pytest.mark.parametrize("args", [["--population-scale", "-1"], ["--threads", "0"],
+                                  ["--replicates", "0"], ["--seed", "-3"]])
+def test_run_rejects_bad_options(tmp_path: Path, tiny_scenario_text: str,
+                                 args: list[str]) -> None:
+    file = tmp_path / "tiny.yaml"
+    file.write_text(tiny_scenario_text)
+    res = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+
+
+def test_run_bad_scenario_is_one_line_per_problem(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text("name: x\ntime: {horizon_days: 10}\nstages: {a: {kind: prospect}}\n")
+    res = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert f"{file}:3:" in res.stderr and "customer" in res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_ctrl_c_leaves_only_complete_files(tmp_path: Path, tiny_scenario_text: str) -> None:
+    """SIGINT while replicates run: exit 130, no temporary file, no partial replicate."""
+    text = tiny_scenario_text.replace("horizon_days: 365", "horizon_days: 3650")
+    file = tmp_path / "long.yaml"
+    file.write_text(text)
+    out = tmp_path / "results"
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # replicates one after another
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from sim.cli import main; main()", "run", str(file),
+         "--replicates", "50", "--population-scale", "4", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # wait until at least one replicate is complete, then interrupt
+    deadline = time.monotonic() + 120
+    kpis = out / "kpis"
+    while time.monotonic() < deadline and not list(kpis.rglob("*.parquet")):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left"
+    done = {p.parent.name for p in kpis.rglob("*.parquet")}
+    assert 1 <= len(done) < 50
+    for table in ("occupancy", "flows", "retention", "ledger"):
+        assert {p.parent.name for p in (out / table).rglob("*.parquet")} >= done, table
