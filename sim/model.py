@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sim.scenario import Scenario, split_exit
+from sim.scenario import Scenario
 
-__all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "compile_scenario"]
+__all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "compile_scenario", "stream_id"]
 
 KIND_CODES = {"prospect": 0, "customer": 1, "lost": 2}
 HET_NONE, HET_BETA, HET_LOGIT_NORMAL = -1, 0, 1
@@ -339,11 +339,3 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         retention_lags={d: max(1, round(d / sd)) for d in RETENTION_DAYS},
     )
 
-
-def exit_key(model: CompiledModel, e: int) -> str:
-    """``'from->to'`` of exit ``e``."""
-    a, b = model.exits[e]
-    return f"{a}->{b}"
-
-
-__all__ += ["exit_key", "split_exit", "stream_id"]

@@ -30,7 +30,7 @@ from sim.engines._kernels import (
 )
 from sim.model import CompiledModel
 
-__all__ = ["RawRun", "simulate"]
+__all__ = ["CHUNKS", "RawRun", "draw_arrivals", "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -249,5 +249,3 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         customers_at_end=int(customers.sum()), events=events_out,
     )
 
-
-__all__ += ["CHUNKS", "draw_arrivals"]
