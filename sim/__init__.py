@@ -8,10 +8,25 @@ Public API::
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from sim._errors import Problem, ScenarioError, SimError
-from sim.api import RunResult, derive_seed, run
 from sim.scenario import Scenario, check_scenario_file, load_scenario
+
+if TYPE_CHECKING:
+    from sim.api import RunResult, derive_seed, run
+
+_LAZY = {"RunResult", "derive_seed", "run"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the run API (numba, pyarrow) on first use, so validation starts fast."""
+    if name in _LAZY:
+        from sim import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")
+
 
 try:
     __version__ = version("journey-engine")

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit
 
 from sim._kpi_names import KPI_NAMES
 from sim.engines.fast import RawRun
@@ -161,7 +161,7 @@ def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, di
         n = values.size
         mean = float(values.mean()) if n else math.nan
         sd = float(values.std(ddof=1)) if n > 1 else math.nan
-        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)) if n > 1 \
+        half = float(stdtrit(n - 1, 0.5 + level / 2) * sd / math.sqrt(n)) if n > 1 \
             else math.nan
         out[name] = {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half,
                      "ci_high": mean + half}
