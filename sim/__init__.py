@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from sim._errors import Problem, ScenarioError, SimError
+from sim._kpi_names import KPI_NAMES
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "KPI_NAMES",
     "Problem",
     "RunResult",
     "Scenario",
