@@ -31,7 +31,7 @@ from scipy.special import stdtrit
 import sim
 from sim import Scenario, SimError
 
-__all__ = ["Evaluation", "OptimisationResult", "optimise"]
+__all__ = ["Evaluation", "FeasibleMedianPruner", "OptimisationResult", "optimise"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,15 @@ class OptimisationResult:
     best: Evaluation | None
     best_scenario: Scenario | None
     importances: dict[str, float]
+    replicates_run: int = 0
+    replicates_full: int = 0
     paths: list[str] = field(default_factory=list)
+
+    @property
+    def pruning_saving(self) -> float:
+        """Share of trial replicates that pruning did not have to simulate."""
+        return 1.0 - self.replicates_run / self.replicates_full if self.replicates_full \
+            else 0.0
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, tuple[float, float]]:
@@ -116,12 +124,44 @@ def _violations(scenario: Scenario, kpis: dict[str, np.ndarray]) -> dict[str, fl
     return out
 
 
-def _kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float
-          ) -> dict[str, np.ndarray]:
+def _kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float,
+          first_replicate: int = 0) -> dict[str, np.ndarray]:
     result = sim.run(scenario, seed=seed, replicates=replicates,
-                     population_scale=population_scale)
+                     population_scale=population_scale, first_replicate=first_replicate)
     return {name: np.asarray(result.kpis.column(name).to_numpy(zero_copy_only=False),
                              dtype=float) for name in (*sim.KPI_NAMES, "agents")}
+
+
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.user_attrs.get("constraints", {}).values())
+
+
+class FeasibleMedianPruner(optuna.pruners.BasePruner):
+    """Stop a trial whose running mean is worse than the median, at the same step, of
+    the completed *feasible* trials.
+
+    Optuna's median rule compares with every trial; under a budget the infeasible
+    designs (more spend, better KPI) would raise the median and prune the feasible
+    designs at the budget's edge, where the optimum lies.
+    """
+
+    def __init__(self, n_startup_trials: int = 5) -> None:
+        self.n_startup_trials = n_startup_trials
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        peers = [t.intermediate_values[step] for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if step in t.intermediate_values and _feasible(t)]
+        if len(peers) < self.n_startup_trials:
+            return False
+        median = float(np.median(peers))
+        value = trial.intermediate_values[step]
+        if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+            return value < median
+        return value > median
 
 
 def _storage(storage: str | None, out: Path, study_name: str) -> tuple[Any, str]:
@@ -160,7 +200,8 @@ def _trials_table(study: optuna.Study) -> pa.Table:
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
     cols: dict[str, list[Any]] = {"number": [], "state": [], "value": [], "cost": [],
-                                  "feasible": [], "constraints": [], "error": []}
+                                  "feasible": [], "constraints": [], "replicates_run": [],
+                                  "error": []}
     for name in names:
         cols[f"param:{name}"] = []
     for t in trials:
@@ -171,6 +212,7 @@ def _trials_table(study: optuna.Study) -> pa.Table:
         cons = t.user_attrs.get("constraints")
         cols["constraints"].append(json.dumps(cons) if cons is not None else None)
         cols["feasible"].append(None if cons is None else all(v <= 0 for v in cons.values()))
+        cols["replicates_run"].append(t.user_attrs.get("replicates_run"))
         cols["error"].append(t.user_attrs.get("error"))
         for name in names:
             value = t.params.get(name)
@@ -244,7 +286,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
                        f"retention lag longer than the horizon, or no acquisitions)")
 
     study = optuna.create_study(study_name=name, storage=store, direction=direction,
-                                load_if_exists=True)
+                                load_if_exists=True, pruner=FeasibleMedianPruner())
     # a resumed study must not replay the sampler's first draws: its seed depends on
     # the trials already stored (deterministic, and the plain seed for a new study)
     history = len(study.get_trials(deepcopy=False))
@@ -258,7 +300,20 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         except sim.ScenarioError as exc:
             trial.set_user_attr("error", str(exc))
             raise optuna.TrialPruned(f"invalid combination: {exc}") from None
-        values = _kpis(variant, seed, reps, population_scale)
+        # two fidelities: the first half of the replicates, then (if not pruned) the rest
+        half = max(1, reps // 2)
+        values = _kpis(variant, seed, half, population_scale)
+        trial.set_user_attr("replicates_run", half)
+        if half < reps:
+            running = values[kpi]
+            trial.report(float(np.nanmean(running)) if not np.isnan(running).all()
+                         else math.nan, step=half)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"running mean after {half} of {reps} replicates "
+                                         f"is below the feasible median")
+            rest = _kpis(variant, seed, reps - half, population_scale, first_replicate=half)
+            values = {k: np.concatenate([values[k], rest[k]]) for k in values}
+            trial.set_user_attr("replicates_run", reps)
         mean = float(np.nanmean(values[kpi])) if not np.isnan(values[kpi]).all() else math.nan
         trial.set_user_attr("cost", float(np.mean(values["cost"])))
         violations = _violations(scenario, values)
@@ -359,7 +414,10 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         text = yaml.safe_dump(best_scenario.to_data(), sort_keys=False, allow_unicode=True)
         _write_atomic(folder / "best_scenario.yaml", text.encode())
         paths.append(str(folder / "best_scenario.yaml"))
+    ran = [t for t in study.get_trials(deepcopy=False) if "replicates_run" in t.user_attrs]
     return OptimisationResult(
         study_name=name, storage=store_label, objective=kpi, direction=direction,
         trials=table, baseline=baseline, candidates=candidates, best=best,
-        best_scenario=best_scenario, importances=importances, paths=paths)
+        best_scenario=best_scenario, importances=importances,
+        replicates_run=sum(int(t.user_attrs["replicates_run"]) for t in ran),
+        replicates_full=len(ran) * reps, paths=paths)

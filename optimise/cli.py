@@ -83,6 +83,12 @@ def optimise_command(
         for key, value in result.best.params.items():
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             console.print(f"  {key} = {shown}", markup=False)
+    pruned = sum(1 for row in result.trials.to_pylist() if row["state"] == "PRUNED"
+                 and row["error"] is None)
+    console.print(f"pruning stopped {pruned} trial(s) early and saved "
+                  f"{100 * result.pruning_saving:.0f}% of the trial replicates "
+                  f"({result.replicates_run} of {result.replicates_full} simulated)",
+                  markup=False)
     for path in result.paths:
         console.print(f"wrote {path}", markup=False)
 

@@ -175,7 +175,7 @@ def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str,
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
         variant: str = "base", events: bool = False, out: str | os.PathLike[str] | None = None,
-        threads: int | None = None, resume: bool = False,
+        threads: int | None = None, resume: bool = False, first_replicate: int = 0,
         progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Simulate a scenario.
 
@@ -191,6 +191,8 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         out: a dataset folder or pyarrow filesystem URI to write Parquet to.
         threads: numba threads (default: all cores); results do not depend on it.
             With several replicates they run side by side, one per thread.
+        first_replicate: number of the first replicate: ``first_replicate=3,
+            replicates=1`` runs exactly replicate 3 of a larger run (same seed).
         resume: with ``out``, reuse replicates already written for the same
             scenario hash and seed instead of running them again.
         progress: called with (steps done, steps in all) as the run advances.
@@ -209,6 +211,8 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     _check_args(scenario, replicates, population_scale, engine, threads)
+    if not isinstance(first_replicate, int) or first_replicate < 0:
+        raise SimError(f"first_replicate must be a whole number >= 0, not {first_replicate!r}")
     base_seed = scenario.seed if seed is None else int(seed)
     if not 0 <= base_seed < 2**63:
         raise SimError(f"seed must lie in 0..2**63-1, not {base_seed}")
@@ -217,20 +221,22 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         numba.set_num_threads(threads)
     try:
         return _run(scenario, base_seed, replicates, population_scale, engine, variant,
-                    events, out, resume, progress)
+                    events, out, resume, progress, first_replicate)
     finally:
         numba.set_num_threads(previous_threads)
 
 
 def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: float,
          engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
-         resume: bool, progress: Callable[[int, int], None] | None) -> RunResult:
+         resume: bool, progress: Callable[[int, int], None] | None,
+         first_replicate: int = 0) -> RunResult:
     from sim import __version__
 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = scenario.content_hash
-    seeds = [derive_seed(base_seed, r) for r in range(replicates)]
+    index = [first_replicate + r for r in range(replicates)]
+    seeds = [derive_seed(base_seed, i) for i in index]
     names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
     done = [0] * replicates
     lock = threading.Lock()
@@ -247,7 +253,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
 
     def one(r: int) -> tuple[dict[str, pa.Table], list[str]]:
         rseed = seeds[r]
-        key = RunKey(scenario.name, variant, r, rseed)
+        key = RunKey(scenario.name, variant, index[r], rseed)
         if out is not None and resume and _resumable(out, key, digest, names):
             log.info("replicate %d already written; reusing it", r)
             step_done(r, model.steps)
@@ -256,7 +262,8 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
         raw = simulate(model, rseed, events=events, parallel=workers == 1,
                        progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
-                            base_seed=base_seed, replicate=r, engine=engine, rng=RNG_SCHEME,
+                            base_seed=base_seed, replicate=index[r], engine=engine,
+                            rng=RNG_SCHEME,
                             version=__version__, population_scale=population_scale)
         tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
         files = []
@@ -281,7 +288,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     collected: dict[str, list[pa.Table]] = {}
     paths: list[str] = []
     for r, (tables, files) in enumerate(results):
-        key = RunKey(scenario.name, variant, r, seeds[r])
+        key = RunKey(scenario.name, variant, index[r], seeds[r])
         paths.extend(files)
         for name, tab in tables.items():
             collected.setdefault(name, []).append(_with_run_columns(tab, key))

@@ -163,3 +163,16 @@ def test_storage_url_and_journal(tmp_path: Path, budget: float) -> None:
     with pytest.raises(sim.SimError):
         optimise.optimise(_scenario(budget), trials=1, storage="postgresql://nobody@127.0.0.1:1/x",
                           out=tmp_path)
+
+
+def test_pruning_saves_replicates_and_counts_them(tmp_path: Path, budget: float) -> None:
+    scenario = _scenario(budget).apply(overrides={"optimise.replicates": 4})
+    res = optimise.optimise(scenario, trials=24, out=tmp_path, seed=SEED)
+    rows = res.trials.to_pylist()
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned, "with 24 trials some designs fall below the feasible median"
+    assert all(r["replicates_run"] == 2 for r in pruned)
+    assert all(r["replicates_run"] == 4 for r in rows if r["state"] == "COMPLETE")
+    assert res.replicates_full == 24 * 4
+    assert res.replicates_run == 4 * (24 - len(pruned)) + 2 * len(pruned)
+    assert res.pruning_saving == pytest.approx(len(pruned) * 2 / (24 * 4))
