@@ -11,6 +11,7 @@ re-evaluated feasible design.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -53,6 +54,8 @@ class Evaluation:
     uplift_ci: tuple[float, float]
     feasible: bool
     replicates: int
+    second: float = math.nan
+    second_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class OptimisationResult:
     best: Evaluation | None
     best_scenario: Scenario | None
     importances: dict[str, float]
+    pareto: pa.Table | None = None
     replicates_run: int = 0
     replicates_full: int = 0
     paths: list[str] = field(default_factory=list)
@@ -199,7 +203,8 @@ def _retry_failed(study: optuna.Study) -> int:
 def _trials_table(study: optuna.Study) -> pa.Table:
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
-    cols: dict[str, list[Any]] = {"number": [], "state": [], "value": [], "cost": [],
+    cols: dict[str, list[Any]] = {"number": [], "state": [], "value": [], "value_2": [],
+                                  "cost": [],
                                   "feasible": [], "constraints": [], "replicates_run": [],
                                   "error": []}
     for name in names:
@@ -207,7 +212,8 @@ def _trials_table(study: optuna.Study) -> pa.Table:
     for t in trials:
         cols["number"].append(t.number)
         cols["state"].append(t.state.name)
-        cols["value"].append(t.value if t.values is not None and len(t.values) == 1 else None)
+        cols["value"].append(t.values[0] if t.values else None)
+        cols["value_2"].append(t.values[1] if t.values and len(t.values) > 1 else None)
         cols["cost"].append(t.user_attrs.get("cost"))
         cons = t.user_attrs.get("constraints")
         cols["constraints"].append(json.dumps(cons) if cons is not None else None)
@@ -285,7 +291,9 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         raise SimError(f"the objective {kpi!r} is undefined for {scenario.name!r} (e.g. a "
                        f"retention lag longer than the horizon, or no acquisitions)")
 
-    study = optuna.create_study(study_name=name, storage=store, direction=direction,
+    second = opt.second_objective
+    directions = [direction] + ([second.direction] if second is not None else [])
+    study = optuna.create_study(study_name=name, storage=store, directions=directions,
                                 load_if_exists=True, pruner=FeasibleMedianPruner())
     # a resumed study must not replay the sampler's first draws: its seed depends on
     # the trials already stored (deterministic, and the plain seed for a new study)
@@ -293,7 +301,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     study.sampler = optuna.samplers.TPESampler(seed=(seed + 1_000_003 * history) % 2**32)
     _retry_failed(study)
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         params = {spec.path: _suggest(trial, spec) for spec in opt.search}
         try:
             variant = scenario.apply(overrides=params)
@@ -301,7 +309,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
             trial.set_user_attr("error", str(exc))
             raise optuna.TrialPruned(f"invalid combination: {exc}") from None
         # two fidelities: the first half of the replicates, then (if not pruned) the rest
-        half = max(1, reps // 2)
+        half = max(1, reps // 2) if second is None else reps  # Optuna prunes one objective
         values = _kpis(variant, seed, half, population_scale)
         trial.set_user_attr("replicates_run", half)
         if half < reps:
@@ -323,6 +331,8 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         if math.isnan(mean):
             trial.set_user_attr("error", f"{kpi} undefined for this design")
             raise optuna.TrialPruned(f"{kpi} undefined")
+        if second is not None:
+            return mean, float(np.nanmean(values[second.kpi]))
         return mean
 
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -332,16 +342,16 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
 
     def report(study_: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
         if progress is not None:
-            try:
-                best = study_.best_value
-            except ValueError:
-                best = None
+            best = None
+            if second is None:
+                with contextlib.suppress(ValueError):
+                    best = study_.best_value
             progress(done(), n_trials, best)
 
     remaining = n_trials - done()
     mine: list[int] = []
 
-    def tracked(trial: optuna.Trial) -> float:
+    def tracked(trial: optuna.Trial) -> float | tuple[float, float]:
         mine.append(trial.number)
         return objective(trial)
 
@@ -366,7 +376,12 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
                                             states=(optuna.trial.TrialState.COMPLETE,))
                 if all(v <= 0 for v in t.user_attrs.get("constraints", {}).values())]
     sign = -1.0 if direction == "minimize" else 1.0
-    complete.sort(key=lambda t: -sign * float(t.value if t.value is not None else math.nan))
+    complete.sort(key=lambda t: -sign * float(t.values[0] if t.values else math.nan))
+    if second is not None:  # the feasible Pareto front, best primary objective first
+        front = {t.number for t in study.best_trials}
+        complete = [t for t in complete if t.number in front][:max(top_k, 10)]
+    else:
+        complete = complete[:top_k]
     base_vals = _kpis(base, rseed, reeval, population_scale)
 
     def evaluate(label: str, params: dict[str, Any], variant: Scenario) -> Evaluation:
@@ -376,20 +391,24 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         cost, cost_ci = _mean_ci(vals["cost"])
         uplift, uplift_ci = _mean_ci(vals[kpi] - base_vals[kpi])  # paired: same seeds
         feasible = all(v <= 0 for v in _violations(scenario, vals).values())
+        sec, sec_ci = _mean_ci(vals[second.kpi]) if second is not None else (
+            math.nan, (math.nan, math.nan))
         return Evaluation(label, params, obj, obj_ci, cost, cost_ci, uplift, uplift_ci,
-                          feasible, reeval)
+                          feasible, reeval, sec, sec_ci)
 
     baseline = evaluate("baseline", {}, base)
     candidates = [evaluate(f"trial {t.number}", dict(t.params),
                            scenario.apply(overrides=dict(t.params)))
-                  for t in complete[:top_k]]
+                  for t in complete]
     feasible = [c for c in candidates if c.feasible]
     best = max(feasible, key=lambda c: sign * c.objective) if feasible else None
     best_scenario = scenario.apply(overrides=best.params) if best is not None else None
 
     try:
+        # with two objectives, rank by the first; the evaluator reads low as good
+        target = (lambda t: -sign * t.values[0]) if second is not None else None
         importances = {k: float(v) for k, v in
-                       optuna.importance.get_param_importances(study).items()}
+                       optuna.importance.get_param_importances(study, target=target).items()}
     except (ValueError, RuntimeError) as exc:  # too few complete trials, no variation
         log.info("no parameter importances: %s", exc)
         importances = {}
@@ -405,6 +424,20 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     _write_atomic(folder / "importances.json",
                   json.dumps(importances, indent=2).encode())
     paths.append(str(folder / "importances.json"))
+    pareto = None
+    if second is not None:
+        pareto = pa.table({
+            "trial": [int(c.label.split()[-1]) for c in candidates],
+            "params": [json.dumps(c.params) for c in candidates],
+            kpi: [c.objective for c in candidates],
+            f"{kpi}_ci_low": [c.objective_ci[0] for c in candidates],
+            f"{kpi}_ci_high": [c.objective_ci[1] for c in candidates],
+            second.kpi if second.kpi != kpi else f"{kpi}_2": [c.second for c in candidates],
+            "feasible": [c.feasible for c in candidates],
+        })
+        pq.write_table(pareto, folder / ".pareto.parquet.tmp")
+        os.replace(folder / ".pareto.parquet.tmp", folder / "pareto.parquet")
+        paths.append(str(folder / "pareto.parquet"))
     summary = {"objective": kpi, "direction": direction,
                "baseline": baseline.__dict__, "candidates": [c.__dict__ for c in candidates],
                "best": None if best is None else best.__dict__}
@@ -418,6 +451,6 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     return OptimisationResult(
         study_name=name, storage=store_label, objective=kpi, direction=direction,
         trials=table, baseline=baseline, candidates=candidates, best=best,
-        best_scenario=best_scenario, importances=importances,
+        best_scenario=best_scenario, importances=importances, pareto=pareto,
         replicates_run=sum(int(t.user_attrs["replicates_run"]) for t in ran),
         replicates_full=len(ran) * reps, paths=paths)

@@ -72,6 +72,15 @@ def optimise_command(
         table.add_row(design, f"{ev.objective:.4g}", _ci(*ev.objective_ci), uplift,
                       f"{ev.cost:,.0f}", "yes" if ev.feasible else "no")
     console.print(table)
+    if result.pareto is not None:
+        front = Table(title="Pareto front (re-evaluated)", title_justify="left")
+        for col in result.pareto.column_names:
+            if col != "params":
+                front.add_column(col, justify="right")
+        for row in result.pareto.to_pylist():
+            front.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v)
+                            for k, v in row.items() if k != "params"])
+        console.print(front)
     if result.best is None:
         console.print("no re-evaluated design meets the constraints", markup=False)
     else:
