@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,8 +408,10 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     try:
         # with two objectives, rank by the first; the evaluator reads low as good
         target = (lambda t: -sign * t.values[0]) if second is not None else None
-        importances = {k: float(v) for k, v in
-                       optuna.importance.get_param_importances(study, target=target).items()}
+        with warnings.catch_warnings():  # the sign is handled: low target is good
+            warnings.filterwarnings("ignore", message=".*low `target` values")
+            found = optuna.importance.get_param_importances(study, target=target)
+        importances = {k: float(v) for k, v in found.items()}
     except (ValueError, RuntimeError) as exc:  # too few complete trials, no variation
         log.info("no parameter importances: %s", exc)
         importances = {}
