@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import typing
@@ -106,6 +107,53 @@ def _canonical_exit(key: str) -> str:
     return f"{m.group(1)}->{m.group(2)}" if m else key
 
 
+def _related(a: Loc, b: Loc) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _cross_despite(exc: ValidationError, located: Located, source: str) -> list[Problem]:
+    """Cross-field problems of a file that also has structural errors.
+
+    Each structural error is repaired only where that is safe: an unknown field is
+    dropped, an invalid value of an optional model field falls back to its default.
+    Anything else (a missing required field, a bad collection entry) and the
+    cross-field check is left for the next pass. Problems that touch a repaired
+    place are dropped, so the repair cannot invent errors.
+    """
+    data = copy.deepcopy(located.data)
+    repaired: list[Loc] = []
+    for err in exc.errors():
+        loc = _clean_loc(tuple(err["loc"]))
+        if err["type"] == "scenario_rules" or not loc:
+            return []
+        parent = data
+        for part in loc[:-1]:
+            in_dict = isinstance(parent, dict) and part in parent
+            in_list = isinstance(parent, list) and isinstance(part, int) and part < len(parent)
+            if not (in_dict or in_list):
+                return []
+            parent = parent[part]
+        model = _model_at(loc[:-1])
+        field = model.model_fields.get(str(loc[-1])) if model is not None else None
+        optional = field is not None and not field.is_required()
+        if not isinstance(parent, dict) or loc[-1] not in parent or not (
+                err["type"] == "extra_forbidden" or optional):
+            return []
+        del parent[loc[-1]]
+        repaired.append(loc)
+    try:
+        Scenario.model_validate(data)
+    except ValidationError as again:
+        rules = [e for e in again.errors() if e["type"] == "scenario_rules"]
+        if len(rules) != len(again.errors()):
+            return []
+        return [p for p in problems_from_validation(again, located, source)
+                if not any(_related(tuple(p.path.split(".")), tuple(map(str, r)))
+                           for r in repaired)]
+    return []
+
+
 def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
     located = read_yaml(text, source)
     if not isinstance(located.data, dict):
@@ -116,7 +164,9 @@ def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:
-        raise ScenarioError(problems_from_validation(exc, located, source)) from None
+        problems = problems_from_validation(exc, located, source)
+        problems += _cross_despite(exc, located, source)
+        raise ScenarioError(sorted(problems, key=lambda p: (p.line, p.column))) from None
     warnings = []
     for check in cross_check(scenario, check_patches=False):
         if check.severity == "warning":

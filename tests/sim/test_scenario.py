@@ -367,3 +367,40 @@ def test_json_schema_accepts_every_shipped_scenario_as_written() -> None:
     assert not list(validator.iter_errors(short))
     bad = {**short, "stages": {"a": {"kind": "prospect", "exits": {"b": 1.5}}}}
     assert list(validator.iter_errors(bad))
+
+
+def test_structural_and_cross_field_problems_in_one_pass(tmp_path: Path) -> None:
+    """An unknown field and a bad value do not hide an unknown stage name elsewhere."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        "name: both\n"
+        "time: {horizon_days: 100}\n"
+        "population:\n"
+        "  initial: [{stage: awre, count: 10}]\n"
+        "stages:\n"
+        "  aware:\n"
+        "    kind: prospect\n"
+        "    min_dwel_days: 3\n"
+        "    exits: {use: 0.5}\n"
+        "  use: {kind: customer}\n"
+        "touchpoints:\n"
+        "  email: {stages: [use], reach: 0.1, cost_per_exposure: -1}\n")
+    scenario, problems = sim.check_scenario_file(path)
+    assert scenario is None
+    found = {(p.line, p.path) for p in problems}
+    assert found == {(4, "population.initial.0.stage"), (8, "stages.aware.min_dwel_days"),
+                     (12, "touchpoints.email.cost_per_exposure")}
+
+
+def test_repair_never_invents_problems(tmp_path: Path) -> None:
+    """A dropped optional value is not reported again as a cross-field problem."""
+    path = tmp_path / "share.yaml"
+    path.write_text(
+        "name: s\n"
+        "time: {horizon_days: 10}\n"
+        "segments:\n"
+        "  a: {share: 0.5}\n"
+        "  b: {share: 1.5}\n"
+        "stages: {p: {kind: prospect, exits: {c: 0.1}}, c: {kind: customer}}\n")
+    _, problems = sim.check_scenario_file(path)
+    assert [p.path for p in problems] == ["segments.b.share"]
