@@ -16,9 +16,12 @@ import json
 import logging
 import math
 import os
+import signal
+import subprocess
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,22 @@ import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from optuna.storages.journal import JournalFileBackend
 from scipy.special import stdtrit
 
 import sim
+from optimise import _workers as _w
+from optimise._workers import (
+    COUNTED,
+    FeasibleMedianPruner,
+    WorkerSpec,
+    feasible,
+    make_objective,
+    open_storage,
+    run_trials,
+    sampler_for,
+    start_worker,
+    violations,
+)
 from sim import Scenario, SimError
 
 __all__ = ["Evaluation", "FeasibleMedianPruner", "OptimisationResult", "optimise"]
@@ -97,108 +112,10 @@ def _mean_ci(values: np.ndarray) -> tuple[float, tuple[float, float]]:
     return mean, (mean - half, mean + half)
 
 
-def _suggest(trial: optuna.Trial, spec: Any) -> Any:
-    if spec.choices is not None:
-        return trial.suggest_categorical(spec.path, spec.choices)
-    if spec.type == "int":
-        return trial.suggest_int(spec.path, int(spec.low), int(spec.high))
-    return trial.suggest_float(spec.path, spec.low, spec.high, log=spec.type == "log")
-
-
 def _baseline(scenario: Scenario) -> Scenario:
     """The scenario with every intervention switched off."""
     return scenario.apply(overrides={f"interventions.{n}.enabled": False
                                      for n in scenario.interventions})
-
-
-def _violations(scenario: Scenario, kpis: dict[str, np.ndarray]) -> dict[str, float]:
-    """Constraint values by name (<= 0 is feasible), from the scenario's constraints."""
-    opt = scenario.optimise
-    assert opt is not None
-    c = opt.constraints
-    cost = float(np.mean(kpis["cost"]))
-    out = {}
-    if c.budget_total is not None:
-        out["budget_total"] = cost - c.budget_total
-    if c.budget_per_day is not None:
-        out["budget_per_day"] = cost / scenario.time.horizon_days - c.budget_per_day
-    if c.max_cost_per_acquired is not None:
-        acquired = kpis["acquired"]
-        per = np.where(acquired > 0, kpis["cost"] / np.maximum(acquired, 1), np.inf)
-        out["max_cost_per_acquired"] = float(np.mean(per)) - c.max_cost_per_acquired
-    return out
-
-
-def _kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float,
-          first_replicate: int = 0) -> dict[str, np.ndarray]:
-    result = sim.run(scenario, seed=seed, replicates=replicates,
-                     population_scale=population_scale, first_replicate=first_replicate)
-    return {name: np.asarray(result.kpis.column(name).to_numpy(zero_copy_only=False),
-                             dtype=float) for name in (*sim.KPI_NAMES, "agents")}
-
-
-def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    return all(v <= 0 for v in trial.user_attrs.get("constraints", {}).values())
-
-
-class FeasibleMedianPruner(optuna.pruners.BasePruner):
-    """Stop a trial whose running mean is worse than the median, at the same step, of
-    the completed *feasible* trials.
-
-    Optuna's median rule compares with every trial; under a budget the infeasible
-    designs (more spend, better KPI) would raise the median and prune the feasible
-    designs at the budget's edge, where the optimum lies.
-    """
-
-    def __init__(self, n_startup_trials: int = 5) -> None:
-        self.n_startup_trials = n_startup_trials
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None:
-            return False
-        peers = [t.intermediate_values[step] for t in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if step in t.intermediate_values and _feasible(t)]
-        if len(peers) < self.n_startup_trials:
-            return False
-        median = float(np.median(peers))
-        value = trial.intermediate_values[step]
-        if study.direction == optuna.study.StudyDirection.MAXIMIZE:
-            return value < median
-        return value > median
-
-
-def _storage(storage: str | None, out: Path, study_name: str) -> tuple[Any, str]:
-    if storage is None:
-        folder = out / "optimise"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{study_name}.journal"
-        backend = JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend), str(path)
-    if "://" not in storage:
-        backend = JournalFileBackend(storage)
-        return optuna.storages.JournalStorage(backend), storage
-    try:
-        return optuna.storages.RDBStorage(storage), storage
-    except ModuleNotFoundError as exc:
-        raise SimError(f"storage {storage!r} needs the database driver {exc.name!r}; "
-                       f"install it") from None
-    except Exception as exc:  # sqlalchemy's errors: bad URL, server unreachable
-        raise SimError(f"cannot open storage {storage!r}: {exc}") from None
-
-
-def _retry_failed(study: optuna.Study) -> int:
-    """Queue each failed trial's parameters once more (an interrupted trial is not lost)."""
-    retried = set(study.user_attrs.get("retried", []))
-    failed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-              if t.number not in retried]
-    for t in failed:
-        study.enqueue_trial(t.params, skip_if_exists=False)
-        retried.add(t.number)
-    if failed:
-        study.set_user_attr("retried", sorted(retried))
-    return len(failed)
 
 
 def _trials_table(study: optuna.Study) -> pa.Table:
@@ -227,6 +144,48 @@ def _trials_table(study: optuna.Study) -> pa.Table:
     return pa.table(cols)
 
 
+def _run_workers(study: optuna.Study, spec: WorkerSpec, workers: int,
+                 report: Callable[[optuna.Study], None]) -> None:
+    """Run ``workers`` worker processes on ``study`` and report progress until they end.
+
+    Workers are new interpreters (see :func:`start_worker`), not forks: the
+    parent's numba threads do not survive a fork, and the caller's main module
+    is not imported again. A worker that dies leaves its trial to the others, which fail
+    and requeue it; if every worker stops before the study is full, this raises.
+    """
+    procs = [start_worker(replace(spec, index=i)) for i in range(workers)]
+    reported: set[int] = set()
+    try:
+        while True:
+            codes = [p.poll() for p in procs]  # also reaps the ones that ended
+            for i, code in enumerate(codes):
+                if code not in (0, None) and i not in reported:
+                    reported.add(i)
+                    how = (f"was killed by signal {-code}" if code < 0
+                           else f"exited with code {code}")
+                    log.warning("worker %d (process %d) %s; its trial goes to the others",
+                                i, procs[i].pid, how)
+            report(study)
+            if all(code is not None for code in codes):
+                break
+            time.sleep(_w.POLL_S)
+    except KeyboardInterrupt:
+        for p in procs:  # Ctrl-C in a terminal reached them too; a lone parent's did not
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    missing = spec.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
+    if missing > 0:
+        raise SimError(f"every worker stopped with {missing} of {spec.n_trials} trial(s) "
+                       f"still to run (see the messages above); rerun with the same study "
+                       f"name to continue")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
@@ -237,7 +196,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
              replicates: int | None = None, study_name: str | None = None,
              storage: str | None = None, out: str | os.PathLike[str] = "results",
              seed: int = 0, top_k: int = 3, reeval_replicates: int | None = None,
-             population_scale: float = 1.0,
+             population_scale: float = 1.0, workers: int = 1, heartbeat: int | None = None,
              progress: Callable[[int, int, float | None], None] | None = None
              ) -> OptimisationResult:
     """Search the scenario's ``optimise:`` block.
@@ -256,14 +215,20 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         top_k: how many of the best trials to re-evaluate.
         reeval_replicates: replicates of the re-evaluation (default: max(2R, 8)).
         population_scale: passed to every simulation.
-        progress: called after each trial with (complete trials, trials, best value).
+        workers: worker processes on this machine; with an RDB storage, workers on
+            other machines may join the same study. The trial cap holds across all
+            of them. SQLite is refused for more than one worker.
+        heartbeat: seconds between an RDB worker's heartbeats (default 10); a trial
+            silent for twice as long is failed and retried with its parameters.
+        progress: called as trials end with (counted trials, trials, best value).
 
     Returns:
         The trials, the re-evaluated candidates beside the baseline, the best design.
 
     Raises:
         SimError: no ``optimise:`` block, an objective the baseline cannot define,
-            a storage that cannot be opened.
+            a storage that cannot be opened, SQLite with parallel workers, workers
+            that all stopped before the study had its trials.
 
     Example:
         >>> import optimise
@@ -282,12 +247,19 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     name = study_name or scenario.name
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store, store_label = _storage(storage, out_dir, name)
+    if workers < 1:
+        raise SimError(f"workers must be at least 1, not {workers}")
+    if workers > 1 and storage is not None and storage.startswith("sqlite"):
+        raise SimError("SQLite cannot serve parallel workers: it locks the whole database "
+                       "file on every write, so concurrent workers fail with 'database is "
+                       "locked'; use the default journal file (one machine) or "
+                       "--storage postgresql://… (many machines)")
+    store, store_label = open_storage(storage, out_dir, name, heartbeat)
     kpi = opt.objective.kpi
     direction = opt.objective.direction
     base = _baseline(scenario)
 
-    first = _kpis(base, seed, reps, population_scale)
+    first = _w.kpis(base, seed, reps, population_scale)
     if np.isnan(first[kpi]).all():
         raise SimError(f"the objective {kpi!r} is undefined for {scenario.name!r} (e.g. a "
                        f"retention lag longer than the horizon, or no acquisitions)")
@@ -296,86 +268,32 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     directions = [direction] + ([second.direction] if second is not None else [])
     study = optuna.create_study(study_name=name, storage=store, directions=directions,
                                 load_if_exists=True, pruner=FeasibleMedianPruner())
-    # a resumed study must not replay the sampler's first draws: its seed depends on
-    # the trials already stored (deterministic, and the plain seed for a new study)
-    history = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=(seed + 1_000_003 * history) % 2**32)
-    _retry_failed(study)
 
-    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
-        params = {spec.path: _suggest(trial, spec) for spec in opt.search}
-        try:
-            variant = scenario.apply(overrides=params)
-        except sim.ScenarioError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise optuna.TrialPruned(f"invalid combination: {exc}") from None
-        # two fidelities: the first half of the replicates, then (if not pruned) the rest
-        half = max(1, reps // 2) if second is None else reps  # Optuna prunes one objective
-        values = _kpis(variant, seed, half, population_scale)
-        trial.set_user_attr("replicates_run", half)
-        if half < reps:
-            running = values[kpi]
-            trial.report(float(np.nanmean(running)) if not np.isnan(running).all()
-                         else math.nan, step=half)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"running mean after {half} of {reps} replicates "
-                                         f"is below the feasible median")
-            rest = _kpis(variant, seed, reps - half, population_scale, first_replicate=half)
-            values = {k: np.concatenate([values[k], rest[k]]) for k in values}
-            trial.set_user_attr("replicates_run", reps)
-        mean = float(np.nanmean(values[kpi])) if not np.isnan(values[kpi]).all() else math.nan
-        trial.set_user_attr("cost", float(np.mean(values["cost"])))
-        violations = _violations(scenario, values)
-        trial.set_user_attr("constraints", violations)
-        for key, value in violations.items():
-            trial.set_constraint(key, value)  # Optuna's constraints: <= 0 is feasible
-        if math.isnan(mean):
-            trial.set_user_attr("error", f"{kpi} undefined for this design")
-            raise optuna.TrialPruned(f"{kpi} undefined")
-        if second is not None:
-            return mean, float(np.nanmean(values[second.kpi]))
-        return mean
-
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-    def done() -> int:
-        return len(study.get_trials(deepcopy=False, states=counted))
-
-    def report(study_: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+    def report(study_: optuna.Study) -> None:
         if progress is not None:
             best = None
             if second is None:
                 with contextlib.suppress(ValueError):
                     best = study_.best_value
-            progress(done(), n_trials, best)
+            progress(len(study_.get_trials(deepcopy=False, states=COUNTED)), n_trials, best)
 
-    remaining = n_trials - done()
-    mine: list[int] = []
-
-    def tracked(trial: optuna.Trial) -> float | tuple[float, float]:
-        mine.append(trial.number)
-        return objective(trial)
-
-    if remaining > 0:
-        try:
-            study.optimize(
-                tracked, n_trials=remaining,
-                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=counted), report],
-                catch=())
-        except KeyboardInterrupt:
-            # the trial under way is failed now, and retried with its parameters on resume
-            for number in mine:
-                frozen = study.get_trials(deepcopy=False)[number]
-                if frozen.state == optuna.trial.TrialState.RUNNING:
-                    study.tell(number, state=optuna.trial.TrialState.FAIL)
-            raise
+    if workers == 1:
+        study.sampler = sampler_for(study, seed, 0)
+        run_trials(study, make_objective(scenario, n_trials, reps, seed, population_scale),
+                   n_trials, on_trial=report)
+    else:
+        _run_workers(study, WorkerSpec(
+            scenario=scenario, storage=store_label, heartbeat=heartbeat, study_name=name,
+            n_trials=n_trials, replicates=reps, seed=seed, population_scale=population_scale,
+            index=0, threads=max(1, (os.cpu_count() or 1) // workers),
+            verbosity=optuna.logging.get_verbosity()), workers, report)
 
     # re-evaluate the best feasible trials beside the baseline on fresh seeds
     reeval = reeval_replicates or max(2 * reps, 8)
     rseed = (seed + REEVAL_SEED_OFFSET) % 2**63
     complete = [t for t in study.get_trials(deepcopy=False,
                                             states=(optuna.trial.TrialState.COMPLETE,))
-                if all(v <= 0 for v in t.user_attrs.get("constraints", {}).values())]
+                if feasible(t)]
     sign = -1.0 if direction == "minimize" else 1.0
     complete.sort(key=lambda t: -sign * float(t.values[0] if t.values else math.nan))
     if second is not None:  # the feasible Pareto front, best primary objective first
@@ -383,15 +301,15 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         complete = [t for t in complete if t.number in front][:max(top_k, 10)]
     else:
         complete = complete[:top_k]
-    base_vals = _kpis(base, rseed, reeval, population_scale)
+    base_vals = _w.kpis(base, rseed, reeval, population_scale)
 
     def evaluate(label: str, params: dict[str, Any], variant: Scenario) -> Evaluation:
-        vals = base_vals if variant is base else _kpis(variant, rseed, reeval,
+        vals = base_vals if variant is base else _w.kpis(variant, rseed, reeval,
                                                        population_scale)
         obj, obj_ci = _mean_ci(vals[kpi])
         cost, cost_ci = _mean_ci(vals["cost"])
         uplift, uplift_ci = _mean_ci(vals[kpi] - base_vals[kpi])  # paired: same seeds
-        feasible = all(v <= 0 for v in _violations(scenario, vals).values())
+        feasible = all(v <= 0 for v in violations(scenario, vals).values())
         sec, sec_ci = _mean_ci(vals[second.kpi]) if second is not None else (
             math.nan, (math.nan, math.nan))
         return Evaluation(label, params, obj, obj_ci, cost, cost_ci, uplift, uplift_ci,
@@ -401,8 +319,8 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     candidates = [evaluate(f"trial {t.number}", dict(t.params),
                            scenario.apply(overrides=dict(t.params)))
                   for t in complete]
-    feasible = [c for c in candidates if c.feasible]
-    best = max(feasible, key=lambda c: sign * c.objective) if feasible else None
+    meets = [c for c in candidates if c.feasible]
+    best = max(meets, key=lambda c: sign * c.objective) if meets else None
     best_scenario = scenario.apply(overrides=best.params) if best is not None else None
 
     try:

@@ -35,6 +35,13 @@ def optimise_command(
     top_k: Annotated[int, typer.Option(help="Best trials to re-evaluate on fresh seeds.",
                                        min=1)] = 3,
     population_scale: Annotated[float, typer.Option(help="Scale the population.")] = 1.0,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine; with a "
+                                              "postgresql:// storage, workers on other "
+                                              "machines may join the same study.", min=1)] = 1,
+    heartbeat: Annotated[int | None, typer.Option(help="Seconds between an RDB worker's "
+                                                       "heartbeats (default 10); a trial "
+                                                       "silent twice as long is retried.",
+                                                  min=1)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Search the scenario's interventions; re-evaluate the best beside the baseline."""
@@ -54,7 +61,8 @@ def optimise_command(
         try:
             result = optimise(scenario, trials=trials, replicates=replicates, study_name=study,
                               storage=storage, out=out, seed=seed, top_k=top_k,
-                              population_scale=population_scale, progress=advance)
+                              population_scale=population_scale, workers=workers,
+                              heartbeat=heartbeat, progress=advance)
         except KeyboardInterrupt:
             bar.stop()
             err_console.print("interrupted: finished trials are stored; rerun with the same "
