@@ -281,32 +281,49 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         con_add: contagion's addition to the contagion exit's probability.
         odds0, mult, p0: this step's factors from :func:`step_factors`.
     """
+    # every array is taken out of its tuple once: a tuple field read inside the loop
+    # may cost a reference count update (an atomic shared by all threads) per agent
+    stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
+    born, het, clv, moved = st.born, st.het, st.clv, st.moved
+    occ, sat_sum, flows, exposures = buf.occ[c], buf.sat_sum[c], buf.flows[c], buf.exposures[c]
+    acquired, referrals = buf.acquired[c], buf.referrals[c]
+    reviews, retained, to_convert = buf.reviews[c], buf.retained[c], buf.to_convert[c]
+    scr = buf.scratch[c]
+    exit_start, min_dwell, act_start, act_tp = m.exit_start, m.min_dwell, m.act_start, m.act_tp
+    tp_stream, kind, exit_to, discount = m.tp_stream, m.kind, m.exit_to, m.discount
+    reach, tp_sat, on_entry = m.reach[r], m.tp_sat[r], m.on_entry[r]
+    tp_elift, het_slot, het_kind = m.tp_elift[r], m.het_slot, m.het_kind[r]
+    sat_effect, sat_bound, con_exit = m.sat_effect[r], m.sat_bound[r], m.con_exit
+    per_step_value, value_mult = m.per_step_value[r], m.value_mult[r]
+    review_post, ref_stage = m.review_post[r], m.ref_stage[r]
+    decay, baseline = m.sat_decay[r], m.sat_baseline[r]
+    ref_p, ref_min_sat = m.ref_p[r], m.ref_min_sat[r]
+    review_min, review_max = m.review_min, m.review_max
+    step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
     for i in range(lo, hi):
-        s = np.int64(st.stage[i])
-        g = np.int64(st.seg[i])
-        key = agent_key(seed, i, np.uint64(t))
-        dwell = st.dwell[i] + 1
-        st.dwell[i] = dwell
-        x = float(st.sat[i])
-        x += m.sat_decay[r] * (m.sat_baseline[r] - x)
+        s = np.int64(stage[i])
+        g = np.int64(seg[i])
+        key = mix64(mix64(seed + _GOLDEN * (np.uint64(i) + _ONE)) ^ step_key)
+        dwell = dwell_of[i] + 1
+        dwell_of[i] = dwell
+        x = float(sat[i])
+        x += decay * (baseline - x)
 
-        e0 = m.exit_start[s]
-        ne = m.exit_start[s + 1] - e0
-        # scratch is indexed, never sliced: a slice would take a reference on the shared
-        # buffer for every agent, and the atomic reference counts make threads contend
+        e0 = exit_start[s]
+        ne = exit_start[s + 1] - e0
         for j in range(ne):
-            buf.scratch[c, 0, j] = 1.0
-        for k in range(m.act_start[s], m.act_start[s + 1]):
-            tp = m.act_tp[k]
-            if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
-                buf.exposures[c, g, tp] += 1
-                x += m.tp_sat[r, tp]
+            scr[0, j] = 1.0
+        for k in range(act_start[s], act_start[s + 1]):
+            tp = act_tp[k]
+            if uniform(key, tp_stream[tp]) < reach[g, k]:
+                exposures[g, tp] += 1
+                x += tp_sat[tp]
                 for j in range(ne):
-                    buf.scratch[c, 0, j] *= m.tp_elift[r, tp, e0 + j]
+                    scr[0, j] *= tp_elift[tp, e0 + j]
         x = min(1.0, max(-1.0, x))
 
         to = s
-        if ne > 0 and dwell >= m.min_dwell[s]:
+        if ne > 0 and dwell >= min_dwell[s]:
             u = uniform(key, STREAM_EXIT)
             # pass 1: each exit's probability, or for an exit with a satisfaction effect
             # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
@@ -314,81 +331,81 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
             bound = 0.0
             for j in range(ne):
                 e = e0 + j
-                h = m.het_slot[g, e]
-                beta = m.sat_effect[r, e]
-                lift = buf.scratch[c, 0, j]
-                buf.scratch[c, 0, j] = -1.0
+                h = het_slot[g, e]
+                beta = sat_effect[e]
+                lift = scr[0, j]
+                scr[0, j] = -1.0
                 if h < 0 and beta == 0.0 and lift == 1.0:
                     p = p0[g, e]  # nothing agent-specific: this step's probability
                 else:
                     o = odds0[g, e]
                     het_mult = 1.0
                     if h >= 0:
-                        if m.het_kind[r, g, h] == HET_BETA:  # the agent's own base rate
-                            q = float(st.het[i, h])
-                            if e == m.con_exit:
+                        if het_kind[g, h] == HET_BETA:  # the agent's own base rate
+                            q = float(het[i, h])
+                            if e == con_exit:
                                 q = min(1.0, q + con_add)
                             o = odds(q)
-                        elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
-                            het_mult = float(st.het[i, h])
+                        elif het_kind[g, h] == HET_LOGIT_NORMAL:
+                            het_mult = float(het[i, h])
                     od = o * mult[g, e] * lift * het_mult
                     if beta != 0.0:
-                        buf.scratch[c, 0, j] = od
-                        od *= m.sat_bound[r, e]
+                        scr[0, j] = od
+                        od *= sat_bound[e]
                     p = od / (1.0 + od) if od < math.inf else 1.0
-                buf.scratch[c, 1, j] = p
+                scr[1, j] = p
                 bound += p
             # an agent whose draw lies above the bound stays, whatever its satisfaction;
             # the exact probabilities (an exp each) are needed only below it
             if not (bound < 1.0 and u >= bound + 1e-12):
                 total = 0.0
                 for j in range(ne):
-                    od = buf.scratch[c, 0, j]
+                    od = scr[0, j]
                     if od >= 0.0:
-                        od *= math.exp(m.sat_effect[r, e0 + j] * x)
-                        buf.scratch[c, 1, j] = od / (1.0 + od) if od < math.inf else 1.0
-                    total += buf.scratch[c, 1, j]
+                        od *= math.exp(sat_effect[e0 + j] * x)
+                        scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                    total += scr[1, j]
                 if total > 1.0:
                     u *= total  # renormalise: compare on the cumulative's scale
                 cum = 0.0
                 for j in range(ne):
-                    cum += buf.scratch[c, 1, j]
+                    cum += scr[1, j]
                     if u < cum:
-                        to = m.exit_to[e0 + j]
+                        to = exit_to[e0 + j]
                         break
 
         # value earned this step: the stage's per-step value, and entry value on a move
-        value = m.per_step_value[r, s]
+        value = per_step_value[s]
         if to != s:
-            buf.flows[c, g, s, to] += 1
-            st.stage[i] = to
-            st.dwell[i] = 0
-            st.moved[i] = s
-            value += m.on_entry[r, to]
+            flows[g, s, to] += 1
+            stage[i] = to
+            dwell_of[i] = 0
+            moved[i] = s
+            value += on_entry[to]
             # acquisition: the first move into a customer stage from a non-customer one
             # (an agent placed as a customer is not acquired by moving between customer stages)
-            if m.kind[to] == 1 and st.acq[i] == -1:  # the first acquisition
-                st.acq[i] = t
-                buf.acquired[c, g] += 1
-                buf.to_convert[c, t - st.born[i]] += 1
+            if kind[to] == 1 and acq[i] == -1:  # the first acquisition
+                acq[i] = t
+                acquired[g] += 1
+                to_convert[t - born[i]] += 1
         else:
-            st.moved[i] = -1
-        st.sat[i] = x
-        a = st.acq[i]
+            moved[i] = -1
+        sat[i] = x
+        a = acq[i]
         if a >= 0:
-            st.clv[i] += value * m.value_mult[r, g] * m.discount[t - a]
-            if m.kind[to] == 1:
-                buf.retained[c, t - a] += 1
-        buf.occ[c, g, to] += 1
-        buf.sat_sum[c, g, to] += x
-        post = m.review_post[r, to]
+            clv[i] += value * value_mult[g] * discount[t - a]
+            if kind[to] == 1:
+                retained[t - a] += 1
+        occ[g, to] += 1
+        sat_sum[g, to] += x
+        post = review_post[to]
         if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
-            score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
-            buf.reviews[c, 0] += 1
-            buf.reviews[c, 1] += np.int64(math.floor(score + 0.5))
-        if (m.ref_p[r] > 0.0 and m.ref_stage[r, to] == 1 and x >= m.ref_min_sat[r]
-                and uniform(key, STREAM_REFERRAL) < m.ref_p[r]):
-            buf.referrals[c, g] += 1
+            score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
+            reviews[0] += 1
+            reviews[1] += np.int64(math.floor(score + 0.5))
+        if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
+                and uniform(key, STREAM_REFERRAL) < ref_p):
+            referrals[g] += 1
 
 
 @kernel
