@@ -196,7 +196,7 @@ def odds(p: float) -> float:
 
 @kernel
 def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.ndarray,
-                 mult: np.ndarray, p0: np.ndarray) -> None:
+                 mult: np.ndarray, p0: np.ndarray, cut: np.ndarray) -> None:
     """The parts of every exit's odds that are the same for all agents of a segment
     in this step.
 
@@ -205,6 +205,10 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.n
         mult: out float64[G, E], exp(segment offset + reputation effect * rep).
         p0: out float64[G, E], the probability from these two alone (what an agent
             without lift, heterogeneity or satisfaction effect on the exit gets).
+        cut: out float64[G, S], for an agent of the segment in the stage who was not
+            exposed this step: it can leave only if its exit draw lies below this
+            (an upper bound of the stage's exit probabilities, plus a margin for
+            rounding); infinite where an exit depends on the agent's heterogeneity.
     """
     G, E = odds0.shape
     for e in range(E):
@@ -217,6 +221,22 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.n
             mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
             od = o * mult[g, e]
             p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
+    S = cut.shape[1]
+    for g in range(G):
+        for s in range(S):
+            # the bound of advance's exit draw with no lift: p0, or with a satisfaction
+            # effect the probability at the largest factor the effect gives
+            bound = 0.0
+            for e in range(m.exit_start[s], m.exit_start[s + 1]):
+                if m.het_slot[g, e] >= 0:
+                    bound = math.inf
+                    break
+                if m.sat_effect[r, e] == 0.0:
+                    bound += p0[g, e]
+                else:
+                    od = odds0[g, e] * mult[g, e] * m.sat_bound[r, e]
+                    bound += od / (1.0 + od) if od < math.inf else 1.0
+            cut[g, s] = bound + 1e-12 if bound < 1.0 else math.inf
 
 
 @kernel
@@ -257,8 +277,8 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
 
 @kernel
 def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
-            odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
-            buf: Buffers) -> None:
+            odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
+            m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
     This is the one agent-step rule of the engine; the fast engine calls it on
@@ -274,12 +294,14 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     The modified probability of exit j is computed on the odds scale,
     ``odds = odds0 * mult * prod(exp(lift)) * het * exp(sat_effect * sat)`` and
     ``p = odds / (1 + odds)``, which is ``sigmoid(logit(p) + offsets + lifts +
-    beta_sat * sat + beta_rep * rep)`` without an exp per exit.
+    beta_sat * sat + beta_rep * rep)`` without an exp per exit. An agent that was
+    not exposed and whose exit draw lies above this step's ``cut`` for its segment
+    and stage stays without computing any of it (most agent-steps).
 
     Args:
         c: the chunk whose slices of ``buf`` receive the counts.
         con_add: contagion's addition to the contagion exit's probability.
-        odds0, mult, p0: this step's factors from :func:`step_factors`.
+        odds0, mult, p0, cut: this step's factors from :func:`step_factors`.
     """
     # every array is taken out of its tuple once: a tuple field read inside the loop
     # may cost a reference count update (an atomic shared by all threads) per agent
@@ -309,15 +331,19 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         x = float(sat[i])
         x += decay * (baseline - x)
 
+        # exposures; scr[0, :] holds the product of their exits' lifts once there is one
         e0 = exit_start[s]
         ne = exit_start[s + 1] - e0
-        for j in range(ne):
-            scr[0, j] = 1.0
+        exposed = False
         for k in range(act_start[s], act_start[s + 1]):
             tp = act_tp[k]
             if uniform(key, tp_stream[tp]) < reach[g, k]:
                 exposures[g, tp] += 1
                 x += tp_sat[tp]
+                if not exposed:
+                    exposed = True
+                    for j in range(ne):
+                        scr[0, j] = 1.0
                 for j in range(ne):
                     scr[0, j] *= tp_elift[tp, e0 + j]
         x = min(1.0, max(-1.0, x))
@@ -325,54 +351,61 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         to = s
         if ne > 0 and dwell >= min_dwell[s]:
             u = uniform(key, STREAM_EXIT)
-            # pass 1: each exit's probability, or for an exit with a satisfaction effect
-            # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
-            # exp(|beta|)); scratch[c, 0, j] keeps the odds still to be finished, or -1
-            bound = 0.0
-            for j in range(ne):
-                e = e0 + j
-                h = het_slot[g, e]
-                beta = sat_effect[e]
-                lift = scr[0, j]
-                scr[0, j] = -1.0
-                if h < 0 and beta == 0.0 and lift == 1.0:
-                    p = p0[g, e]  # nothing agent-specific: this step's probability
-                else:
-                    o = odds0[g, e]
-                    het_mult = 1.0
-                    if h >= 0:
-                        if het_kind[g, h] == HET_BETA:  # the agent's own base rate
-                            q = float(het[i, h])
-                            if e == con_exit:
-                                q = min(1.0, q + con_add)
-                            o = odds(q)
-                        elif het_kind[g, h] == HET_LOGIT_NORMAL:
-                            het_mult = float(het[i, h])
-                    od = o * mult[g, e] * lift * het_mult
-                    if beta != 0.0:
-                        scr[0, j] = od
-                        od *= sat_bound[e]
-                    p = od / (1.0 + od) if od < math.inf else 1.0
-                scr[1, j] = p
-                bound += p
-            # an agent whose draw lies above the bound stays, whatever its satisfaction;
-            # the exact probabilities (an exp each) are needed only below it
-            if not (bound < 1.0 and u >= bound + 1e-12):
-                total = 0.0
+            # the exits' probabilities are needed only for an agent that was exposed, or
+            # one whose draw lies below the cut (written out here, not in a helper: a
+            # call of a kernel taking arrays updates their reference counts, atomics)
+            if exposed or u < cut[g, s]:
+                if not exposed:
+                    for j in range(ne):
+                        scr[0, j] = 1.0
+                # pass 1: each exit's probability, or for an exit with a satisfaction effect
+                # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
+                # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
+                bound = 0.0
                 for j in range(ne):
-                    od = scr[0, j]
-                    if od >= 0.0:
-                        od *= math.exp(sat_effect[e0 + j] * x)
-                        scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
-                    total += scr[1, j]
-                if total > 1.0:
-                    u *= total  # renormalise: compare on the cumulative's scale
-                cum = 0.0
-                for j in range(ne):
-                    cum += scr[1, j]
-                    if u < cum:
-                        to = exit_to[e0 + j]
-                        break
+                    e = e0 + j
+                    h = het_slot[g, e]
+                    beta = sat_effect[e]
+                    lift = scr[0, j]
+                    scr[0, j] = -1.0
+                    if h < 0 and beta == 0.0 and lift == 1.0:
+                        p = p0[g, e]  # nothing agent-specific: this step's probability
+                    else:
+                        o = odds0[g, e]
+                        het_mult = 1.0
+                        if h >= 0:
+                            if het_kind[g, h] == HET_BETA:  # the agent's own base rate
+                                q = float(het[i, h])
+                                if e == con_exit:
+                                    q = min(1.0, q + con_add)
+                                o = odds(q)
+                            elif het_kind[g, h] == HET_LOGIT_NORMAL:
+                                het_mult = float(het[i, h])
+                        od = o * mult[g, e] * lift * het_mult
+                        if beta != 0.0:
+                            scr[0, j] = od
+                            od *= sat_bound[e]
+                        p = od / (1.0 + od) if od < math.inf else 1.0
+                    scr[1, j] = p
+                    bound += p
+                # an agent whose draw lies above the bound stays, whatever its satisfaction;
+                # the exact probabilities (an exp each) are needed only below it
+                if not (bound < 1.0 and u >= bound + 1e-12):
+                    total = 0.0
+                    for j in range(ne):
+                        od = scr[0, j]
+                        if od >= 0.0:
+                            od *= math.exp(sat_effect[e0 + j] * x)
+                            scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                        total += scr[1, j]
+                    if total > 1.0:
+                        u *= total  # renormalise: compare on the cumulative's scale
+                    cum = 0.0
+                    for j in range(ne):
+                        cum += scr[1, j]
+                        if u < cum:
+                            to = exit_to[e0 + j]
+                            break
 
         # value earned this step: the stage's per-step value, and entry value on a move
         value = per_step_value[s]
@@ -410,8 +443,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
 
 @kernel
 def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-           odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
-           buf: Buffers) -> None:
+           odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray, m: ModelArrays,
+           st: State, buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
     buf.sat_sum[c, :, :] = 0.0
@@ -422,12 +455,13 @@ def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
     lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, p0, m, st, buf)
+    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, p0, cut, m, st,
+            buf)
 
 
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
+                odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
                 m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
@@ -437,15 +471,15 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     function.
     """
     for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, cut, m, st, buf)
 
 
 @kernel
 def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                       odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
+                       odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
                        m: ModelArrays, st: State, buf: Buffers) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
     for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, cut, m, st, buf)

@@ -142,6 +142,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     odds0 = np.zeros((G, E))
     mult = np.zeros((G, E))
     p0 = np.zeros((G, E))
+    cut = np.zeros((G, S))
 
     occupancy = np.zeros((T1, G, S), np.int64)
     sat_sum = np.zeros((T1, G, S))
@@ -206,8 +207,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
             con_add = float(model.con_q[r]) * adopters / model.market_size
         kernel = step_kernel if (parallel and n >= PARALLEL_MIN_AGENTS
                                  and numba.get_num_threads() > 1) else step_kernel_serial
-        step_factors(r, reputation, con_add, m, odds0, mult, p0)
-        kernel(n, t, r, seed64, con_add, odds0, mult, p0, m, st, buf)
+        step_factors(r, reputation, con_add, m, odds0, mult, p0, cut)
+        kernel(n, t, r, seed64, con_add, odds0, mult, p0, cut, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)
