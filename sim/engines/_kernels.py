@@ -71,8 +71,8 @@ _TWO53 = 1.0 / 9007199254740992.0
 class State(NamedTuple):
     """Agent state, one entry per agent id (capacity >= population)."""
 
-    stage: np.ndarray   # int8
-    seg: np.ndarray     # int8
+    stage: np.ndarray   # uint8 (unsigned indices: no negative-index wraparound code)
+    seg: np.ndarray     # uint8
     dwell: np.ndarray   # int32 steps spent in the current stage
     sat: np.ndarray     # float32 satisfaction in [-1, 1]
     acq: np.ndarray     # int32 step of first acquisition, -1 before
@@ -322,10 +322,12 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     ref_p, ref_min_sat = m.ref_p[r], m.ref_min_sat[r]
     review_min, review_max = m.review_min, m.review_max
     step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
-    for i in range(lo, hi):
-        s = np.int64(stage[i])
-        g = np.int64(seg[i])
-        key = mix64(mix64(seed + _GOLDEN * (np.uint64(i) + _ONE)) ^ step_key)
+    # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
+    # emits no negative-index wraparound for them
+    for i in range(np.uint64(lo), np.uint64(hi)):
+        s = stage[i]
+        g = seg[i]
+        key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
         dwell = dwell_of[i] + 1
         dwell_of[i] = dwell
         x = float(sat[i])

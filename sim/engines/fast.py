@@ -81,7 +81,7 @@ def _grow(st: State, capacity: int) -> State:
 
 def _alloc(capacity: int, H: int) -> State:
     return State(
-        stage=np.zeros(capacity, np.int8), seg=np.zeros(capacity, np.int8),
+        stage=np.zeros(capacity, np.uint8), seg=np.zeros(capacity, np.uint8),
         dwell=np.zeros(capacity, np.int32), sat=np.zeros(capacity, np.float32),
         acq=np.full(capacity, -1, np.int32), born=np.zeros(capacity, np.int32),
         het=np.zeros((capacity, H), np.float32), clv=np.zeros(capacity),
