@@ -31,10 +31,12 @@ __all__ = [
     "STREAM_REFERRAL",
     "STREAM_REVIEW",
     "Buffers",
+    "Factors",
     "State",
     "advance",
     "birth",
     "make_buffers",
+    "make_factors",
     "mix64",
     "odds",
     "poisson",
@@ -53,6 +55,7 @@ CHUNKS = 64
 STREAM_EXIT = np.uint64(1)
 STREAM_REVIEW = np.uint64(2)
 STREAM_REFERRAL = np.uint64(3)
+_EXIT_G = STREAM_EXIT * np.uint64(0x9E3779B97F4A7C15)
 BIRTH_STEP = np.uint64(0xFFFF_FFFF)
 """Step number used for draws at an agent's birth (heterogeneity)."""
 
@@ -66,6 +69,9 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _TWO53 = 1.0 / 9007199254740992.0
+_2POW53 = 9007199254740992.0
+_NEVER = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+"""A cut above every 53-bit draw: the event always happens."""
 
 
 class State(NamedTuple):
@@ -97,6 +103,24 @@ class Buffers(NamedTuple):
     scratch: np.ndarray    # float64[C, 2, Emax] per-chunk work space
 
 
+class Factors(NamedTuple):
+    """What :func:`step_factors` precomputes for one step (shapes as in ModelArrays)."""
+
+    odds0: np.ndarray      # float64[G, E] base odds (contagion's addition included)
+    mult: np.ndarray       # float64[G, E] exp(segment offset + reputation effect * rep)
+    p0: np.ndarray         # float64[G, E] the probability from these two alone
+    exit_cut: np.ndarray   # uint64[G, S] an unexposed agent can leave only below this
+    reach_cut: np.ndarray  # uint64[G, K] exposed when the draw lies below this
+    act_key: np.ndarray    # uint64[K] the stream of each (stage, touchpoint) pair, times G
+
+
+def make_factors(G: int, S: int, E: int, K: int) -> Factors:
+    """Allocate the per-step factors."""
+    return Factors(odds0=np.zeros((G, E)), mult=np.zeros((G, E)), p0=np.zeros((G, E)),
+                   exit_cut=np.zeros((G, S), np.uint64), reach_cut=np.zeros((G, K), np.uint64),
+                   act_key=np.zeros(K, np.uint64))
+
+
 def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
     """Allocate zeroed buffers for ``CHUNKS`` chunks."""
     C = CHUNKS
@@ -125,6 +149,26 @@ def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
     """Key of one agent-step; draws of its streams derive from it."""
     a = mix64(seed + _GOLDEN * (np.uint64(agent) + _ONE))
     return mix64(a ^ mix64(step * _STEP_MUL + _GOLDEN))
+
+
+@kernel
+def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
+    """The 53 random bits of :func:`uniform` for ``stream_g = stream * G``, as an integer."""
+    return mix64(key + stream_g) >> _S11
+
+
+@kernel
+def _cut53(p: float) -> np.uint64:
+    """The integer c with ``uniform < p`` exactly when its 53 bits lie below c.
+
+    ``bits * 2**-53 < p`` iff ``bits < p * 2**53`` (scaling by a power of two is
+    exact) iff ``bits < ceil(p * 2**53)`` for an integer ``bits``.
+    """
+    if p <= 0.0:
+        return np.uint64(0)
+    if p >= 1.0:
+        return _NEVER
+    return np.uint64(math.ceil(p * _2POW53))
 
 
 @kernel
@@ -195,33 +239,33 @@ def odds(p: float) -> float:
 
 
 @kernel
-def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.ndarray,
-                 mult: np.ndarray, p0: np.ndarray, cut: np.ndarray) -> None:
-    """The parts of every exit's odds that are the same for all agents of a segment
-    in this step.
+def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors) -> None:
+    """What every agent-step of this step shares (``f``'s arrays are overwritten).
 
-    Args:
-        odds0: out float64[G, E], base odds (contagion's addition included).
-        mult: out float64[G, E], exp(segment offset + reputation effect * rep).
-        p0: out float64[G, E], the probability from these two alone (what an agent
-            without lift, heterogeneity or satisfaction effect on the exit gets).
-        cut: out float64[G, S], for an agent of the segment in the stage who was not
-            exposed this step: it can leave only if its exit draw lies below this
-            (an upper bound of the stage's exit probabilities, plus a margin for
-            rounding); infinite where an exit depends on the agent's heterogeneity.
+    * ``odds0[g, e]``: base odds (contagion's addition included); ``mult[g, e]``:
+      exp(segment offset + reputation effect * rep); ``p0[g, e]``: the probability
+      from these two alone (what an agent without lift, heterogeneity or
+      satisfaction effect on the exit gets).
+    * ``exit_cut[g, s]``: an agent of the segment in the stage who was not exposed
+      this step can leave only if the 53 bits of its exit draw lie below this: the
+      cut of an upper bound of the stage's exit probabilities plus a margin for
+      rounding; no draw reaches it where an exit depends on the agent's
+      heterogeneity.
+    * ``reach_cut[g, k]``, ``act_key[k]``: (stage, touchpoint) pair k exposes the
+      agent when the 53 bits of its draw (stream ``act_key[k]``) lie below the cut.
     """
-    G, E = odds0.shape
+    G, E = f.odds0.shape
     for e in range(E):
         p = m.base_p[r, e]
         if e == m.con_exit:
             p = min(1.0, p + con_add)
         o = odds(p)
         for g in range(G):
-            odds0[g, e] = o
-            mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
-            od = o * mult[g, e]
-            p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
-    S = cut.shape[1]
+            f.odds0[g, e] = o
+            f.mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
+            od = o * f.mult[g, e]
+            f.p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
+    S = f.exit_cut.shape[1]
     for g in range(G):
         for s in range(S):
             # the bound of advance's exit draw with no lift: p0, or with a satisfaction
@@ -232,11 +276,16 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.n
                     bound = math.inf
                     break
                 if m.sat_effect[r, e] == 0.0:
-                    bound += p0[g, e]
+                    bound += f.p0[g, e]
                 else:
-                    od = odds0[g, e] * mult[g, e] * m.sat_bound[r, e]
+                    od = f.odds0[g, e] * f.mult[g, e] * m.sat_bound[r, e]
                     bound += od / (1.0 + od) if od < math.inf else 1.0
-            cut[g, s] = bound + 1e-12 if bound < 1.0 else math.inf
+            # advance computes the exits when not (bound < 1 and u >= bound + 1e-12)
+            f.exit_cut[g, s] = _cut53(bound + 1e-12) if bound < 1.0 else _NEVER
+        for k in range(f.reach_cut.shape[1]):
+            f.reach_cut[g, k] = _cut53(m.reach[r, g, k])
+    for k in range(f.act_key.shape[0]):
+        f.act_key[k] = m.tp_stream[m.act_tp[k]] * _GOLDEN
 
 
 @kernel
@@ -277,8 +326,7 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
 
 @kernel
 def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
-            odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
-            m: ModelArrays, st: State, buf: Buffers) -> None:
+            f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
     This is the one agent-step rule of the engine; the fast engine calls it on
@@ -295,13 +343,15 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     ``odds = odds0 * mult * prod(exp(lift)) * het * exp(sat_effect * sat)`` and
     ``p = odds / (1 + odds)``, which is ``sigmoid(logit(p) + offsets + lifts +
     beta_sat * sat + beta_rep * rep)`` without an exp per exit. An agent that was
-    not exposed and whose exit draw lies above this step's ``cut`` for its segment
-    and stage stays without computing any of it (most agent-steps).
+    not exposed and whose exit draw lies above this step's ``exit_cut`` for its
+    segment and stage stays without computing any of it (most agent-steps). Draws
+    are compared as integers against cuts (:func:`_cut53`): the same decisions as
+    ``uniform(...) < p``.
 
     Args:
         c: the chunk whose slices of ``buf`` receive the counts.
         con_add: contagion's addition to the contagion exit's probability.
-        odds0, mult, p0, cut: this step's factors from :func:`step_factors`.
+        f: this step's factors from :func:`step_factors`.
     """
     # every array is taken out of its tuple once: a tuple field read inside the loop
     # may cost a reference count update (an atomic shared by all threads) per agent
@@ -312,8 +362,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     reviews, retained, to_convert = buf.reviews[c], buf.retained[c], buf.to_convert[c]
     scr = buf.scratch[c]
     exit_start, min_dwell, act_start, act_tp = m.exit_start, m.min_dwell, m.act_start, m.act_tp
-    tp_stream, kind, exit_to, discount = m.tp_stream, m.kind, m.exit_to, m.discount
-    reach, tp_sat, on_entry = m.reach[r], m.tp_sat[r], m.on_entry[r]
+    kind, exit_to, discount = m.kind, m.exit_to, m.discount
+    tp_sat, on_entry = m.tp_sat[r], m.on_entry[r]
     tp_elift, het_slot, het_kind = m.tp_elift[r], m.het_slot, m.het_kind[r]
     sat_effect, sat_bound, con_exit = m.sat_effect[r], m.sat_bound[r], m.con_exit
     per_step_value, value_mult = m.per_step_value[r], m.value_mult[r]
@@ -321,6 +371,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     decay, baseline = m.sat_decay[r], m.sat_baseline[r]
     ref_p, ref_min_sat = m.ref_p[r], m.ref_min_sat[r]
     review_min, review_max = m.review_min, m.review_max
+    odds0, mult, p0, exit_cut, reach_cut = f.odds0, f.mult, f.p0, f.exit_cut, f.reach_cut
+    act_key = f.act_key
     step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
     # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
     # emits no negative-index wraparound for them
@@ -339,7 +391,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         exposed = False
         for k in range(act_start[s], act_start[s + 1]):
             tp = act_tp[k]
-            if uniform(key, tp_stream[tp]) < reach[g, k]:
+            if _bits53(key, act_key[k]) < reach_cut[g, k]:
                 exposures[g, tp] += 1
                 x += tp_sat[tp]
                 if not exposed:
@@ -352,11 +404,12 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
 
         to = s
         if ne > 0 and dwell >= min_dwell[s]:
-            u = uniform(key, STREAM_EXIT)
+            bits = _bits53(key, _EXIT_G)
             # the exits' probabilities are needed only for an agent that was exposed, or
             # one whose draw lies below the cut (written out here, not in a helper: a
             # call of a kernel taking arrays updates their reference counts, atomics)
-            if exposed or u < cut[g, s]:
+            if exposed or bits < exit_cut[g, s]:
+                u = float(np.int64(bits)) * _TWO53  # uniform(key, STREAM_EXIT)
                 if not exposed:
                     for j in range(ne):
                         scr[0, j] = 1.0
@@ -445,8 +498,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
 
 @kernel
 def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-           odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray, m: ModelArrays,
-           st: State, buf: Buffers) -> None:
+           f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
     buf.sat_sum[c, :, :] = 0.0
@@ -457,14 +509,12 @@ def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
     lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, p0, cut, m, st,
-            buf)
+    advance(lo, min(n, lo + size), t, r, seed, c, con_add, f, m, st, buf)
 
 
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
-                m: ModelArrays, st: State, buf: Buffers) -> None:
+                f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
@@ -473,15 +523,14 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     function.
     """
     for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, cut, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)
 
 
 @kernel
 def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                       odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, cut: np.ndarray,
-                       m: ModelArrays, st: State, buf: Buffers) -> None:
+                       f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
     for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, cut, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)

@@ -23,6 +23,7 @@ from sim.engines._kernels import (
     agent_key,
     birth,
     make_buffers,
+    make_factors,
     poisson,
     step_factors,
     step_kernel,
@@ -139,10 +140,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
     buf = make_buffers(G, S, T, T1, e_max)
     E = m.base_p.shape[1]
-    odds0 = np.zeros((G, E))
-    mult = np.zeros((G, E))
-    p0 = np.zeros((G, E))
-    cut = np.zeros((G, S))
+    f = make_factors(G, S, E, m.act_tp.shape[0])
 
     occupancy = np.zeros((T1, G, S), np.int64)
     sat_sum = np.zeros((T1, G, S))
@@ -207,8 +205,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
             con_add = float(model.con_q[r]) * adopters / model.market_size
         kernel = step_kernel if (parallel and n >= PARALLEL_MIN_AGENTS
                                  and numba.get_num_threads() > 1) else step_kernel_serial
-        step_factors(r, reputation, con_add, m, odds0, mult, p0, cut)
-        kernel(n, t, r, seed64, con_add, odds0, mult, p0, cut, m, st, buf)
+        step_factors(r, reputation, con_add, m, f)
+        kernel(n, t, r, seed64, con_add, f, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)

@@ -138,15 +138,14 @@ def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
     assert m.con_exit >= 0 and m.rep_effect.any() and m.sat_effect.any()
     moved = 0
     E = m.base_p.shape[1]
-    odds0, mult, p0 = np.zeros((G, E)), np.zeros((G, E)), np.zeros((G, E))
-    cut = np.zeros((G, S))
+    f = K.make_factors(G, S, E, m.act_tp.shape[0])
     for t in range(1, 13):
         r = t % len(model.regimes)
         rep = 0.9 - 0.15 * t          # reputation from +0.75 down to -0.9
         con_add = 0.03 * t
-        K.step_factors(r, rep, con_add, m, odds0, mult, p0, cut)
+        K.step_factors(r, rep, con_add, m, f)
         step_kernel(np.int64(n), np.int64(t), np.int64(r), np.uint64(SEED), con_add,
-                    odds0, mult, p0, cut, m, st, buf)
+                    f, m, st, buf)
         naive.step(n, t, r, SEED, rep, con_add, nm, twin, twin_buf)
         _assert_state_equal(st, twin, n)
         _assert_buffers_equal(buf, twin_buf)
