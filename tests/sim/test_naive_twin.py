@@ -114,6 +114,24 @@ def test_twin_exact_samplers() -> None:
                 naive.poisson(lam, key, stream)
 
 
+def test_twin_exact_integer_cuts() -> None:
+    """A draw's 53 bits lie below ``_cut53(p)`` exactly when its uniform lies below p
+    (how the agent loop compares exposure and exit draws)."""
+    two53 = 2**53
+    probabilities = [0.0, 5e-324, 2.0**-53, 1e-12, 0.003, 1 / 3, 0.5, 0.1 + 0.2,
+                     1.0 - 2.0**-53, 1.0, 1.5, math.inf]
+    for p in probabilities:
+        cut = int(K._cut53(p))
+        exact = min(math.ceil(p * two53), two53) if p < math.inf else two53
+        for bits in {0, 1, exact - 1, exact, exact + 1, two53 - 1}:
+            if 0 <= bits < two53:
+                assert (bits < cut) == (bits * naive.TWO53 < p), (p, bits)
+    key = naive.agent_key(SEED, 5, 9)
+    for stream in (1, 2, 3, 4096):
+        bits = int(K._bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
+        assert bits * naive.TWO53 == naive.uniform(key, stream)
+
+
 # ------------------------------------------------------------------ agents
 
 
