@@ -36,12 +36,12 @@ class ModelArrays(NamedTuple):
     step_days: float
     kind: np.ndarray            # int8[S]
     min_dwell: np.ndarray       # int32[S] steps
-    exit_start: np.ndarray      # int64[S + 1] CSR into exits
-    exit_to: np.ndarray         # int64[E]
+    exit_start: np.ndarray      # uint64[S + 1] CSR into exits
+    exit_to: np.ndarray         # uint8[E]
     base_p: np.ndarray          # float64[R, E]
     seg_offset: np.ndarray      # float64[R, G, E]
-    act_start: np.ndarray       # int64[S + 1] CSR into (stage, touchpoint) pairs
-    act_tp: np.ndarray          # int64[K]
+    act_start: np.ndarray       # uint64[S + 1] CSR into (stage, touchpoint) pairs
+    act_tp: np.ndarray          # uint64[K]
     reach: np.ndarray           # float64[R, G, K] exposure probability
     tp_stream: np.ndarray       # uint64[T] random stream of each touchpoint
     tp_elift: np.ndarray        # float64[R, T, E] odds multiplier exp(lift) per exposure
@@ -179,8 +179,9 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
     exit_start = np.zeros(S + 1, dtype=np.int64)
     for a, _ in exits:
         exit_start[stages.index(a) + 1] += 1
-    exit_start = np.cumsum(exit_start)
-    exit_to = np.array([stages.index(b) for _, b in exits], dtype=np.int64)
+    # unsigned index arrays: numba emits no negative-index wraparound for them
+    exit_start = np.cumsum(exit_start).astype(np.uint64)
+    exit_to = np.array([stages.index(b) for _, b in exits], dtype=np.uint8)
 
     touchpoints: list[str] = []
     for v in variants:
@@ -192,8 +193,8 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
     act_start = np.zeros(S + 1, dtype=np.int64)
     for si, _ in pairs:
         act_start[si + 1] += 1
-    act_start = np.cumsum(act_start)
-    act_tp = np.array([ti for _, ti in pairs], dtype=np.int64)
+    act_start = np.cumsum(act_start).astype(np.uint64)
+    act_tp = np.array([ti for _, ti in pairs], dtype=np.uint64)
 
     het_keys: list[str] = []
     for v in variants:

@@ -31,10 +31,12 @@ __all__ = [
     "STREAM_REFERRAL",
     "STREAM_REVIEW",
     "Buffers",
+    "Factors",
     "State",
     "advance",
     "birth",
     "make_buffers",
+    "make_factors",
     "mix64",
     "odds",
     "poisson",
@@ -53,6 +55,7 @@ CHUNKS = 64
 STREAM_EXIT = np.uint64(1)
 STREAM_REVIEW = np.uint64(2)
 STREAM_REFERRAL = np.uint64(3)
+_EXIT_G = STREAM_EXIT * np.uint64(0x9E3779B97F4A7C15)
 BIRTH_STEP = np.uint64(0xFFFF_FFFF)
 """Step number used for draws at an agent's birth (heterogeneity)."""
 
@@ -66,13 +69,16 @@ _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _TWO53 = 1.0 / 9007199254740992.0
+_2POW53 = 9007199254740992.0
+_NEVER = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+"""A cut above every 53-bit draw: the event always happens."""
 
 
 class State(NamedTuple):
     """Agent state, one entry per agent id (capacity >= population)."""
 
-    stage: np.ndarray   # int8
-    seg: np.ndarray     # int8
+    stage: np.ndarray   # uint8 (unsigned indices: no negative-index wraparound code)
+    seg: np.ndarray     # uint8
     dwell: np.ndarray   # int32 steps spent in the current stage
     sat: np.ndarray     # float32 satisfaction in [-1, 1]
     acq: np.ndarray     # int32 step of first acquisition, -1 before
@@ -95,6 +101,24 @@ class Buffers(NamedTuple):
     retained: np.ndarray   # int64[C, L] cumulative: acquired agents in a customer stage by lag
     to_convert: np.ndarray  # int64[C, L] cumulative: steps from entry to acquisition
     scratch: np.ndarray    # float64[C, 2, Emax] per-chunk work space
+
+
+class Factors(NamedTuple):
+    """What :func:`step_factors` precomputes for one step (shapes as in ModelArrays)."""
+
+    odds0: np.ndarray      # float64[G, E] base odds (contagion's addition included)
+    mult: np.ndarray       # float64[G, E] exp(segment offset + reputation effect * rep)
+    p0: np.ndarray         # float64[G, E] the probability from these two alone
+    exit_cut: np.ndarray   # uint64[G, S] an unexposed agent can leave only below this
+    reach_cut: np.ndarray  # uint64[G, K] exposed when the draw lies below this
+    act_key: np.ndarray    # uint64[K] the stream of each (stage, touchpoint) pair, times G
+
+
+def make_factors(G: int, S: int, E: int, K: int) -> Factors:
+    """Allocate the per-step factors."""
+    return Factors(odds0=np.zeros((G, E)), mult=np.zeros((G, E)), p0=np.zeros((G, E)),
+                   exit_cut=np.zeros((G, S), np.uint64), reach_cut=np.zeros((G, K), np.uint64),
+                   act_key=np.zeros(K, np.uint64))
 
 
 def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
@@ -125,6 +149,26 @@ def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
     """Key of one agent-step; draws of its streams derive from it."""
     a = mix64(seed + _GOLDEN * (np.uint64(agent) + _ONE))
     return mix64(a ^ mix64(step * _STEP_MUL + _GOLDEN))
+
+
+@kernel
+def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
+    """The 53 random bits of :func:`uniform` for ``stream_g = stream * G``, as an integer."""
+    return mix64(key + stream_g) >> _S11
+
+
+@kernel
+def _cut53(p: float) -> np.uint64:
+    """The integer c with ``uniform < p`` exactly when its 53 bits lie below c.
+
+    ``bits * 2**-53 < p`` iff ``bits < p * 2**53`` (scaling by a power of two is
+    exact) iff ``bits < ceil(p * 2**53)`` for an integer ``bits``.
+    """
+    if p <= 0.0:
+        return np.uint64(0)
+    if p >= 1.0:
+        return _NEVER
+    return np.uint64(math.ceil(p * _2POW53))
 
 
 @kernel
@@ -195,28 +239,53 @@ def odds(p: float) -> float:
 
 
 @kernel
-def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, odds0: np.ndarray,
-                 mult: np.ndarray, p0: np.ndarray) -> None:
-    """The parts of every exit's odds that are the same for all agents of a segment
-    in this step.
+def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors) -> None:
+    """What every agent-step of this step shares (``f``'s arrays are overwritten).
 
-    Args:
-        odds0: out float64[G, E], base odds (contagion's addition included).
-        mult: out float64[G, E], exp(segment offset + reputation effect * rep).
-        p0: out float64[G, E], the probability from these two alone (what an agent
-            without lift, heterogeneity or satisfaction effect on the exit gets).
+    * ``odds0[g, e]``: base odds (contagion's addition included); ``mult[g, e]``:
+      exp(segment offset + reputation effect * rep); ``p0[g, e]``: the probability
+      from these two alone (what an agent without lift, heterogeneity or
+      satisfaction effect on the exit gets).
+    * ``exit_cut[g, s]``: an agent of the segment in the stage who was not exposed
+      this step can leave only if the 53 bits of its exit draw lie below this: the
+      cut of an upper bound of the stage's exit probabilities plus a margin for
+      rounding; no draw reaches it where an exit depends on the agent's
+      heterogeneity.
+    * ``reach_cut[g, k]``, ``act_key[k]``: (stage, touchpoint) pair k exposes the
+      agent when the 53 bits of its draw (stream ``act_key[k]``) lie below the cut.
     """
-    G, E = odds0.shape
+    G, E = f.odds0.shape
     for e in range(E):
         p = m.base_p[r, e]
         if e == m.con_exit:
             p = min(1.0, p + con_add)
         o = odds(p)
         for g in range(G):
-            odds0[g, e] = o
-            mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
-            od = o * mult[g, e]
-            p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
+            f.odds0[g, e] = o
+            f.mult[g, e] = math.exp(m.seg_offset[r, g, e] + m.rep_effect[r, e] * rep)
+            od = o * f.mult[g, e]
+            f.p0[g, e] = od / (1.0 + od) if od < math.inf else 1.0
+    S = f.exit_cut.shape[1]
+    for g in range(G):
+        for s in range(S):
+            # the bound of advance's exit draw with no lift: p0, or with a satisfaction
+            # effect the probability at the largest factor the effect gives
+            bound = 0.0
+            for e in range(m.exit_start[s], m.exit_start[s + 1]):
+                if m.het_slot[g, e] >= 0:
+                    bound = math.inf
+                    break
+                if m.sat_effect[r, e] == 0.0:
+                    bound += f.p0[g, e]
+                else:
+                    od = f.odds0[g, e] * f.mult[g, e] * m.sat_bound[r, e]
+                    bound += od / (1.0 + od) if od < math.inf else 1.0
+            # advance computes the exits when not (bound < 1 and u >= bound + 1e-12)
+            f.exit_cut[g, s] = _cut53(bound + 1e-12) if bound < 1.0 else _NEVER
+        for k in range(f.reach_cut.shape[1]):
+            f.reach_cut[g, k] = _cut53(m.reach[r, g, k])
+    for k in range(f.act_key.shape[0]):
+        f.act_key[k] = m.tp_stream[m.act_tp[k]] * _GOLDEN
 
 
 @kernel
@@ -257,8 +326,7 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
 
 @kernel
 def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
-            odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
-            buf: Buffers) -> None:
+            f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
 
     This is the one agent-step rule of the engine; the fast engine calls it on
@@ -274,127 +342,163 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     The modified probability of exit j is computed on the odds scale,
     ``odds = odds0 * mult * prod(exp(lift)) * het * exp(sat_effect * sat)`` and
     ``p = odds / (1 + odds)``, which is ``sigmoid(logit(p) + offsets + lifts +
-    beta_sat * sat + beta_rep * rep)`` without an exp per exit.
+    beta_sat * sat + beta_rep * rep)`` without an exp per exit. An agent that was
+    not exposed and whose exit draw lies above this step's ``exit_cut`` for its
+    segment and stage stays without computing any of it (most agent-steps). Draws
+    are compared as integers against cuts (:func:`_cut53`): the same decisions as
+    ``uniform(...) < p``.
 
     Args:
         c: the chunk whose slices of ``buf`` receive the counts.
         con_add: contagion's addition to the contagion exit's probability.
-        odds0, mult, p0: this step's factors from :func:`step_factors`.
+        f: this step's factors from :func:`step_factors`.
     """
-    for i in range(lo, hi):
-        s = np.int64(st.stage[i])
-        g = np.int64(st.seg[i])
-        key = agent_key(seed, i, np.uint64(t))
-        dwell = st.dwell[i] + 1
-        st.dwell[i] = dwell
-        x = float(st.sat[i])
-        x += m.sat_decay[r] * (m.sat_baseline[r] - x)
+    # every array is taken out of its tuple once: a tuple field read inside the loop
+    # may cost a reference count update (an atomic shared by all threads) per agent
+    stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
+    born, het, clv, moved = st.born, st.het, st.clv, st.moved
+    occ, sat_sum, flows, exposures = buf.occ[c], buf.sat_sum[c], buf.flows[c], buf.exposures[c]
+    acquired, referrals = buf.acquired[c], buf.referrals[c]
+    reviews, retained, to_convert = buf.reviews[c], buf.retained[c], buf.to_convert[c]
+    scr = buf.scratch[c]
+    exit_start, min_dwell, act_start, act_tp = m.exit_start, m.min_dwell, m.act_start, m.act_tp
+    kind, exit_to, discount = m.kind, m.exit_to, m.discount
+    tp_sat, on_entry = m.tp_sat[r], m.on_entry[r]
+    tp_elift, het_slot, het_kind = m.tp_elift[r], m.het_slot, m.het_kind[r]
+    sat_effect, sat_bound, con_exit = m.sat_effect[r], m.sat_bound[r], m.con_exit
+    per_step_value, value_mult = m.per_step_value[r], m.value_mult[r]
+    review_post, ref_stage = m.review_post[r], m.ref_stage[r]
+    decay, baseline = m.sat_decay[r], m.sat_baseline[r]
+    ref_p, ref_min_sat = m.ref_p[r], m.ref_min_sat[r]
+    review_min, review_max = m.review_min, m.review_max
+    odds0, mult, p0, exit_cut, reach_cut = f.odds0, f.mult, f.p0, f.exit_cut, f.reach_cut
+    act_key = f.act_key
+    step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
+    # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
+    # emits no negative-index wraparound for them
+    for i in range(np.uint64(lo), np.uint64(hi)):
+        s = stage[i]
+        g = seg[i]
+        key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
+        dwell = dwell_of[i] + 1
+        dwell_of[i] = dwell
+        x = float(sat[i])
+        x += decay * (baseline - x)
 
-        e0 = m.exit_start[s]
-        ne = m.exit_start[s + 1] - e0
-        # scratch is indexed, never sliced: a slice would take a reference on the shared
-        # buffer for every agent, and the atomic reference counts make threads contend
-        for j in range(ne):
-            buf.scratch[c, 0, j] = 1.0
-        for k in range(m.act_start[s], m.act_start[s + 1]):
-            tp = m.act_tp[k]
-            if uniform(key, m.tp_stream[tp]) < m.reach[r, g, k]:
-                buf.exposures[c, g, tp] += 1
-                x += m.tp_sat[r, tp]
+        # exposures; scr[0, :] holds the product of their exits' lifts once there is one
+        e0 = exit_start[s]
+        ne = exit_start[s + 1] - e0
+        exposed = False
+        for k in range(act_start[s], act_start[s + 1]):
+            tp = act_tp[k]
+            if _bits53(key, act_key[k]) < reach_cut[g, k]:
+                exposures[g, tp] += 1
+                x += tp_sat[tp]
+                if not exposed:
+                    exposed = True
+                    for j in range(ne):
+                        scr[0, j] = 1.0
                 for j in range(ne):
-                    buf.scratch[c, 0, j] *= m.tp_elift[r, tp, e0 + j]
+                    scr[0, j] *= tp_elift[tp, e0 + j]
         x = min(1.0, max(-1.0, x))
 
         to = s
-        if ne > 0 and dwell >= m.min_dwell[s]:
-            u = uniform(key, STREAM_EXIT)
-            # pass 1: each exit's probability, or for an exit with a satisfaction effect
-            # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
-            # exp(|beta|)); scratch[c, 0, j] keeps the odds still to be finished, or -1
-            bound = 0.0
-            for j in range(ne):
-                e = e0 + j
-                h = m.het_slot[g, e]
-                beta = m.sat_effect[r, e]
-                lift = buf.scratch[c, 0, j]
-                buf.scratch[c, 0, j] = -1.0
-                if h < 0 and beta == 0.0 and lift == 1.0:
-                    p = p0[g, e]  # nothing agent-specific: this step's probability
-                else:
-                    o = odds0[g, e]
-                    het_mult = 1.0
-                    if h >= 0:
-                        if m.het_kind[r, g, h] == HET_BETA:  # the agent's own base rate
-                            q = float(st.het[i, h])
-                            if e == m.con_exit:
-                                q = min(1.0, q + con_add)
-                            o = odds(q)
-                        elif m.het_kind[r, g, h] == HET_LOGIT_NORMAL:
-                            het_mult = float(st.het[i, h])
-                    od = o * mult[g, e] * lift * het_mult
-                    if beta != 0.0:
-                        buf.scratch[c, 0, j] = od
-                        od *= m.sat_bound[r, e]
-                    p = od / (1.0 + od) if od < math.inf else 1.0
-                buf.scratch[c, 1, j] = p
-                bound += p
-            # an agent whose draw lies above the bound stays, whatever its satisfaction;
-            # the exact probabilities (an exp each) are needed only below it
-            if not (bound < 1.0 and u >= bound + 1e-12):
-                total = 0.0
+        if ne > 0 and dwell >= min_dwell[s]:
+            bits = _bits53(key, _EXIT_G)
+            # the exits' probabilities are needed only for an agent that was exposed, or
+            # one whose draw lies below the cut (written out here, not in a helper: a
+            # call of a kernel taking arrays updates their reference counts, atomics)
+            if exposed or bits < exit_cut[g, s]:
+                u = float(np.int64(bits)) * _TWO53  # uniform(key, STREAM_EXIT)
+                if not exposed:
+                    for j in range(ne):
+                        scr[0, j] = 1.0
+                # pass 1: each exit's probability, or for an exit with a satisfaction effect
+                # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
+                # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
+                bound = 0.0
                 for j in range(ne):
-                    od = buf.scratch[c, 0, j]
-                    if od >= 0.0:
-                        od *= math.exp(m.sat_effect[r, e0 + j] * x)
-                        buf.scratch[c, 1, j] = od / (1.0 + od) if od < math.inf else 1.0
-                    total += buf.scratch[c, 1, j]
-                if total > 1.0:
-                    u *= total  # renormalise: compare on the cumulative's scale
-                cum = 0.0
-                for j in range(ne):
-                    cum += buf.scratch[c, 1, j]
-                    if u < cum:
-                        to = m.exit_to[e0 + j]
-                        break
+                    e = e0 + j
+                    h = het_slot[g, e]
+                    beta = sat_effect[e]
+                    lift = scr[0, j]
+                    scr[0, j] = -1.0
+                    if h < 0 and beta == 0.0 and lift == 1.0:
+                        p = p0[g, e]  # nothing agent-specific: this step's probability
+                    else:
+                        o = odds0[g, e]
+                        het_mult = 1.0
+                        if h >= 0:
+                            if het_kind[g, h] == HET_BETA:  # the agent's own base rate
+                                q = float(het[i, h])
+                                if e == con_exit:
+                                    q = min(1.0, q + con_add)
+                                o = odds(q)
+                            elif het_kind[g, h] == HET_LOGIT_NORMAL:
+                                het_mult = float(het[i, h])
+                        od = o * mult[g, e] * lift * het_mult
+                        if beta != 0.0:
+                            scr[0, j] = od
+                            od *= sat_bound[e]
+                        p = od / (1.0 + od) if od < math.inf else 1.0
+                    scr[1, j] = p
+                    bound += p
+                # an agent whose draw lies above the bound stays, whatever its satisfaction;
+                # the exact probabilities (an exp each) are needed only below it
+                if not (bound < 1.0 and u >= bound + 1e-12):
+                    total = 0.0
+                    for j in range(ne):
+                        od = scr[0, j]
+                        if od >= 0.0:
+                            od *= math.exp(sat_effect[e0 + j] * x)
+                            scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                        total += scr[1, j]
+                    if total > 1.0:
+                        u *= total  # renormalise: compare on the cumulative's scale
+                    cum = 0.0
+                    for j in range(ne):
+                        cum += scr[1, j]
+                        if u < cum:
+                            to = exit_to[e0 + j]
+                            break
 
         # value earned this step: the stage's per-step value, and entry value on a move
-        value = m.per_step_value[r, s]
+        value = per_step_value[s]
         if to != s:
-            buf.flows[c, g, s, to] += 1
-            st.stage[i] = to
-            st.dwell[i] = 0
-            st.moved[i] = s
-            value += m.on_entry[r, to]
+            flows[g, s, to] += 1
+            stage[i] = to
+            dwell_of[i] = 0
+            moved[i] = s
+            value += on_entry[to]
             # acquisition: the first move into a customer stage from a non-customer one
             # (an agent placed as a customer is not acquired by moving between customer stages)
-            if m.kind[to] == 1 and st.acq[i] == -1:  # the first acquisition
-                st.acq[i] = t
-                buf.acquired[c, g] += 1
-                buf.to_convert[c, t - st.born[i]] += 1
+            if kind[to] == 1 and acq[i] == -1:  # the first acquisition
+                acq[i] = t
+                acquired[g] += 1
+                to_convert[t - born[i]] += 1
         else:
-            st.moved[i] = -1
-        st.sat[i] = x
-        a = st.acq[i]
+            moved[i] = -1
+        sat[i] = x
+        a = acq[i]
         if a >= 0:
-            st.clv[i] += value * m.value_mult[r, g] * m.discount[t - a]
-            if m.kind[to] == 1:
-                buf.retained[c, t - a] += 1
-        buf.occ[c, g, to] += 1
-        buf.sat_sum[c, g, to] += x
-        post = m.review_post[r, to]
+            clv[i] += value * value_mult[g] * discount[t - a]
+            if kind[to] == 1:
+                retained[t - a] += 1
+        occ[g, to] += 1
+        sat_sum[g, to] += x
+        post = review_post[to]
         if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
-            score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
-            buf.reviews[c, 0] += 1
-            buf.reviews[c, 1] += np.int64(math.floor(score + 0.5))
-        if (m.ref_p[r] > 0.0 and m.ref_stage[r, to] == 1 and x >= m.ref_min_sat[r]
-                and uniform(key, STREAM_REFERRAL) < m.ref_p[r]):
-            buf.referrals[c, g] += 1
+            score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
+            reviews[0] += 1
+            reviews[1] += np.int64(math.floor(score + 0.5))
+        if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
+                and uniform(key, STREAM_REFERRAL) < ref_p):
+            referrals[g] += 1
 
 
 @kernel
 def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-           odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray, m: ModelArrays, st: State,
-           buf: Buffers) -> None:
+           f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
     buf.occ[c, :, :] = 0
     buf.sat_sum[c, :, :] = 0.0
@@ -405,13 +509,12 @@ def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
     buf.reviews[c, :] = 0
     size = (n + CHUNKS - 1) // CHUNKS
     lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, con_add, odds0, mult, p0, m, st, buf)
+    advance(lo, min(n, lo + size), t, r, seed, c, con_add, f, m, st, buf)
 
 
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
-                m: ModelArrays, st: State, buf: Buffers) -> None:
+                f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
@@ -420,15 +523,14 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     function.
     """
     for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)
 
 
 @kernel
 def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                       odds0: np.ndarray, mult: np.ndarray, p0: np.ndarray,
-                       m: ModelArrays, st: State, buf: Buffers) -> None:
+                       f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
     for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, odds0, mult, p0, m, st, buf)
+        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)

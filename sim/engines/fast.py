@@ -23,6 +23,7 @@ from sim.engines._kernels import (
     agent_key,
     birth,
     make_buffers,
+    make_factors,
     poisson,
     step_factors,
     step_kernel,
@@ -81,7 +82,7 @@ def _grow(st: State, capacity: int) -> State:
 
 def _alloc(capacity: int, H: int) -> State:
     return State(
-        stage=np.zeros(capacity, np.int8), seg=np.zeros(capacity, np.int8),
+        stage=np.zeros(capacity, np.uint8), seg=np.zeros(capacity, np.uint8),
         dwell=np.zeros(capacity, np.int32), sat=np.zeros(capacity, np.float32),
         acq=np.full(capacity, -1, np.int32), born=np.zeros(capacity, np.int32),
         het=np.zeros((capacity, H), np.float32), clv=np.zeros(capacity),
@@ -139,9 +140,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
     buf = make_buffers(G, S, T, T1, e_max)
     E = m.base_p.shape[1]
-    odds0 = np.zeros((G, E))
-    mult = np.zeros((G, E))
-    p0 = np.zeros((G, E))
+    f = make_factors(G, S, E, m.act_tp.shape[0])
 
     occupancy = np.zeros((T1, G, S), np.int64)
     sat_sum = np.zeros((T1, G, S))
@@ -206,8 +205,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
             con_add = float(model.con_q[r]) * adopters / model.market_size
         kernel = step_kernel if (parallel and n >= PARALLEL_MIN_AGENTS
                                  and numba.get_num_threads() > 1) else step_kernel_serial
-        step_factors(r, reputation, con_add, m, odds0, mult, p0)
-        kernel(n, t, r, seed64, con_add, odds0, mult, p0, m, st, buf)
+        step_factors(r, reputation, con_add, m, f)
+        kernel(n, t, r, seed64, con_add, f, m, st, buf)
 
         occupancy[t] = buf.occ.sum(axis=0)
         sat_sum[t] = buf.sat_sum.sum(axis=0)

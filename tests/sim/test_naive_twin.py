@@ -114,6 +114,24 @@ def test_twin_exact_samplers() -> None:
                 naive.poisson(lam, key, stream)
 
 
+def test_twin_exact_integer_cuts() -> None:
+    """A draw's 53 bits lie below ``_cut53(p)`` exactly when its uniform lies below p
+    (how the agent loop compares exposure and exit draws)."""
+    two53 = 2**53
+    probabilities = [0.0, 5e-324, 2.0**-53, 1e-12, 0.003, 1 / 3, 0.5, 0.1 + 0.2,
+                     1.0 - 2.0**-53, 1.0, 1.5, math.inf]
+    for p in probabilities:
+        cut = int(K._cut53(p))
+        exact = min(math.ceil(p * two53), two53) if p < math.inf else two53
+        for bits in {0, 1, exact - 1, exact, exact + 1, two53 - 1}:
+            if 0 <= bits < two53:
+                assert (bits < cut) == (bits * naive.TWO53 < p), (p, bits)
+    key = naive.agent_key(SEED, 5, 9)
+    for stream in (1, 2, 3, 4096):
+        bits = int(K._bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
+        assert bits * naive.TWO53 == naive.uniform(key, stream)
+
+
 # ------------------------------------------------------------------ agents
 
 
@@ -138,14 +156,14 @@ def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
     assert m.con_exit >= 0 and m.rep_effect.any() and m.sat_effect.any()
     moved = 0
     E = m.base_p.shape[1]
-    odds0, mult, p0 = np.zeros((G, E)), np.zeros((G, E)), np.zeros((G, E))
+    f = K.make_factors(G, S, E, m.act_tp.shape[0])
     for t in range(1, 13):
         r = t % len(model.regimes)
         rep = 0.9 - 0.15 * t          # reputation from +0.75 down to -0.9
         con_add = 0.03 * t
-        K.step_factors(r, rep, con_add, m, odds0, mult, p0)
+        K.step_factors(r, rep, con_add, m, f)
         step_kernel(np.int64(n), np.int64(t), np.int64(r), np.uint64(SEED), con_add,
-                    odds0, mult, p0, m, st, buf)
+                    f, m, st, buf)
         naive.step(n, t, r, SEED, rep, con_add, nm, twin, twin_buf)
         _assert_state_equal(st, twin, n)
         _assert_buffers_equal(buf, twin_buf)
