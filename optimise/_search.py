@@ -249,12 +249,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     if workers < 1:
         raise SimError(f"workers must be at least 1, not {workers}")
-    if workers > 1 and storage is not None and storage.startswith("sqlite"):
-        raise SimError("SQLite cannot serve parallel workers: it locks the whole database "
-                       "file on every write, so concurrent workers fail with 'database is "
-                       "locked'; use the default journal file (one machine) or "
-                       "--storage postgresql://… (many machines)")
-    store, store_label = open_storage(storage, out_dir, name, heartbeat)
+    store, store_label = open_storage(storage, out_dir, name, heartbeat, workers)
     kpi = opt.objective.kpi
     direction = opt.objective.direction
     base = _baseline(scenario)
@@ -309,11 +304,11 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         obj, obj_ci = _mean_ci(vals[kpi])
         cost, cost_ci = _mean_ci(vals["cost"])
         uplift, uplift_ci = _mean_ci(vals[kpi] - base_vals[kpi])  # paired: same seeds
-        feasible = all(v <= 0 for v in violations(scenario, vals).values())
+        meets_all = all(v <= 0 for v in violations(scenario, vals).values())
         sec, sec_ci = _mean_ci(vals[second.kpi]) if second is not None else (
             math.nan, (math.nan, math.nan))
         return Evaluation(label, params, obj, obj_ci, cost, cost_ci, uplift, uplift_ci,
-                          feasible, reeval, sec, sec_ci)
+                          meets_all, reeval, sec, sec_ci)
 
     baseline = evaluate("baseline", {}, base)
     candidates = [evaluate(f"trial {t.number}", dict(t.params),

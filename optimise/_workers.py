@@ -105,7 +105,7 @@ with warnings.catch_warnings():
 
 
 def open_storage(storage: str | None, out: Path, study_name: str,
-                 heartbeat: int | None = None) -> tuple[Any, str]:
+                 heartbeat: int | None = None, workers: int = 1) -> tuple[Any, str]:
     """The study's storage and a label for it.
 
     Args:
@@ -113,10 +113,11 @@ def open_storage(storage: str | None, out: Path, study_name: str,
             or an RDB URL (``postgresql://…``, ``sqlite:///…``).
         heartbeat: seconds between an RDB worker's heartbeats (default 10); a trial
             whose worker is silent for twice as long is failed and retried.
+        workers: worker processes that will share it (SQLite serves only one).
 
     Raises:
-        SimError: a heartbeat asked of a journal file, a missing database driver, an
-            unreachable or malformed storage.
+        SimError: SQLite for parallel workers, a heartbeat asked of a journal file, a
+            missing database driver, an unreachable or malformed storage.
     """
     if storage is None or "://" not in storage:
         if heartbeat is not None:
@@ -127,6 +128,11 @@ def open_storage(storage: str | None, out: Path, study_name: str,
             folder.mkdir(parents=True, exist_ok=True)
             storage = str(folder / f"{study_name}.journal")
         return optuna.storages.JournalStorage(JournalFileBackend(storage)), storage
+    if workers > 1 and storage.startswith("sqlite"):
+        raise SimError("SQLite cannot serve parallel workers: it locks the whole database "
+                       "file on every write, so concurrent workers fail with 'database is "
+                       "locked'; use the default journal file (one machine) or "
+                       "--storage postgresql://… (many machines)")
     beat = 10 if heartbeat is None else heartbeat
     if beat < 1:
         raise SimError(f"heartbeat must be a whole number of seconds >= 1, not {beat}")

@@ -93,7 +93,6 @@ def _kill_one_worker_mid_trial(storage: Any, study_name: str, result: dict[str, 
 def _run_and_kill(storage_arg: str, storage: Any, tmp_path: Path, name: str,
                   heartbeat: int | None) -> list[optuna.trial.FrozenTrial]:
     result: dict[str, Any] = {}
-    # a larger population: each trial simulates for about a second, time to be killed
     scenario = _scenario()
 
     def work() -> None:
@@ -101,7 +100,7 @@ def _run_and_kill(storage_arg: str, storage: Any, tmp_path: Path, name: str,
             result["res"] = optimise.optimise(
                 scenario, trials=6, replicates=1, storage=storage_arg, study_name=name,
                 workers=3, heartbeat=heartbeat, out=tmp_path, top_k=1,
-                population_scale=40.0)
+                population_scale=40.0)  # each trial simulates long enough to be killed
         except BaseException as exc:
             result["error"] = exc
 
