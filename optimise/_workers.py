@@ -105,11 +105,12 @@ with warnings.catch_warnings():
 
 
 def open_storage(storage: str | None, out: Path, study_name: str,
-                 heartbeat: int | None = None, workers: int = 1) -> tuple[Any, str]:
+                 heartbeat: int | None = None, workers: int = 1,
+                 folder: str = "optimise") -> tuple[Any, str]:
     """The study's storage and a label for it.
 
     Args:
-        storage: None (a journal file under ``out/optimise/``), a journal file path,
+        storage: None (a journal file under ``out/<folder>/``), a journal file path,
             or an RDB URL (``postgresql://…``, ``sqlite:///…``).
         heartbeat: seconds between an RDB worker's heartbeats (default 10); a trial
             whose worker is silent for twice as long is failed and retried.
@@ -124,9 +125,9 @@ def open_storage(storage: str | None, out: Path, study_name: str,
             raise SimError("heartbeats need an RDB storage (postgresql://…); with a journal "
                            "file, dead workers are found by their process id on this host")
         if storage is None:
-            folder = out / "optimise"
-            folder.mkdir(parents=True, exist_ok=True)
-            storage = str(folder / f"{study_name}.journal")
+            where = out / folder
+            where.mkdir(parents=True, exist_ok=True)
+            storage = str(where / f"{study_name}.journal")
         return optuna.storages.JournalStorage(JournalFileBackend(storage)), storage
     if workers > 1 and storage.startswith("sqlite"):
         raise SimError("SQLite cannot serve parallel workers: it locks the whole database "

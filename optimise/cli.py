@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from sim.cli import console, err_console, guarded
@@ -110,6 +117,101 @@ def optimise_command(
         console.print(f"wrote {path}", markup=False)
 
 
+def _num(value: float) -> str:
+    return "–" if value != value else f"{value:,.4g}"
+
+
+def calibrate_command(
+    file: Annotated[Path, typer.Argument(help="Scenario file with a calibrate: block.",
+                                         show_default=False)],
+    observed: Annotated[list[Path] | None, typer.Option(
+        help="Observed file (CSV or Parquet; survival, funnel or occupancy, told apart by "
+             "its columns); repeat for several. Default: the files the block names.")] = None,
+    fit_periods: Annotated[int | None, typer.Option(help="Fit periods 1..K only; project "
+                                                         "the rest.", min=1)] = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials of the global search "
+                                                    "(default: the block's).", min=1)] = None,
+    replicates: Annotated[int | None, typer.Option(help="Replicates per evaluation, on "
+                                                        "common random numbers.", min=1)
+                          ] = None,
+    population_scale: Annotated[float | None, typer.Option(help="Simulate this many times "
+                                                                "the scenario's population.")
+                                ] = None,
+    intervals: Annotated[str | None, typer.Option(help="profile (95% profile-likelihood "
+                                                       "intervals) or none.")] = None,
+    seed: Annotated[int, typer.Option(help="Simulation and sampler seed.", min=0)] = 0,
+    study: Annotated[str | None, typer.Option(help="Study name (default: derived from the "
+                                                   "scenario, data and settings; the same "
+                                                   "name resumes).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Journal file or RDB URL (default: a "
+                                                     "journal file under --out).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Fit the scenario's calibrate: parameters to observed data, with intervals."""
+    from optimise import calibrate
+
+    names = {"search": "global search", "refine": "local refinement",
+             "intervals": "profile intervals"}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("evaluations"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, disable=quiet, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(names.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        try:
+            result = calibrate(file, observed or None, fit_periods=fit_periods, trials=trials,
+                               replicates=replicates, population_scale=population_scale,
+                               intervals=intervals, seed=seed, study_name=study,
+                               storage=storage, out=out, progress=advance)
+        except KeyboardInterrupt:
+            bar.stop()
+            err_console.print("interrupted: finished trials and evaluations are stored; rerun "
+                              "the same command to continue", markup=False)
+            raise typer.Exit(130) from None
+    table = Table(title="fitted parameters (95% profile-likelihood intervals)",
+                  title_justify="left")
+    for col in ("parameter", "value", "95% interval"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    for p in result.parameters:
+        value = _num(p.value) if isinstance(p.value, float) else str(p.value)
+        interval = "–" if p.low != p.low else (
+            ("≤ " if p.at_bound[0] else "") + _num(p.low) + " … "
+            + ("≥ " if p.at_bound[1] else "") + _num(p.high))
+        table.add_row(p.path, value, interval)
+    console.print(table)
+    fit = Table(title="observed, fitted and projected (95% band at the observed scale)",
+                title_justify="left")
+    rows = result.fit.to_pylist()
+    show_segment = any(r["segment"] for r in rows)
+    show_stage = any(r["stage"] for r in rows)
+    for col in ("target", *(["segment"] if show_segment else []),
+                *(["stage"] if show_stage else []), "period/step", "observed", "model",
+                "band", "role"):
+        fit.add_column(col, justify="left" if col in ("target", "segment", "stage", "role")
+                       else "right")
+    for r in rows:
+        fit.add_row(r["target"], *([r["segment"] or "all"] if show_segment else []),
+                    *([r["stage"] or ""] if show_stage else []),
+                    "" if r["x"] is None else f"{r['x']:g}", _num(r["observed"]),
+                    _num(r["fitted"]), f"{_num(r['low'])} … {_num(r['high'])}",
+                    "fitted" if r["role"] == "fit" else "projected")
+    console.print(fit)
+    gof = result.gof
+    console.print(f"goodness of fit: Pearson chi-square {gof['chi2']:.3g} on {gof['df']:.0f} "
+                  f"degrees of freedom, p = {_num(gof['p_value'])}; loss {result.loss:.6g} "
+                  f"after {result.evaluations} evaluations", markup=False)
+    for key, figure in result.holdout.items():
+        console.print(f"hold-out {key.replace('_', ' ')}: {figure:.4g}", markup=False)
+    for path in result.paths:
+        console.print(f"wrote {path}", markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `optimise` to the `journey` command."""
+    """Add `optimise` and `calibrate` to the `journey` command."""
     app.command("optimise")(guarded(optimise_command))
+    app.command("calibrate")(guarded(calibrate_command))

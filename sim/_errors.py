@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Problem", "ScenarioError", "SimError"]
+__all__ = ["DataError", "Problem", "ScenarioError", "SimError"]
 
 
 class SimError(Exception):
@@ -38,7 +38,7 @@ class Problem:
     def __str__(self) -> str:
         where = self.source
         if self.line:
-            where += f":{self.line}:{self.column}"
+            where += f":{self.line}:{self.column}" if self.column else f":{self.line}"
         kind = "warning: " if self.severity == "warning" else ""
         field = f"{self.path}: " if self.path else ""
         return f"{where}: {kind}{field}{self.message}"
@@ -62,3 +62,11 @@ class ScenarioError(SimError, ValueError):
                path: str = "") -> ScenarioError:
         """Build an error that holds one problem."""
         return cls([Problem(source, line, column, path, message)])
+
+
+class DataError(ScenarioError):
+    """An observed-data file (calibration) breaks a rule of its format.
+
+    Problems name the file, its line (the CSV line, or the Parquet row + 1
+    counting the header as line 1), the column and the rule.
+    """

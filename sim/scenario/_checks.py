@@ -24,7 +24,7 @@ __all__ = ["Check", "cross_check"]
 Loc = tuple[str | int, ...]
 
 _SHARE_TOLERANCE = 1e-6
-_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise")
+_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate")
 _NOT_IN_WINDOW = ("population.initial", "economics")
 
 
@@ -237,8 +237,6 @@ class _Checker:
                 self.error(loc, f"{what} breaks a rule: {p.path}: {p.message}")
 
     def check_optimise(self) -> None:
-        from sim._errors import ScenarioError
-        from sim.scenario._patch import apply_patches
 
         s = self.s
         opt = s.optimise
@@ -248,15 +246,47 @@ class _Checker:
                                  ("second_objective", opt.second_objective)):
             if objective is not None and objective.kpi not in KPI_NAMES:
                 self.error(("optimise", field, "kpi"), _unknown("KPI", objective.kpi, KPI_NAMES))
+        self._check_params("optimise", "search", opt.search, "search", "searches")
+
+    def check_calibrate(self) -> None:
+        cal = self.s.calibrate
+        if cal is None:
+            return
+        self._check_params("calibrate", "parameters", cal.parameters, "fit", "fits")
+        seen: dict[str, int] = {}
+        for i, param in enumerate(cal.parameters):
+            if param.path in seen:
+                self.error(("calibrate", "parameters", i, "path"),
+                           f"{param.path} is already fitted by parameter {seen[param.path]}")
+            seen.setdefault(param.path, i)
+            if param.prior is not None and param.prior.distribution in ("lognormal", "beta") \
+                    and param.low is not None and param.low < 0:
+                self.error(("calibrate", "parameters", i, "prior"),
+                           f"a {param.prior.distribution} prior needs a range without "
+                           f"negative values")
+        if cal.period_days is not None:
+            ratio = cal.period_days / self.s.time.step_days
+            if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+                self.error(("calibrate", "period_days"),
+                           f"a period ({cal.period_days:g} days) must be a whole number of "
+                           f"steps of {self.s.time.step_days:g} days")
+
+    def _check_params(self, block: str, field: str, params: Any, verb: str, verbs: str
+                      ) -> None:
+        """Paths of a search or fit block lead somewhere, and both ends of each range apply."""
+        from sim._errors import ScenarioError
+        from sim.scenario._patch import apply_patches
+
+        s = self.s
         data = s.to_data()
-        for i, param in enumerate(opt.search):
-            loc: Loc = ("optimise", "search", i, "path")
+        for i, param in enumerate(params):
+            loc: Loc = (block, field, i, "path")
             why = check_path(data, param.path, type(s))
             if why is not None:
-                self.error(loc, f"searches a path that does not exist: {why}")
+                self.error(loc, f"{verbs} a path that does not exist: {why}")
                 continue
-            if param.path.split(".")[0] in ("name", "seed", "time", "optimise"):
-                self.error(loc, f"cannot search {param.path.split('.')[0]!r}")
+            if param.path.split(".")[0] in ("name", "seed", "time", "optimise", "calibrate"):
+                self.error(loc, f"cannot {verb} {param.path.split('.')[0]!r}")
                 continue
             values: list[Any] = list(param.choices) if param.choices is not None else [
                 param.low, param.high]
@@ -315,5 +345,6 @@ def cross_check(s: Scenario, *, check_patches: bool = True) -> list[Check]:
     c.check_interventions(check_patches and clean)
     if check_patches and not any(p.severity == "error" for p in c.out):
         c.check_optimise()
+        c.check_calibrate()
     c.check_reachability()
     return c.out

@@ -27,16 +27,21 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "Arrivals",
+    "CalibrateParam",
+    "Calibration",
     "Constraints",
     "Contagion",
     "Economics",
     "ExitRate",
+    "FunnelTarget",
     "Heterogeneity",
     "Intervention",
     "Objective",
+    "Observed",
     "Optimise",
     "Placement",
     "Population",
+    "Prior",
     "Referrals",
     "Reviews",
     "Satisfaction",
@@ -45,6 +50,8 @@ __all__ = [
     "Segment",
     "ServiceTime",
     "Stage",
+    "SurvivalTarget",
+    "Target",
     "Time",
     "Touchpoint",
     "Value",
@@ -531,6 +538,112 @@ class Optimise(_Model):
     replicates: Annotated[int, Field(ge=1)] = 4
 
 
+# ----------------------------------------------------------------- calibrate
+
+
+class Prior(_Model):
+    """Prior belief about a calibrated parameter (its log density joins the loss).
+
+    ``normal`` (``mean``, ``sd``) on the value; ``lognormal`` (``mu``,
+    ``sigma``) on its natural log; ``beta`` (``a``, ``b``) for a value in (0, 1).
+    """
+
+    distribution: Literal["normal", "lognormal", "beta"]
+    mean: float | None = None
+    sd: Positive | None = None
+    mu: float | None = None
+    sigma: Positive | None = None
+    a: Positive | None = None
+    b: Positive | None = None
+
+    @model_validator(mode="after")
+    def _parameters(self) -> Prior:
+        needed = {"normal": ("mean", "sd"), "lognormal": ("mu", "sigma"),
+                  "beta": ("a", "b")}[self.distribution]
+        given = {k for k in ("mean", "sd", "mu", "sigma", "a", "b") if getattr(self, k) is not None}
+        if given != set(needed):
+            raise PydanticCustomError(
+                "distribution_parameters", "prior {d} takes exactly {n}",
+                {"d": self.distribution, "n": " and ".join(needed)})
+        return self
+
+
+class CalibrateParam(SearchParam):
+    """A parameter to fit: a dotted path, its range (or choices) and an optional prior."""
+
+    prior: Prior | None = None
+
+    @model_validator(mode="after")
+    def _prior(self) -> CalibrateParam:
+        if self.prior is not None and self.choices is not None:
+            raise PydanticCustomError("prior", "a prior needs a numeric range, not choices")
+        return self
+
+
+class Target(_Model):
+    """One observed file and how it is matched.
+
+    ``file`` is relative to the scenario file (``journey calibrate --observed``
+    may give it instead). ``loss`` defaults to the proper likelihood of the
+    data: binomial for survival counts, multinomial for funnel counts, and
+    weighted least squares for occupancy and for survival given as shares only.
+    """
+
+    file: str | None = None
+    loss: Literal["binomial", "multinomial", "wls"] | None = None
+    weight: Positive = 1.0
+
+
+class SurvivalTarget(Target):
+    """Cohort survival by period.
+
+    ``cohort: initial`` matches the customers placed at step 0 (a closed
+    cohort: no arrivals or referrals); ``acquired`` matches the retention
+    curve of customers acquired during the run (all segments together).
+    The default is ``initial`` when the scenario is a closed cohort.
+    """
+
+    cohort: Literal["initial", "acquired"] | None = None
+
+
+class FunnelTarget(Target):
+    """Entries into each listed stage during a window of days (default: the horizon)."""
+
+    window: Window | None = None
+
+
+class Observed(_Model):
+    """The observed files, one per kind."""
+
+    survival: SurvivalTarget | None = None
+    funnel: FunnelTarget | None = None
+    occupancy: Target | None = None
+
+
+class Calibration(_Model):
+    """What ``journey calibrate`` fits (used by the optimisation layer).
+
+    Attributes:
+        parameters: dotted paths with ranges and optional priors.
+        observed: the observed files and their losses.
+        period_days: length of one period of the observed data (default: one step).
+        fit_periods: fit on the first K periods only; project the rest.
+        trials: Optuna trials of the global search.
+        replicates: replicates per evaluation, on the same seeds (common random numbers).
+        population_scale: simulate this many times the scenario's population.
+        intervals: ``profile`` likelihood intervals, or ``none``.
+    """
+
+    parameters: Annotated[list[CalibrateParam], Field(min_length=1)]
+    observed: Observed = Field(default_factory=Observed)
+    period_days: Positive | None = None
+    fit_periods: Annotated[int, Field(ge=1)] | None = None
+    trials: Annotated[int, Field(ge=1)] = 40
+    replicates: Annotated[int, Field(ge=1)] = 4
+    population_scale: Positive = 1.0
+    intervals: Literal["profile", "none"] = "profile"
+
+
 # ------------------------------------------------------------------ scenario
 
 
@@ -575,6 +688,7 @@ class Scenario(_Model):
     reviews: Reviews | None = None
     interventions: dict[Name, Intervention] = Field(default_factory=dict)
     optimise: Optimise | None = None
+    calibrate: Calibration | None = None
 
     @model_validator(mode="after")
     def _cross_fields(self, info: ValidationInfo) -> Scenario:
