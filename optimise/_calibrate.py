@@ -9,8 +9,9 @@ plus the negative log prior of each parameter that has one:
 * survival counts — a chain of binomials: the customers active at one period
   survive to the next with the simulated conditional probability S(p_i)/S(p_i-1);
   this is the exact likelihood of a closed cohort's counts;
-* funnel counts — multinomial: the observed entries fall into the listed stages
-  with the simulated proportions (the funnel's shape, not its level);
+* funnel counts — multinomial over where the first stage's entrants stopped,
+  with the simulated drop-offs: the funnel's shape (its conversions), not its
+  level;
 * occupancy, and survival given as shares only — weighted least squares,
   ½ Σ w (observed − simulated)², w = 1/sd² (the ``sd`` column) or, for counts,
   1/max(count, 1).
@@ -171,6 +172,21 @@ def _wls(obs: np.ndarray, fitted: np.ndarray, w: np.ndarray) -> float:
     return float(0.5 * np.sum(w * (obs - fitted) ** 2))
 
 
+def _binomial_chain_nll(links: list[tuple[int, float, float, float]]) -> float:
+    """-log likelihood of counts k drawn as Binomial(m, q) link by link."""
+    total = 0.0
+    for _, m, k, q in links:
+        total -= (gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
+                  + k * math.log(q) + (m - k) * math.log1p(-q))
+    return total
+
+
+def _binomial_chain_pearson(links: list[tuple[int, float, float, float]]) -> tuple[float, int]:
+    """Pearson chi-square of a binomial chain and its number of cells."""
+    return float(sum((k - m * q) ** 2 / max(m * q * (1 - q), _EPS)
+                     for _, m, k, q in links)), len(links)
+
+
 class _Survival(_Target):
     kind = "survival"
 
@@ -279,19 +295,13 @@ class _Survival(_Target):
         if self.loss == "wls":
             m = self.fit_mask
             return _wls(self.share[m], s[m], self.w[m])
-        total = 0.0
-        for _, m_, k, q in self._chain(s):
-            total -= (gammaln(m_ + 1) - gammaln(k + 1) - gammaln(m_ - k + 1)
-                      + k * math.log(q) + (m_ - k) * math.log1p(-q))
-        return total
+        return _binomial_chain_nll(self._chain(s))
 
     def pearson(self, s: np.ndarray) -> tuple[float, int]:
         if self.loss == "wls":
             m = self.fit_mask & (self.lag > 0)
             return float(np.sum(self.w[m] * (self.share[m] - s[m]) ** 2)), int(m.sum())
-        chain = self._chain(s)
-        return float(sum((k - m_ * q) ** 2 / max(m_ * q * (1 - q), _EPS)
-                         for _, m_, k, q in chain)), len(chain)
+        return _binomial_chain_pearson(self._chain(s))
 
     def rows(self, s: np.ndarray) -> dict[str, list[Any]]:
         counts = np.isfinite(self.n)
@@ -312,6 +322,15 @@ class _Survival(_Target):
 
 
 class _Funnel(_Target):
+    """Entries into the listed stages over a window; the file lists them in journey order.
+
+    The multinomial likelihood counts where the entrants of the first stage
+    stopped: n_k - n_(k+1) stopped at stage k, n_K reached the last one; the
+    probabilities are the simulated entries' drop-offs. Equivalently, each
+    stage's count is a binomial draw from the previous one with the simulated
+    conversion e_(k+1) / e_k.
+    """
+
     kind = "funnel"
 
     def __init__(self, data: ObservedData, scenario: Scenario, window: Any,
@@ -330,9 +349,25 @@ class _Funnel(_Target):
         self.groups, self.group = _categories(data.labels["segment"])
         self.seg_index = [None if g is None else list(scenario.segments).index(g)
                           for g in self.groups]
-        self.stage = np.array([list(scenario.stages).index(str(s)) for s in data.labels["stage"]])
+        self.stage = np.array([list(scenario.stages).index(str(s))
+                               for s in data.labels["stage"]])
         self.counts = data.values["count"]
         self.fit_mask = np.ones(len(data), bool)
+        if self.loss == "multinomial":
+            for gi in range(len(self.groups)):
+                rows = np.flatnonzero(self.group == gi)
+                if rows.size < 2:
+                    raise DataError([Problem(data.source, int(data.lines[rows[0]]), 0, "stage",
+                                             "a funnel needs at least two stages"
+                                             + (f" for segment {self.groups[gi]}"
+                                                if self.groups[gi] else ""))])
+                for a, b in itertools.pairwise(rows):
+                    if self.counts[b] > self.counts[a]:
+                        raise DataError([Problem(
+                            data.source, int(data.lines[b]), 0, "count",
+                            f"{self.counts[b]:g} entries after {self.counts[a]:g}: a funnel "
+                            f"lists its stages in journey order and its counts do not rise; "
+                            f"for counts that can, set loss: wls")])
 
     def simulated(self, tables: _Tables) -> np.ndarray:
         entries = tables.entries[self.in_window].sum(axis=0) / (tables.R * self.scale)  # [G, S]
@@ -342,51 +377,42 @@ class _Funnel(_Target):
             out[i] = entries[:, self.stage[i]].sum() if g is None else entries[g, self.stage[i]]
         return out
 
-    def _shares(self, e: np.ndarray) -> np.ndarray:
-        pi = np.empty_like(e)
+    def _chain(self, e: np.ndarray) -> list[tuple[int, float, float, float]]:
+        """(row, previous count, count, simulated conversion) along each funnel."""
+        links = []
         for gi in range(len(self.groups)):
-            rows = self.group == gi
-            total = e[rows].sum()
-            pi[rows] = e[rows] / total if total > 0 else np.nan
-        return pi
+            rows = np.flatnonzero(self.group == gi)
+            for a, b in itertools.pairwise(rows):
+                q = float(np.clip(e[b] / e[a] if e[a] > 0 else 0.0, _EPS, 1 - _EPS))
+                links.append((int(b), float(self.counts[a]), float(self.counts[b]), q))
+        return links
 
     def nll(self, e: np.ndarray) -> float:
         if self.loss == "wls":
             return _wls(self.counts, e, 1.0 / np.maximum(self.counts, 1.0))
-        pi = self._shares(e)
-        if np.isnan(pi).any():
+        if np.isnan(e).any():
             return math.inf
-        total = 0.0
-        for gi in range(len(self.groups)):
-            rows = self.group == gi
-            n = self.counts[rows]
-            total -= float(gammaln(n.sum() + 1) - gammaln(n + 1).sum()
-                           + np.sum(n * np.log(np.clip(pi[rows], _EPS, 1.0))))
-        return total
+        return _binomial_chain_nll(self._chain(e))
 
     def pearson(self, e: np.ndarray) -> tuple[float, int]:
         if self.loss == "wls":
             return float(np.sum((self.counts - e) ** 2 / np.maximum(self.counts, 1.0))), \
                 len(self.data)
-        pi = self._shares(e)
-        chi, cells = 0.0, 0
-        for gi in range(len(self.groups)):
-            rows = self.group == gi
-            expected = self.counts[rows].sum() * pi[rows]
-            chi += float(np.sum((self.counts[rows] - expected) ** 2 / np.maximum(expected,
-                                                                                  _EPS)))
-            cells += int(rows.sum()) - 1
-        return chi, cells
+        return _binomial_chain_pearson(self._chain(e))
 
     def rows(self, e: np.ndarray) -> dict[str, list[Any]]:
         if self.loss == "wls":
             fitted = e
-            low, high = e - 1.96 * np.sqrt(np.maximum(e, 1)), e + 1.96 * np.sqrt(np.maximum(e, 1))
+            half = 1.96 * np.sqrt(np.maximum(e, 1))
+            low, high = np.maximum(e - half, 0), e + half
         else:
-            pi = np.nan_to_num(self._shares(e))
-            n = np.array([self.counts[self.group == g].sum() for g in self.group], np.int64)
-            fitted = n * pi
-            low, high = stats.binom.ppf(0.025, n, pi), stats.binom.ppf(0.975, n, pi)
+            first = {gi: int(np.flatnonzero(self.group == gi)[0]) for gi in range(len(
+                self.groups))}
+            n = np.array([self.counts[first[g]] for g in self.group], np.int64)
+            top = np.array([e[first[g]] for g in self.group])
+            reach = np.clip(np.where(top > 0, e / np.maximum(top, _EPS), 0.0), 0, 1)
+            fitted = n * reach
+            low, high = stats.binom.ppf(0.025, n, reach), stats.binom.ppf(0.975, n, reach)
         return {"segment": [self.groups[g] for g in self.group],
                 "stage": list(self.data.labels["stage"]), "x": [None] * len(e),
                 "observed": self.counts.tolist(), "fitted": np.asarray(fitted).tolist(),

@@ -202,16 +202,19 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
                                                        "files stage and count")])
         kind = found
     required, optional = _COLUMNS[kind]
+    known = sorted(required | optional)
     r = _Rows(source)
-    for col in sorted(required - set(header)):
+    unknown = [col for col in header if col not in known]
+    for col in unknown:
+        r.error(1, col, _unknown("column", col, known))
+    # a missing column that an unknown one misspells is reported once, as the misspelling
+    meant = {m for col in unknown for m in difflib.get_close_matches(col, known, n=1)}
+    for col in sorted(required - set(header) - meant):
         r.error(1, col, f"missing column {col!r} ({kind} files need "
                         f"{', '.join(sorted(required))})")
-    if kind == "survival" and not {"active", "share"} & set(header):
+    if kind == "survival" and not {"active", "share"} & (set(header) | meant):
         r.error(1, "active", "missing column 'active' (survival files need active counts or "
                              "a share column)")
-    for col in header:
-        if col not in required | optional:
-            r.error(1, col, _unknown("column", col, sorted(required | optional)))
     if len(set(header)) != len(header):
         r.error(1, "", "a column name appears twice")
     if r.problems:
