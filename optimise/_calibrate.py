@@ -869,8 +869,7 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
             else optuna.samplers.TPESampler(seed=seed % 2**32, multivariate=True))
         study = optuna.create_study(study_name=name, storage=store, direction="minimize",
                                     sampler=sampler, load_if_exists=True)
-    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    _fail_dead(study, study.get_trials(deepcopy=False))
+    _fail_dead(study, study.get_trials(deepcopy=False))  # a killed run's trial is retried
     if not study.get_trials(deepcopy=False):
         start = {}
         for p in space.params:
@@ -882,7 +881,7 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
                 start[p.path] = current
         if len(start) == len(space.params):
             study.enqueue_trial(start)
-    counted = len(study.get_trials(deepcopy=False, states=done_states))
+    counted = _counted(study)
     tick("search", counted, trials)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -893,7 +892,10 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
                 values = {p.path: _suggest(trial, p) for p in space.params}
                 trial_loss = ev.loss(values)
             except BaseException:
+                # interrupted: not counted, and its parameters are tried again on resume
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if trial.params:
+                    study.enqueue_trial(trial.params)
                 raise
             if math.isfinite(trial_loss):
                 study.tell(trial, trial_loss)
@@ -1042,6 +1044,16 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
                                        allow_nan=True).encode())
     result.paths = [str(p) for p in paths]
     return result
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that count towards the requested number: complete, or failed for their values.
+
+    A trial failed by an interruption or a dead process is retried, not counted.
+    """
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE
+               or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs))
 
 
 def _json_default(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -234,7 +235,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
-    digest = scenario.content_hash
+    digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])

@@ -426,3 +426,31 @@ def test_a_tight_prior_pulls_the_fit_and_joins_the_loss(tmp_path: Path) -> None:
     # near (-1.2 / 0.1**2) / (1 / 0.1**2 + 1 / 0.05**2) = -0.24
     assert -0.45 < with_prior.values[lift] < -0.05, with_prior.values
     assert with_prior.loss > without.loss
+
+
+def test_an_interrupted_calibration_resumes_to_the_clean_answer(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Ctrl-C in the middle of a trial: the rerun ends with exactly N counted trials and the
+    same answer as a run that was never interrupted."""
+    from optimise import _calibrate
+
+    kwargs = {"trials": 8, "intervals": "none"}
+    clean = optimise.calibrate(SHIPPED, out=tmp_path / "clean", **kwargs)
+    real = _calibrate._Evaluator.simulate
+    calls = [0]
+
+    def interrupt_on_the_fourth(self: object, values: dict[str, float]) -> object:
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return real(self, values)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_calibrate._Evaluator, "simulate", interrupt_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        optimise.calibrate(SHIPPED, out=tmp_path / "cut", **kwargs)
+    monkeypatch.setattr(_calibrate._Evaluator, "simulate", real)
+    resumed = optimise.calibrate(SHIPPED, out=tmp_path / "cut", **kwargs)
+    states = resumed.trials.column("state").to_pylist()
+    assert states.count("COMPLETE") == 8 and states.count("FAIL") == 1
+    assert resumed.values == clean.values and resumed.loss == clean.loss
