@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 import optuna
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import optimize as sopt
 from scipy import stats
 from scipy.special import gammaln
 
 import sim
+from optimise._files import write_atomic, write_parquet_atomic
 from optimise._observed import KINDS, ObservedData, _read_rows, infer_kind, read_observed
 from optimise._workers import _fail_dead, _suggest, _worker_id, open_storage
 from sim import Scenario, SimError
@@ -734,18 +734,6 @@ def _fingerprint(scenario: Scenario, files: Mapping[str, tuple[Path, Any]], **se
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _parquet_atomic(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def calibrate(scenario: Scenario | str | os.PathLike[str],
               observed: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
               | Mapping[str, str | os.PathLike[str]] | None = None, *,
@@ -1022,25 +1010,25 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
         "high_at_bound": [p.at_bound[1] for p in fitted]})
     paths = [folder / "parameters.parquet", folder / "fit.parquet", folder / "trials.parquet",
              folder / "calibrated_scenario.yaml", folder / "summary.json"]
-    _parquet_atomic(paths[0], params_table)
-    _parquet_atomic(paths[1], fit_table)
-    _parquet_atomic(paths[2], trials_table)
+    write_parquet_atomic(paths[0], params_table)
+    write_parquet_atomic(paths[1], fit_table)
+    write_parquet_atomic(paths[2], trials_table)
     if profile_table is not None:
         paths.append(folder / "profiles.parquet")
-        _parquet_atomic(paths[-1], profile_table)
+        write_parquet_atomic(paths[-1], profile_table)
     header = (f"# {calibrated.name}: calibrated by journey calibrate (study {name})\n"
               f"# data: {', '.join(f'{k}={p}' for k, (p, _) in files.items())}\n"
               + "".join(f"# {p.path} = {p.value!r}"
                         + (f"  (95% CI {p.low:.6g} … {p.high:.6g})" if not math.isnan(p.low)
                            else "") + "\n" for p in fitted))
-    _write_atomic(paths[3], (header + calibrated.to_yaml()).encode())
+    write_atomic(paths[3], (header + calibrated.to_yaml()).encode())
     summary = {"study": name, "storage": store_label, "loss": best_loss, "gof": gof,
                "targets": per_target, "holdout": holdout, "fit_periods": fit_periods,
                "period_days": period_days, "seed": seed, "replicates": replicates,
                "population_scale": scale, "trials": trials, "evaluations": len(ev.cache),
                "parameters": [{"path": p.path, "value": p.value, "low": p.low,
                                "high": p.high, "at_bound": list(p.at_bound)} for p in fitted]}
-    _write_atomic(paths[4], json.dumps(summary, indent=2, default=_json_default,
+    write_atomic(paths[4], json.dumps(summary, indent=2, default=_json_default,
                                        allow_nan=True).encode())
     result.paths = [str(p) for p in paths]
     return result

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import optuna
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from scipy.special import stdtrit
 
 import sim
 from optimise import _workers as _w
+from optimise._files import write_atomic, write_parquet_atomic
 from optimise._workers import (
     COUNTED,
     FeasibleMedianPruner,
@@ -186,12 +186,6 @@ def _run_workers(study: optuna.Study, spec: WorkerSpec, workers: int,
                        f"name to continue")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None = None,
              replicates: int | None = None, study_name: str | None = None,
              storage: str | None = None, out: str | os.PathLike[str] = "results",
@@ -333,11 +327,9 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     folder.mkdir(parents=True, exist_ok=True)
     table = _trials_table(study)
     paths = []
-    tmp = folder / ".trials.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / "trials.parquet")
+    write_parquet_atomic(folder / "trials.parquet", table)
     paths.append(str(folder / "trials.parquet"))
-    _write_atomic(folder / "importances.json",
+    write_atomic(folder / "importances.json",
                   json.dumps(importances, indent=2).encode())
     paths.append(str(folder / "importances.json"))
     pareto = None
@@ -351,17 +343,16 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
             second.kpi if second.kpi != kpi else f"{kpi}_2": [c.second for c in candidates],
             "feasible": [c.feasible for c in candidates],
         })
-        pq.write_table(pareto, folder / ".pareto.parquet.tmp")
-        os.replace(folder / ".pareto.parquet.tmp", folder / "pareto.parquet")
+        write_parquet_atomic(folder / "pareto.parquet", pareto)
         paths.append(str(folder / "pareto.parquet"))
     summary = {"objective": kpi, "direction": direction,
                "baseline": baseline.__dict__, "candidates": [c.__dict__ for c in candidates],
                "best": None if best is None else best.__dict__}
-    _write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     paths.append(str(folder / "summary.json"))
     if best_scenario is not None:
         text = yaml.safe_dump(best_scenario.to_data(), sort_keys=False, allow_unicode=True)
-        _write_atomic(folder / "best_scenario.yaml", text.encode())
+        write_atomic(folder / "best_scenario.yaml", text.encode())
         paths.append(str(folder / "best_scenario.yaml"))
     ran = [t for t in study.get_trials(deepcopy=False) if "replicates_run" in t.user_attrs]
     return OptimisationResult(
