@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from sim import Scenario
 from sim._errors import DataError, Problem
+from sim.scenario._checks import _unknown
 
 __all__ = ["KINDS", "ObservedData", "infer_kind", "read_observed"]
 
@@ -129,12 +130,6 @@ def infer_kind(header: Iterable[str]) -> str | None:
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (
         isinstance(value, float) and math.isnan(value))
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-    return f"unknown {kind} {name!r} ({hint})"
 
 
 class _Rows:
