@@ -7,6 +7,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,22 @@ from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.fast import RawRun, simulate
 from sim.metrics import kpis, ledger, retention_curve, summarise
 from sim.model import compile_scenario
-from sim.results import RunKey, run_metadata, table_path, with_keys, write_run_table
+from sim.results import (
+    RunKey,
+    _filesystem,
+    is_complete,
+    run_metadata,
+    table_path,
+    with_keys,
+    write_run_table,
+)
 from sim.scenario import Scenario, load_scenario
 
 __all__ = ["ENGINES", "RunResult", "derive_seed", "run"]
 
 log = logging.getLogger(__name__)
+
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 ENGINES = ("fast",)
 """Engines this version can run."""
@@ -131,8 +142,11 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
 
 
 def _with_run_columns(table: pa.Table, key: RunKey) -> pa.Table:
+    """Add the partition keys that the files keep in their paths."""
     table = table.add_column(0, "scenario", pa.array([key.scenario] * table.num_rows))
-    return table.add_column(1, "replicate", pa.array(np.full(table.num_rows, key.replicate,
+    table = table.add_column(1, "variant", pa.array([key.variant] * table.num_rows,
+                                                    pa.string()))
+    return table.add_column(2, "replicate", pa.array(np.full(table.num_rows, key.replicate,
                                                              np.int32)))
 
 
@@ -160,17 +174,6 @@ def _check_args(scenario: Scenario, replicates: int, population_scale: float, en
 class _Cancelled(Exception):
     """Raised inside a replicate when another one failed or the run was interrupted."""
 
-
-def _resumable(out: str | os.PathLike[str], key: RunKey, scenario_hash: str,
-               names: list[str]) -> bool:
-    """Whether every table of run ``key`` is on disk, written for the same scenario."""
-    path = table_path(out, "kpis", key)
-    if "://" in os.fspath(out) or not os.path.exists(path):
-        return False
-    if not all(os.path.exists(table_path(out, n, key)) for n in names):
-        return False
-    meta = pq.read_schema(path).metadata or {}
-    return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
@@ -212,6 +215,9 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     _check_args(scenario, replicates, population_scale, engine, threads)
+    if not isinstance(variant, str) or not _VARIANT_RE.match(variant):
+        raise SimError(f"variant {variant!r} is not a valid label: use letters, digits, _, . "
+                       f"and -, starting with a letter or digit (it names a folder)")
     if not isinstance(first_replicate, int) or first_replicate < 0:
         raise SimError(f"first_replicate must be a whole number >= 0, not {first_replicate!r}")
     base_seed = scenario.seed if seed is None else int(seed)
@@ -255,11 +261,13 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     def one(r: int) -> tuple[dict[str, pa.Table], list[str]]:
         rseed = seeds[r]
         key = RunKey(scenario.name, variant, index[r], rseed)
-        if out is not None and resume and _resumable(out, key, digest, names):
+        if out is not None and resume and is_complete(out, key, digest, names):
             log.info("replicate %d already written; reusing it", r)
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
-            return {n: pq.read_table(f) for n, f in stored.items()}, list(stored.values())
+            fs, _ = _filesystem(out)
+            return ({n: pq.read_table(f, filesystem=fs) for n, f in stored.items()},
+                    list(stored.values()))
         raw = simulate(model, rseed, events=events, parallel=workers == 1,
                        progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,

@@ -1,12 +1,12 @@
 """Parquet results: tables of a run and the dataset layout on disk.
 
 A dataset is a folder (or any pyarrow filesystem URI) with one subfolder per
-table, hive-partitioned by scenario and replicate::
+table, hive-partitioned by scenario, variant and replicate::
 
-    results/kpis/scenario=dental_clinic/replicate=0/part-base-<seed>.parquet
+    results/kpis/scenario=dental_clinic/variant=base/replicate=0/part-<seed>.parquet
 
-The partition columns live in the paths, the other run keys (variant, seed)
-in every row. Each file carries in its schema metadata the canonical
+The partition columns live in the paths (readers add them to every row), the
+seed in every row. Each file carries in its schema metadata the canonical
 scenario text and hash, the seed, engine, RNG scheme and package version.
 Files appear atomically (written under a hidden temporary name, then
 renamed), and writing the same run key again replaces the file.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +27,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TABLES", "RunKey", "open_dataset", "read_table", "run_metadata", "write_run_table"]
+__all__ = ["TABLES", "RunKey", "is_complete", "open_dataset", "read_table", "run_metadata",
+           "write_run_table"]
 
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events")
 """Tables a run writes (``events`` only on request)."""
 
-PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("replicate", pa.int32())]),
-                               flavor="hive")
+PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant", pa.string()),
+                                          ("replicate", pa.int32())]), flavor="hive")
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ class RunKey:
 
     def columns(self, rows: int) -> dict[str, pa.Array]:
         """The run-key columns stored in each row (partition keys live in the path)."""
-        return {"variant": pa.array([self.variant] * rows, pa.string()),
-                "seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
+        return {"seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
 
 
 def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed: int,
@@ -89,8 +89,23 @@ def _filesystem(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
 def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
     """Where ``table`` of run ``key`` lives under dataset ``root``."""
     _, base = _filesystem(root)
-    return (f"{base}/{table}/scenario={key.scenario}/replicate={key.replicate}/"
-            f"part-{key.variant}-{key.seed}.parquet")
+    return (f"{base}/{table}/scenario={key.scenario}/variant={key.variant}/"
+            f"replicate={key.replicate}/part-{key.seed}.parquet")
+
+
+def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
+                names: Iterable[str]) -> bool:
+    """Whether every table of run ``key`` is stored, written for the scenario of that hash.
+
+    The ``kpis`` file is written last, so its presence marks a finished run.
+    """
+    fs, _ = _filesystem(root)
+    kpis = table_path(root, "kpis", key)
+    paths = [kpis, *(table_path(root, n, key) for n in names)]
+    if any(info.type != pafs.FileType.File for info in fs.get_file_info(paths)):
+        return False
+    meta = pq.read_schema(kpis, filesystem=fs).metadata or {}
+    return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
 
 
 def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,

@@ -29,8 +29,8 @@ def test_layout_is_hive_partitioned(written: tuple[Path, sim.RunResult]) -> None
     out, result = written
     for table in (*TABLES, "events"):
         for r, seed in enumerate(result.seeds):
-            path = out / table / f"scenario={result.scenario.name}" / f"replicate={r}" / \
-                f"part-base-{seed}.parquet"
+            path = out / table / f"scenario={result.scenario.name}" / "variant=base" / \
+                f"replicate={r}" / f"part-{seed}.parquet"
             assert path.is_file(), path
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
@@ -145,3 +145,17 @@ def test_capacity_refused_by_fast_engine(tiny_scenario_text: str) -> None:
     scenario = sim.load_scenario(text)
     with pytest.raises(sim.SimError, match="--engine des"):
         sim.run(scenario)
+
+
+def test_resume_works_on_a_filesystem_uri(tmp_path: Path, tiny_scenario: sim.Scenario) -> None:
+    uri = f"file://{tmp_path}"
+    full = sim.run(tiny_scenario, seed=3, replicates=2, out=uri)
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
+    again = sim.run(tiny_scenario, seed=3, replicates=2, out=uri, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")} == stamp
+    pd.testing.assert_frame_equal(again.kpis.to_pandas(), full.kpis.to_pandas())
+
+
+def test_a_variant_label_must_name_a_folder(tiny_scenario: sim.Scenario) -> None:
+    with pytest.raises(sim.SimError, match="names a folder"):
+        sim.run(tiny_scenario, variant="../escape")
