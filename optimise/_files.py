@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["write_atomic", "write_parquet_atomic"]
+__all__ = ["write_atomic", "write_dataset_file", "write_parquet_atomic"]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -23,3 +23,21 @@ def write_parquet_atomic(path: Path, table: pa.Table) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def write_dataset_file(out: str | os.PathLike[str], relative: str, table: pa.Table) -> str:
+    """Write ``out/relative`` (a local folder or a pyarrow filesystem URI) atomically.
+
+    Returns:
+        The final path on the dataset's filesystem.
+    """
+    from sim.results import _filesystem
+
+    fs, base = _filesystem(out)
+    final = f"{base}/{relative}"
+    folder, leaf = final.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{leaf}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, final)
+    return final

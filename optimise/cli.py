@@ -211,7 +211,161 @@ def calibrate_command(
         console.print(f"wrote {path}", markup=False)
 
 
+def _task_bar(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("tasks"), TimeElapsedColumn(), console=err_console,
+                    disable=quiet, transient=True)
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: finished tasks are stored; rerun the same command to "
+                      "continue", markup=False)
+    raise typer.Exit(130) from None
+
+
+def sweep_command(
+    file: Annotated[Path, typer.Argument(help="Scenario file.", show_default=False)],
+    vary: Annotated[list[str] | None, typer.Option(
+        help="PATH=V1,V2,… (repeat for a grid); interventions=a+b,none sets which "
+             "interventions are on.")] = None,
+    design_file: Annotated[Path | None, typer.Option(
+        "--design", help="Sweep file: vary: {PATH: [V1, V2, …]} and optional zip: true.")
+                           ] = None,
+    zip_: Annotated[bool, typer.Option("--zip", help="Pair the lists position by position "
+                                                     "instead of a grid.")] = False,
+    replicates: Annotated[int, typer.Option(help="Replicates per variant.", min=1)] = 1,
+    out: Annotated[str, typer.Option(help="Dataset folder or pyarrow filesystem URI.")
+                   ] = "results",
+    seed: Annotated[int | None, typer.Option(help="Base seed (default: the scenario's).",
+                                             min=0)] = None,
+    population_scale: Annotated[float, typer.Option(help="Scale the population.")] = 1.0,
+    workers: Annotated[int | None, typer.Option(help="Worker processes of a local Dask "
+                                                     "cluster (default: one per core).",
+                                                min=1)] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Address of an existing Dask "
+                                                       "scheduler.")] = None,
+    kpi: Annotated[list[str] | None, typer.Option(help="KPIs to show (default: conversion, "
+                                                       "retention_365, revenue, cost).")
+                   ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run variants × replicates on Dask into one dataset; KPI means ± 95% CI per variant."""
+    from optimise._sweep import design, parse_vary, read_design, sweep
+    from sim import SimError, load_scenario
+
+    scenario = load_scenario(file)
+    if design_file is not None:
+        if vary:
+            raise SimError("give --vary or --design, not both")
+        grid, zipped = read_design(design_file)
+        zip_ = zip_ or zipped
+    else:
+        grid = dict(parse_vary(v) for v in vary or [])
+        if len(grid) != len(vary or []):
+            raise SimError("a path is given twice in --vary")
+    variants = design(grid, zip_=zip_)
+    with _task_bar(quiet) as bar:
+        task = bar.add_task(f"{scenario.name}: {len(variants)} variants", total=None)
+        try:
+            result = sweep(scenario, variants, replicates=replicates, out=out, seed=seed,
+                           population_scale=population_scale, workers=workers,
+                           scheduler=scheduler,
+                           progress=lambda done, total: bar.update(task, completed=done,
+                                                                   total=total))
+        except KeyboardInterrupt:
+            bar.stop()
+            _interrupted()
+    shown = kpi or ["conversion", "retention_365", "revenue", "cost"]
+    table = Table(title=f"KPI mean ± 95% CI over {replicates} replicate(s)",
+                  title_justify="left")
+    keys = list(dict.fromkeys(k for v in variants for k in v.values))
+    for col in ("variant", *keys, *shown):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    rows = {(r["variant"], r["kpi"]): r for r in result.summary.to_pylist()}
+    for v in variants:
+        cells = []
+        for k in keys:
+            value = v.values.get(k)
+            cells.append("+".join(value) or "none" if isinstance(value, list) else str(value))
+        for name in shown:
+            r = rows.get((v.id, name))
+            if r is None or r["mean"] != r["mean"]:
+                cells.append("–")
+            elif r["ci_low"] != r["ci_low"]:
+                cells.append(f"{r['mean']:.4g}")
+            else:
+                cells.append(f"{r['mean']:.4g} ± {(r['ci_high'] - r['ci_low']) / 2:.2g}")
+        table.add_row(v.id, *cells)
+    console.print(table)
+    console.print(f"{result.ran} task(s) ran, {result.skipped} were already stored; dataset: "
+                  f"{result.out} (variants: {result.paths[0]})", markup=False)
+
+
+def sensitivity_command(
+    file: Annotated[Path, typer.Argument(help="Scenario file.", show_default=False)],
+    param: Annotated[list[str], typer.Option(help="PATH=LOW:HIGH, sampled uniformly; "
+                                                  "repeat for each parameter.")],
+    method: Annotated[str, typer.Option(help="sobol (first-order and total indices) or "
+                                             "morris (mu*, sigma).")] = "sobol",
+    samples: Annotated[int, typer.Option(help="N of the design (a power of two for "
+                                              "Sobol).", min=2)] = 64,
+    kpi: Annotated[list[str] | None, typer.Option(help="KPIs to analyse (default: the "
+                                                       "optimise objective, else conversion "
+                                                       "and retention_365).")] = None,
+    replicates: Annotated[int, typer.Option(help="Replicates per design point.", min=1)
+                          ] = 1,
+    out: Annotated[str, typer.Option(help="Dataset folder or URI.")] = "results",
+    seed: Annotated[int | None, typer.Option(help="Design and simulation seed.", min=0)
+                    ] = None,
+    population_scale: Annotated[float, typer.Option(help="Scale the population.")] = 1.0,
+    workers: Annotated[int | None, typer.Option(help="Local Dask workers.", min=1)] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Global sensitivity of KPIs to parameter ranges (SALib designs run as a sweep)."""
+    from optimise._sensitivity import parse_range, sensitivity
+    from sim import SimError, load_scenario
+
+    scenario = load_scenario(file)
+    ranges: dict[str, tuple[float, float]] = {}
+    for spec in param:
+        path, low, high = parse_range(spec)
+        if path in ranges:
+            raise SimError(f"--param {path} is given twice")
+        ranges[path] = (low, high)
+    with _task_bar(quiet) as bar:
+        task = bar.add_task(f"{scenario.name}: {method} design", total=None)
+        try:
+            result = sensitivity(scenario, ranges, method=method, samples=samples, kpis=kpi,
+                                 replicates=replicates, out=out, seed=seed,
+                                 population_scale=population_scale, workers=workers,
+                                 scheduler=scheduler,
+                                 progress=lambda done, total: bar.update(task, completed=done,
+                                                                         total=total))
+        except KeyboardInterrupt:
+            bar.stop()
+            _interrupted()
+    cols = [c for c in result.indices.column_names if c not in ("method",)]
+    table = Table(title=f"{method} indices (± half-width of the 95% CI)", title_justify="left")
+    for col in cols:
+        if not col.endswith("_conf"):
+            table.add_column(col, justify="left" if col in ("kpi", "parameter") else "right")
+    for row in result.indices.to_pylist():
+        cells = [row["kpi"], row["parameter"]]
+        for col in cols[2:]:
+            if col.endswith("_conf"):
+                continue
+            conf = row.get(f"{col}_conf")
+            cells.append(f"{row[col]:.3f}" + (f" ± {conf:.3f}" if conf is not None else ""))
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"{len(result.sweep.variants)} design points × {replicates} replicate(s); "
+                  f"wrote {result.path}", markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `optimise` and `calibrate` to the `journey` command."""
+    """Add `optimise`, `calibrate`, `sweep` and `sensitivity` to the `journey` command."""
     app.command("optimise")(guarded(optimise_command))
     app.command("calibrate")(guarded(calibrate_command))
+    app.command("sweep")(guarded(sweep_command))
+    app.command("sensitivity")(guarded(sensitivity_command))

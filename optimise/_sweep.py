@@ -1,0 +1,325 @@
+"""Batch sweeps: many variants × replicates of a scenario on Dask, into one dataset.
+
+A task is one (variant, replicate): a pure function of the scenario, the
+variant's values and the replicate number, whose seed is
+``sim.derive_seed(seed, replicate)`` — the seed a plain ``journey run`` gives
+that replicate, so every variant shares its random numbers with the others
+(common random numbers) and a sweep equals the serial runs bit for bit. Each
+task writes its own Parquet files into the dataset (atomically, through
+``sim.run(out=…)``) and returns only its KPI row; the client never holds the
+tables. A task whose files are already stored for the same scenario text is
+not submitted again, so a rerun of an interrupted sweep finishes it; a lost
+worker's tasks are retried on the others by Dask.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import pyarrow as pa
+import yaml
+
+import sim
+from optimise._files import write_dataset_file
+from sim import Scenario, SimError
+from sim.metrics import summarise
+from sim.results import RunKey, is_complete, open_dataset
+
+__all__ = ["SweepResult", "Variant", "design", "parse_vary", "sweep"]
+
+log = logging.getLogger(__name__)
+
+INTERVENTIONS = "interventions"
+"""The design key whose values are sets of interventions to enable (``a+b``, ``none``)."""
+_TABLES = ("occupancy", "flows", "retention", "ledger")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a sweep design: an id and the values it sets."""
+
+    id: str
+    values: dict[str, Any]
+
+    def scenario(self, base: Scenario) -> Scenario:
+        """``base`` with this variant's interventions and paths applied."""
+        values = dict(self.values)
+        overrides: dict[str, Any] = {}
+        if INTERVENTIONS in values:
+            chosen = values.pop(INTERVENTIONS)
+            on = set(chosen)
+            overrides.update({f"interventions.{n}.enabled": n in on for n in base.interventions})
+            unknown = sorted(on - set(base.interventions))
+            if unknown:
+                raise SimError(f"variant {self.id}: unknown intervention {unknown[0]!r} "
+                               f"(known: {', '.join(base.interventions) or 'none'})")
+        overrides.update(values)
+        return base.apply(overrides=overrides)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`sweep` left in the dataset."""
+
+    out: str
+    variants: list[Variant]
+    replicates: int
+    summary: pa.Table
+    """Per variant and KPI: mean, 95% CI and n over replicates."""
+    ran: int
+    skipped: int
+    paths: list[str] = field(default_factory=list)
+
+
+def _value(text: str) -> Any:
+    """A value written on the command line: YAML scalars (numbers, true/false, text)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, str, bool)) else text
+
+
+def parse_vary(spec: str) -> tuple[str, list[Any]]:
+    """``PATH=V1,V2,…`` -> (path, values); ``interventions=a+b,none`` -> sets of names."""
+    path, sep, rest = spec.partition("=")
+    path = path.strip()
+    if not sep or not path or not rest.strip():
+        raise SimError(f"--vary {spec!r}: write PATH=V1,V2,… (e.g. "
+                       f"touchpoints.email.reach.use=0.1,0.2)")
+    items = [v.strip() for v in rest.split(",")]
+    if any(not v for v in items):
+        raise SimError(f"--vary {spec!r}: an empty value between commas")
+    if path == INTERVENTIONS:
+        return path, [[] if v == "none" else [n.strip() for n in v.split("+")] for v in items]
+    return path, [_value(v) for v in items]
+
+
+def design(vary: Mapping[str, Sequence[Any]], *, zip_: bool = False) -> list[Variant]:
+    """The variants of a grid (every combination) or of zipped lists (position by position).
+
+    Variant ids are ``v0000``, ``v0001``… in design order, so the same design
+    gives the same ids.
+    """
+    if not vary:
+        raise SimError("a sweep needs at least one --vary PATH=V1,V2,…")
+    keys = list(vary)
+    lists = [list(vary[k]) for k in keys]
+    if zip_:
+        sizes = {len(v) for v in lists}
+        if len(sizes) != 1:
+            lengths = ", ".join(f"{k}: {len(v)}" for k, v in zip(keys, lists, strict=True))
+            raise SimError(f"--zip needs lists of one length; got {lengths}")
+        rows: Iterator[tuple[Any, ...]] = zip(*lists, strict=True)
+    else:
+        rows = itertools.product(*lists)
+    return [Variant(f"v{i:04d}", dict(zip(keys, row, strict=True))) for i, row in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class _Task:
+    scenario: Scenario
+    variant: str
+    replicate: int
+    seed: int
+    out: str
+    population_scale: float
+    threads: int | None
+
+
+def _run_task(task: _Task) -> dict[str, Any]:
+    """One (variant, replicate): simulate, write its files, return its KPI row."""
+    result = sim.run(task.scenario, seed=task.seed, replicates=1, first_replicate=task.replicate,
+                     variant=task.variant, out=task.out, population_scale=task.population_scale,
+                     threads=task.threads, resume=True)
+    row = result.kpis.to_pylist()[0]
+    row["agent_steps"] = int(row.get("agents", 0)) * task.scenario.steps
+    return row
+
+
+def _variants_table(variants: Sequence[Variant], scenario: Scenario) -> pa.Table:
+    keys = list(dict.fromkeys(k for v in variants for k in v.values))
+    cols: dict[str, Any] = {"scenario": [scenario.name] * len(variants),
+                            "variant": [v.id for v in variants]}
+    for k in keys:
+        vals = [v.values.get(k) for v in variants]
+        if k == INTERVENTIONS:
+            cols[k] = [None if x is None else ("+".join(x) or "none") for x in vals]
+        elif all(isinstance(x, bool) for x in vals):
+            cols[k] = pa.array(vals, pa.bool_())
+        elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            cols[k] = pa.array([float(x) for x in vals if x is not None], pa.float64())
+        else:
+            cols[k] = [None if x is None else str(x) for x in vals]
+    return pa.table(cols)
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any, int | None]:
+    """A Dask client (and the local cluster it owns) and numba threads per task."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SimError("sweeps run on Dask: pip install 'journey-engine[distributed]'") from None
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="20s"), None, 1
+        except (OSError, TimeoutError) as exc:
+            raise SimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    n = workers or max(1, min(cores, os.cpu_count() or 1))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster, max(1, cores // n)
+
+
+def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Variant], *,
+          replicates: int = 1, out: str | os.PathLike[str] = "results", seed: int | None = None,
+          population_scale: float = 1.0, workers: int | None = None,
+          scheduler: str | None = None,
+          progress: Callable[[int, int], None] | None = None) -> SweepResult:
+    """Run every variant × replicate on Dask into one dataset.
+
+    Args:
+        scenario: the base scenario (or its file).
+        variants: the design (see :func:`design`).
+        replicates: replicates of each variant, numbered 0..R-1 with the seeds of
+            ``journey run``.
+        out: dataset folder or pyarrow filesystem URI.
+        seed: base seed (default: the scenario's).
+        population_scale: as in :func:`sim.run`.
+        workers: worker processes of the local cluster (default: one per core);
+            numba threads per worker are cores // workers.
+        scheduler: address of an existing Dask scheduler instead of a local cluster.
+        progress: called with (tasks done, tasks in all).
+
+    Returns:
+        The per-variant summary and what ran.
+
+    Raises:
+        SimError: a bad design, Dask missing, an unreachable scheduler.
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = sim.load_scenario(scenario)
+    if not isinstance(replicates, int) or replicates < 1:
+        raise SimError(f"replicates must be a whole number >= 1, not {replicates!r}")
+    if workers is not None and scheduler is not None:
+        raise SimError("give --workers (a local cluster) or --scheduler (an existing one), "
+                       "not both")
+    if workers is not None and workers < 1:
+        raise SimError(f"workers must be a whole number >= 1, not {workers}")
+    base_seed = scenario.seed if seed is None else int(seed)
+    out_s = os.fspath(out)
+    # every variant is validated here, before any task runs
+    scenarios = {v.id: v.scenario(scenario) for v in variants}
+    todo: list[tuple[Variant, int]] = []
+    skipped = 0
+    for v in variants:
+        digest = scenarios[v.id].content_hash
+        for r in range(replicates):
+            key = RunKey(scenario.name, v.id, r, sim.derive_seed(base_seed, r))
+            if is_complete(out_s, key, digest, _TABLES):
+                skipped += 1
+            else:
+                todo.append((v, r))
+    total = len(variants) * replicates
+    if progress is not None:
+        progress(skipped, total)
+    paths = [write_dataset_file(out_s, f"variants/scenario={scenario.name}/variants.parquet",
+                                _variants_table(variants, scenario).drop_columns(["scenario"]))]
+    if todo:
+        _submit_all(scenarios, todo, base_seed, out_s, population_scale, workers, scheduler,
+                    skipped, total, progress)
+    summary = _summary(out_s, scenario.name, [v.id for v in variants], replicates)
+    return SweepResult(out=out_s, variants=list(variants), replicates=replicates,
+                       summary=summary, ran=len(todo), skipped=skipped, paths=paths)
+
+
+def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant, int]],
+                base_seed: int, out: str, population_scale: float, workers: int | None,
+                scheduler: str | None, skipped: int, total: int,
+                progress: Callable[[int, int], None] | None) -> None:
+    client, cluster, threads = _client(workers, scheduler)
+    from distributed import as_completed
+
+    try:
+        futures = [client.submit(_run_task, _Task(scenarios[v.id], v.id, r,
+                                                  base_seed, out, population_scale, threads),
+                                 key=f"journey-{v.id}-r{r}-{scenarios[v.id].content_hash[:12]}",
+                                 pure=False)
+                   for v, r in todo]
+        done = skipped
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except SimError:
+                raise
+            except Exception as exc:
+                raise SimError(f"a sweep task failed: {type(exc).__name__}: {exc}") from exc
+            future.release()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _summary(out: str, scenario: str, ids: Sequence[str], replicates: int) -> pa.Table:
+    """KPI mean ± 95% CI per variant, read back from the dataset."""
+    import pyarrow.dataset as ds
+
+    table = open_dataset(out, "kpis").to_table(
+        filter=(ds.field("scenario") == scenario) & ds.field("variant").isin(list(ids))
+        & (ds.field("replicate") < replicates))
+    rows = table.to_pylist()
+    cols: dict[str, list[Any]] = {"variant": [], "kpi": [], "mean": [], "ci_low": [],
+                                  "ci_high": [], "n": []}
+    for vid in ids:
+        mine = [r for r in rows if r["variant"] == vid]
+        for kpi, s in summarise(mine).items():
+            cols["variant"].append(vid)
+            cols["kpi"].append(kpi)
+            cols["mean"].append(s["mean"])
+            cols["ci_low"].append(s["ci_low"])
+            cols["ci_high"].append(s["ci_high"])
+            cols["n"].append(s["n"])
+    return pa.table(cols)
+
+
+def read_design(path: str | os.PathLike[str]) -> tuple[dict[str, list[Any]], bool]:
+    """A sweep file: ``vary: {PATH: [values…]}`` and optional ``zip: true``."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SimError(f"{p}: cannot read the sweep file: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("vary"), dict) or not data["vary"]:
+        raise SimError(f"{p}: a sweep file is a mapping with vary: {{PATH: [V1, V2, …]}}")
+    extra = set(data) - {"vary", "zip"}
+    if extra:
+        raise SimError(f"{p}: unknown field {sorted(extra)[0]!r} (allowed: vary, zip)")
+    vary: dict[str, list[Any]] = {}
+    for key, values in data["vary"].items():
+        if not isinstance(values, list) or not values:
+            raise SimError(f"{p}: vary.{key}: a non-empty list of values")
+        if key == INTERVENTIONS:
+            values = [[] if v in ("none", None) else
+                      ([v] if isinstance(v, str) else list(v)) for v in values]
+        vary[str(key)] = values
+    return vary, bool(data.get("zip", False))
+
+
+def mean_kpi(summary: pa.Table, kpi: str, ids: Sequence[str]) -> np.ndarray:
+    """The mean of one KPI for each variant id, in order (NaN where undefined)."""
+    lookup = {(r["variant"], r["kpi"]): r["mean"] for r in summary.to_pylist()}
+    return np.array([lookup.get((i, kpi), math.nan) for i in ids], float)
