@@ -90,7 +90,7 @@ class _Queues:
         self.serving: list[dict[int, float]] = [{} for _ in range(Q)]
         self.req: dict[str, list[Any]] = {k: [] for k in
                                           ("queue", "agent", "step", "arrive", "start",
-                                           "outcome")}
+                                           "served_step", "outcome")}
         self.resources: list[simpy.Resource] = []
         for q, spec in enumerate(self.specs):
             hours = spec.open_hour is not None
@@ -131,7 +131,8 @@ class _Queues:
         self.count["arrivals"][self.step, q] += 1
         k = len(self.req["queue"])
         for name, value in (("queue", q), ("agent", i), ("step", self.step),
-                            ("arrive", arrive), ("start", math.nan), ("outcome", 0)):
+                            ("arrive", arrive), ("start", math.nan), ("served_step", -1),
+                            ("outcome", 0)):
             self.req[name].append(value)
         proc = env.active_process
         assert proc is not None
@@ -150,6 +151,7 @@ class _Queues:
                 return  # withdrawn: accounted by the clock, the request is cancelled
             del self.waiting[q][i]
             self.req["start"][k] = env.now
+            self.req["served_step"][k] = self.step
             self.req["outcome"][k] = OUTCOMES["served"]
             self.count["served"][self.step, q] += 1
             self._penalty(i, q, env.now - arrive)
@@ -231,6 +233,7 @@ class _Queues:
         out["step"] = np.asarray(self.req["step"], np.int64)
         out["arrive"] = np.asarray(self.req["arrive"], np.float64)
         out["start"] = np.asarray(self.req["start"], np.float64)
+        out["served_step"] = np.asarray(self.req["served_step"], np.int64)
         out["outcome"] = np.asarray(self.req["outcome"], np.int8)
         return out
 
@@ -267,8 +270,9 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     Returns:
         The raw counts of the run; with capacity-limited touchpoints also
         ``queues`` (:data:`QUEUE_COLUMNS` per step and queue, ``busy_days``,
-        and one entry per request: ``queue``, ``agent``, ``step``, ``arrive``,
-        ``start`` (NaN unless served), ``outcome`` (:data:`OUTCOMES`)).
+        and one entry per request: ``queue``, ``agent``, ``step`` (of the
+        request), ``arrive`` and ``start`` (days; ``start`` NaN unless served),
+        ``served_step`` (-1 unless served), ``outcome`` (:data:`OUTCOMES`)).
 
     Raises:
         SimError: a queue's settings change within the run, too many queues,

@@ -51,7 +51,7 @@ def test_run_command_writes_dataset(tmp_path: Path, tiny_scenario_text: str) -> 
     assert res.exit_code == 0, res.output
     assert "conversion" in res.stdout and "95% CI" in res.stdout
     assert str(out) in res.stdout
-    for table in (*TABLES,):
+    for table in (t for t in TABLES if t != "queues"):  # queues: event engine, capacity
         assert ds.dataset(out / table, partitioning="hive").count_rows() > 0, table
 
 
