@@ -398,7 +398,7 @@ class Touchpoint(_Model):
                           if getattr(self, name) is not None]
             if queue_only:
                 raise PydanticCustomError(
-                    "capacity", "{fields} need a capacity (they describe its queue)",
+                    "capacity", "without capacity there is no queue for {fields}",
                     {"fields": ", ".join(queue_only)})
         return self
 
