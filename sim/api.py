@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim._errors import SimError
-from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines import des, fast
+from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.fast import RawRun
 from sim.metrics import kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import compile_scenario
