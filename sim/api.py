@@ -136,7 +136,7 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
         queues["day"] = queues["step"] * sd
         order = ["step", "day", "touchpoint", "capacity", "arrivals", "served", "abandoned",
                  "withdrawn", "queue_length", "in_service", "mean_wait_days", "p90_wait_days",
-                 "utilisation"]
+                 "utilisation", "utilisation_open"]
         out["queues"] = pa.table({
             k: pa.array(queues[k], pa.int32() if k == "step" else None) for k in order})
     return out

@@ -173,7 +173,9 @@ def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
     """Per capacity-limited touchpoint and step: requests that arrived, were served
     (started service), abandoned, withdrew; queue length and services running at the
     end of the step; mean and 90th-percentile wait of the requests served in the step
-    (days, NaN when none); utilisation (server time spent serving / servers x step).
+    (days, NaN when none); utilisation (server time spent serving / servers x step) and
+    utilisation_open (the same over the servers' opening time in the step: NaN when
+    closed all step; a service finished after closing can lift it past 1).
 
     Returns:
         Columns (arrays of length steps x Q, steps 1..steps), or None without queues.
@@ -208,6 +210,11 @@ def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
     out["p90_wait_days"] = p90[1:].reshape(-1)
     servers = np.array([s.capacity for s in model.queues], dtype=float)
     out["utilisation"] = (q["busy_days"][1:] / (servers * sd)).reshape(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        open_time = servers * q["open_days"][1:]
+        out["utilisation_open"] = np.where(open_time > 0, q["busy_days"][1:]
+                                           / np.where(open_time > 0, open_time, 1.0),
+                                           np.nan).reshape(-1)
     return out
 
 

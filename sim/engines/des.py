@@ -228,6 +228,8 @@ class _Queues:
                 self._add_busy(q, start, horizon)
         out: dict[str, np.ndarray] = {name: arr for name, arr in self.count.items()}
         out["busy_days"] = self.busy_days
+        out["open_days"] = np.stack([_open_days(spec, self.sd, self.busy_days.shape[0] - 1)
+                                     for spec in self.specs], axis=1)
         out["queue"] = np.asarray(self.req["queue"], np.int64)
         out["agent"] = np.asarray(self.req["agent"], np.int64)
         out["step"] = np.asarray(self.req["step"], np.int64)
@@ -236,6 +238,25 @@ class _Queues:
         out["served_step"] = np.asarray(self.req["served_step"], np.int64)
         out["outcome"] = np.asarray(self.req["outcome"], np.int8)
         return out
+
+
+def _open_days(spec: QueueSpec, sd: float, steps: int) -> np.ndarray:
+    """Days the touchpoint is open in each step: float64[steps + 1] (row 0 empty)."""
+    out = np.zeros(steps + 1)
+    out[1:] = sd
+    if spec.open_hour is None:
+        return out
+    horizon = steps * sd
+    for a, b in closed_periods(spec):
+        if a >= horizon:
+            break
+        b = min(b, horizon)
+        t = int(a // sd) + 1
+        while a < b and t <= steps:
+            edge = min(b, t * sd)
+            out[t] -= edge - a
+            a, t = edge, t + 1
+    return np.maximum(out, 0.0)
 
 
 def _check(model: CompiledModel) -> None:
@@ -269,7 +290,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
 
     Returns:
         The raw counts of the run; with capacity-limited touchpoints also
-        ``queues`` (:data:`QUEUE_COLUMNS` per step and queue, ``busy_days``,
+        ``queues`` (:data:`QUEUE_COLUMNS` per step and queue, ``busy_days``
+        (server-days spent serving), ``open_days`` (days open),
         and one entry per request: ``queue``, ``agent``, ``step`` (of the
         request), ``arrive`` and ``start`` (days; ``start`` NaN unless served),
         ``served_step`` (-1 unless served), ``outcome`` (:data:`OUTCOMES`)).

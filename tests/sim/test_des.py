@@ -263,6 +263,10 @@ def test_queue_accounts_are_conserved_on_the_capacity_scenario() -> None:
         assert done == q["served"][:, j].sum() - q["in_service"][-1, j]
         util = q["busy_days"][1:, j] / (spec.capacity * model.arrays.step_days)
         assert (util >= 0).all() and (util <= 1 + 1e-9).all()
+        # open 8 or 9 hours on 4 or 5 days of every 7
+        hours = (spec.close_hour - spec.open_hour) * spec.days_per_week / 7
+        weeks = q["open_days"][1:197, j].reshape(-1, 7).sum(axis=1) * 24 / 7
+        assert np.allclose(weeks, hours)
         assert spec.open_hour is not None and spec.close_hour is not None
         start = q["start"][(q["queue"] == j) & (q["outcome"] == des.OUTCOMES["served"])]
         hour = (start % 1.0) * 24

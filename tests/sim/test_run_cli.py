@@ -83,7 +83,8 @@ def test_run_des_writes_queues_with_every_option(tmp_path: Path) -> None:
     assert set(queues["touchpoint"]) == {"consult", "surgeon"}
     assert set(queues["variant"]) == {"slots"} and set(queues["replicate"]) == {0, 1}
     assert {"arrivals", "served", "abandoned", "withdrawn", "queue_length", "in_service",
-            "mean_wait_days", "p90_wait_days", "utilisation"} <= set(queues.columns)
+            "mean_wait_days", "p90_wait_days", "utilisation",
+            "utilisation_open"} <= set(queues.columns)
     assert queues["served"].sum() > 0
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
     res = CliRunner().invoke(app, [*args, "--resume"])
