@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 import sim
+from sim import metrics
 from sim.engines import des
 from sim.model import compile_scenario
 
@@ -273,6 +274,29 @@ def test_queue_accounts_are_conserved_on_the_capacity_scenario() -> None:
         assert ((hour >= spec.open_hour - 1e-6) & (hour <= spec.close_hour + 1e-6)).all()
         assert (np.floor(start) % 7 < spec.days_per_week).all()
     assert q["withdrawn"].sum() > 0 and q["abandoned"].sum() > 0
+    # the table's per-step waits and the KPIs, recomputed from the requests one by one
+    table = metrics.queue_table(raw)
+    assert table is not None
+    served = q["outcome"] == des.OUTCOMES["served"]
+    target = {0: model.queues[0].target_wait_days, 1: model.queues[1].target_wait_days}
+    waits: dict[tuple[int, int], list[float]] = {}
+    for j, t, a, b in zip(q["queue"][served], q["served_step"][served], q["arrive"][served],
+                          q["start"][served], strict=True):
+        waits.setdefault((int(t), int(j)), []).append(b - a)
+    Q = len(model.queues)
+    for (t, j), w in waits.items():
+        row = (t - 1) * Q + j
+        assert table["step"][row] == t and table["served"][row] == len(w)
+        assert table["mean_wait_days"][row] == pytest.approx(np.mean(w), rel=1e-12)
+        assert table["p90_wait_days"][row] == pytest.approx(np.percentile(w, 90), rel=1e-12)
+    assert np.isnan(table["mean_wait_days"][table["served"] == 0]).all()
+    kpi = metrics.kpis(raw)
+    all_waits = [(j, w) for (_, j), ws in waits.items() for w in ws]
+    assert kpi["mean_wait_days"] == pytest.approx(np.mean([w for _, w in all_waits]))
+    assert kpi["served_within_target"] == pytest.approx(
+        np.mean([w <= target[j] for j, w in all_waits]))
+    n_ab = int((q["outcome"] == des.OUTCOMES["abandoned"]).sum())
+    assert kpi["abandonment"] == pytest.approx(n_ab / (n_ab + int(served.sum())))
 
 
 def test_closed_periods_follow_the_opening_hours() -> None:
