@@ -28,8 +28,10 @@ import yaml
 
 import sim
 from sim import metrics
-from sim.engines import des
+from sim.engines import des, fast
+from sim.engines._kernels import draw_requests
 from sim.model import compile_scenario
+from tests import naive
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -128,6 +130,45 @@ def test_same_seed_same_queues_different_seed_different() -> None:
             and a.kpis.to_pandas().equals(b.kpis.to_pandas()))
     assert same
     assert not a.queues.to_pandas().equals(c.queues.to_pandas())
+
+
+def test_request_draws_match_their_plain_python_twin(journey_text: str) -> None:
+    """The request kernel against ``tests/naive.py``, bit for bit: three queues (lognormal,
+    exponential with patience, fixed), agents busy with some of them."""
+    text = journey_text.replace(
+        "    cost_per_exposure: 0.5\n",
+        "    cost_per_exposure: 0.5\n    capacity: 2\n"
+        "    service_time: {distribution: lognormal, mean_days: 0.2, cv: 0.7}\n")
+    text = text.replace(
+        "    cost_per_exposure: 0.1\n",
+        "    cost_per_exposure: 0.1\n    capacity: 1\n"
+        "    service_time: {distribution: exponential, mean_days: 0.3}\n"
+        "    patience: {distribution: exponential, mean_days: 2}\n")
+    text = text.replace(
+        "    cost_per_exposure: 2.0\n",
+        "    cost_per_exposure: 2.0\n    capacity: 3\n"
+        "    service_time: {distribution: fixed, mean_days: 0.05}\n")
+    model = compile_scenario(sim.load_scenario(text))
+    assert len(model.queues) == 3
+    drv = fast.Driver(model, 77, queues=True)
+    n = drv.n
+    st = drv.st
+    st.stage[:n:5] = model.stages.index("trial")  # the initial population has none there
+    busy = (np.arange(n, dtype=np.uint64) % np.uint64(8))  # every combination of 3 bits
+    qa = model.queue_arrays
+    assert qa is not None
+    nm, nq = naive.Model.of(model.arrays), naive.Model.of(qa)
+    for t, r in ((1, 0), (12, int(model.regime_of_step[11]))):
+        out = [np.zeros(3 * n, np.int64), np.zeros(3 * n, np.int64)] + [
+            np.zeros(3 * n) for _ in range(3)]
+        k = draw_requests(n, t, r, np.uint64(77), model.arrays, qa, st.stage, st.seg, busy,
+                          *out)
+        got = list(zip(*(a[:k].tolist() for a in out), strict=True))
+        want = naive.draw_requests(n, t, r, 77, nm, nq, st.stage[:n].tolist(),
+                                   st.seg[:n].tolist(), busy.tolist())
+        assert got == [tuple(w) for w in want]
+        assert {q for _, q, *_ in got} == {0, 1, 2}
+        assert any(math.isinf(p) for *_, p in got) and any(math.isfinite(p) for *_, p in got)
 
 
 # ------------------------------------------------------------------ queueing theory
