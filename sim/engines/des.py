@@ -263,16 +263,18 @@ def _check(model: CompiledModel) -> None:
     if len(model.queues) > MAX_QUEUES:
         raise SimError(f"the scenario has {len(model.queues)} capacity-limited touchpoints; "
                        f"the event engine runs at most {MAX_QUEUES}")
-    first = model.queue_settings[0] if model.queue_settings else {}
+    seen: dict[str, tuple[str, int]] = {}
     for r, settings in enumerate(model.queue_settings):
         for name, text in settings.items():
-            if first.get(name, text) != text:
-                changed = ", ".join(model.regimes[r]) or "none"
+            before = seen.setdefault(name, (text, r))
+            if before[0] != text:
+                when = [", ".join(model.regimes[x]) or "none" for x in (before[1], r)]
                 raise SimError(
                     f"touchpoint {name!r}: its capacity, service time, patience, opening or "
                     f"waiting settings change within the run (interventions active: "
-                    f"{changed}); the event engine keeps a queue's settings for the whole "
-                    f"run: give the intervention no window, or run the variants separately")
+                    f"{when[0]}, then {when[1]}); the event engine keeps a queue's settings "
+                    f"for the whole run: give the intervention no window, or run the "
+                    f"variants separately")
 
 
 def simulate(model: CompiledModel, seed: int, *, events: bool = False,

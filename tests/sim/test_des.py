@@ -119,6 +119,22 @@ def test_ample_capacity_and_instant_service_reproduce_the_fast_engine(
     assert all(math.isnan(fast.kpis.to_pylist()[0][k]) for k in QUEUE_KPIS)
 
 
+def test_queue_settings_changing_within_a_run_are_refused(tiny_scenario_text: str) -> None:
+    text = tiny_scenario_text.replace(
+        "    cost_per_exposure: 0.05\n",
+        "    cost_per_exposure: 0.05\n    capacity: 2\n"
+        "    service_time: {distribution: exponential, mean_days: 0.1}\n")
+    scenario = sim.load_scenario(text)
+    windowed = scenario.apply(overrides={"interventions.more_email.set": {
+        "touchpoints.email.capacity": 3}}, interventions=["more_email"])
+    with pytest.raises(sim.SimError, match="'email'.*change within the run"):
+        sim.run(windowed, engine="des")
+    # the same change for the whole run is a different scenario, and runs
+    always = scenario.apply(overrides={"touchpoints.email.capacity": 3,
+                                       "time.horizon_days": 30})
+    assert sim.run(always, engine="des").queues is not None
+
+
 def test_same_seed_same_queues_different_seed_different() -> None:
     scenario = sim.load_scenario(ROOT / "scenarios" / "cosmetic_clinic_capacity.yaml")
     scenario = scenario.apply(overrides={"time.horizon_days": 120})
