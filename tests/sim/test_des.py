@@ -127,7 +127,7 @@ def test_queue_settings_changing_within_a_run_are_refused(tiny_scenario_text: st
     scenario = sim.load_scenario(text)
     windowed = scenario.apply(overrides={"interventions.more_email.set": {
         "touchpoints.email.capacity": 3}}, interventions=["more_email"])
-    with pytest.raises(sim.SimError, match="'email'.*change within the run"):
+    with pytest.raises(sim.SimError, match=r"'email'.*change within the run"):
         sim.run(windowed, engine="des")
     # the same change for the whole run is a different scenario, and runs
     always = scenario.apply(overrides={"touchpoints.email.capacity": 3,
