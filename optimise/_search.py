@@ -191,8 +191,8 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
              storage: str | None = None, out: str | os.PathLike[str] = "results",
              seed: int = 0, top_k: int = 3, reeval_replicates: int | None = None,
              population_scale: float = 1.0, workers: int = 1, heartbeat: int | None = None,
-             progress: Callable[[int, int, float | None], None] | None = None
-             ) -> OptimisationResult:
+             progress: Callable[[int, int, float | None], None] | None = None,
+             engine: str = "fast") -> OptimisationResult:
     """Search the scenario's ``optimise:`` block.
 
     Args:
@@ -215,6 +215,10 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         heartbeat: seconds between an RDB worker's heartbeats (default 10); a trial
             silent for twice as long is failed and retried with its parameters.
         progress: called as trials end with (counted trials, trials, best value).
+        engine: the simulation engine of every trial: ``fast``, or ``des`` for a
+            scenario with capacity-limited touchpoints (so a capacity, e.g.
+            ``touchpoints.consult.capacity`` with its ``server_cost_per_day``, can be
+            a search variable).
 
     Returns:
         The trials, the re-evaluated candidates beside the baseline, the best design.
@@ -248,7 +252,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     direction = opt.objective.direction
     base = _baseline(scenario)
 
-    first = _w.kpis(base, seed, reps, population_scale)
+    first = _w.kpis(base, seed, reps, population_scale, engine=engine)
     if np.isnan(first[kpi]).all():
         raise SimError(f"the objective {kpi!r} is undefined for {scenario.name!r} (e.g. a "
                        f"retention lag longer than the horizon, or no acquisitions)")
@@ -268,14 +272,15 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
 
     if workers == 1:
         study.sampler = sampler_for(study, seed, 0)
-        run_trials(study, make_objective(scenario, n_trials, reps, seed, population_scale),
+        run_trials(study, make_objective(scenario, n_trials, reps, seed, population_scale,
+                                         engine=engine),
                    n_trials, on_trial=report)
     else:
         _run_workers(study, WorkerSpec(
             scenario=scenario, storage=store_label, heartbeat=heartbeat, study_name=name,
             n_trials=n_trials, replicates=reps, seed=seed, population_scale=population_scale,
             index=0, threads=max(1, (os.cpu_count() or 1) // workers),
-            verbosity=optuna.logging.get_verbosity()), workers, report)
+            verbosity=optuna.logging.get_verbosity(), engine=engine), workers, report)
 
     # re-evaluate the best feasible trials beside the baseline on fresh seeds
     reeval = reeval_replicates or max(2 * reps, 8)
@@ -290,11 +295,11 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
         complete = [t for t in complete if t.number in front][:max(top_k, 10)]
     else:
         complete = complete[:top_k]
-    base_vals = _w.kpis(base, rseed, reeval, population_scale)
+    base_vals = _w.kpis(base, rseed, reeval, population_scale, engine=engine)
 
     def evaluate(label: str, params: dict[str, Any], variant: Scenario) -> Evaluation:
         vals = base_vals if variant is base else _w.kpis(variant, rseed, reeval,
-                                                       population_scale)
+                                                       population_scale, engine=engine)
         obj, obj_ci = _mean_ci(vals[kpi])
         cost, cost_ci = _mean_ci(vals["cost"])
         uplift, uplift_ci = _mean_ci(vals[kpi] - base_vals[kpi])  # paired: same seeds

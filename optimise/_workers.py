@@ -156,11 +156,12 @@ def open_storage(storage: str | None, out: Path, study_name: str,
 
 
 def kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float,
-         first_replicate: int = 0, threads: int | None = None) -> dict[str, np.ndarray]:
+         first_replicate: int = 0, threads: int | None = None,
+         engine: str = "fast") -> dict[str, np.ndarray]:
     """Every KPI (and the agent count) of each replicate, as float arrays."""
     result = sim.run(scenario, seed=seed, replicates=replicates,
                      population_scale=population_scale, first_replicate=first_replicate,
-                     threads=threads)
+                     threads=threads, engine=engine)
     return {name: np.asarray(result.kpis.column(name).to_numpy(zero_copy_only=False),
                              dtype=float) for name in (*sim.KPI_NAMES, "agents")}
 
@@ -232,7 +233,7 @@ def _ahead(study: optuna.Study, number: int) -> int:
 
 
 def make_objective(scenario: Scenario, n_trials: int, replicates: int, seed: int,
-                   population_scale: float, threads: int | None = None
+                   population_scale: float, threads: int | None = None, engine: str = "fast"
                    ) -> Callable[[optuna.Trial], float | tuple[float, float]]:
     """The objective of a study: apply the trial's parameters, simulate, report.
 
@@ -260,7 +261,7 @@ def make_objective(scenario: Scenario, n_trials: int, replicates: int, seed: int
             raise optuna.TrialPruned(f"invalid combination: {exc}") from None
         # two fidelities: the first half of the replicates, then (if not pruned) the rest
         half = max(1, replicates // 2) if second is None else replicates  # one objective
-        values = kpis(variant, seed, half, population_scale, threads=threads)
+        values = kpis(variant, seed, half, population_scale, threads=threads, engine=engine)
         trial.set_user_attr("replicates_run", half)
         if half < replicates:
             running = values[kpi]
@@ -270,7 +271,7 @@ def make_objective(scenario: Scenario, n_trials: int, replicates: int, seed: int
                 raise optuna.TrialPruned(f"running mean after {half} of {replicates} "
                                          f"replicates is below the feasible median")
             rest = kpis(variant, seed, replicates - half, population_scale,
-                        first_replicate=half, threads=threads)
+                        first_replicate=half, threads=threads, engine=engine)
             values = {k: np.concatenate([values[k], rest[k]]) for k in values}
             trial.set_user_attr("replicates_run", replicates)
         mean = float(np.nanmean(values[kpi])) if not np.isnan(values[kpi]).all() else math.nan
@@ -410,6 +411,7 @@ class WorkerSpec:
     index: int
     threads: int
     verbosity: int
+    engine: str = "fast"
 
 
 def start_worker(spec: WorkerSpec) -> subprocess.Popen[bytes]:
@@ -431,7 +433,7 @@ def worker_main(spec: WorkerSpec) -> None:
                                   pruner=FeasibleMedianPruner())
         study.sampler = sampler_for(study, spec.seed, spec.index)
         objective = make_objective(spec.scenario, spec.n_trials, spec.replicates, spec.seed,
-                                   spec.population_scale, spec.threads)
+                                   spec.population_scale, spec.threads, spec.engine)
         run_trials(study, objective, spec.n_trials)
     except KeyboardInterrupt:
         sys.exit(130)

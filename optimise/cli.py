@@ -50,6 +50,9 @@ def optimise_command(
                                                        "silent twice as long is retried.",
                                                   min=1)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    engine: Annotated[str, typer.Option(help="Simulation engine of every trial: fast, or "
+                                             "des for capacity-limited touchpoints.")
+                      ] = "fast",
 ) -> None:
     """Search the scenario's interventions; re-evaluate the best beside the baseline."""
     from optimise import optimise
@@ -69,7 +72,7 @@ def optimise_command(
             result = optimise(scenario, trials=trials, replicates=replicates, study_name=study,
                               storage=storage, out=out, seed=seed, top_k=top_k,
                               population_scale=population_scale, workers=workers,
-                              heartbeat=heartbeat, progress=advance)
+                              heartbeat=heartbeat, progress=advance, engine=engine)
         except KeyboardInterrupt:
             bar.stop()
             err_console.print("interrupted: finished trials are stored; rerun with the same "

@@ -26,6 +26,12 @@ KPI_DESCRIPTIONS: dict[str, str] = {
     "rating": "public rating at the horizon",
     "nps": "promoters minus detractors among customers at the horizon, in points",
     "median_days_to_convert": "median days from entry to first acquisition",
+    "mean_wait_days": "mean wait of the requests served by capacity-limited touchpoints "
+                      "(event engine; NaN without queues)",
+    "served_within_target": "share of the served requests that waited at most their "
+                            "touchpoint's target_wait_days (event engine; NaN without queues)",
+    "abandonment": "share of the ended waits that ended in abandonment (patience ran out) "
+                   "rather than service (event engine; NaN without queues)",
 }
 
 KPI_NAMES: tuple[str, ...] = tuple(KPI_DESCRIPTIONS)

@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim._errors import SimError
+from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
-from sim.engines.fast import RawRun, simulate
-from sim.metrics import kpis, ledger, retention_curve, summarise
+from sim.engines.fast import RawRun
+from sim.metrics import kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import compile_scenario
 from sim.results import (
     RunKey,
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-ENGINES = ("fast",)
-"""Engines this version can run."""
+ENGINES = ("fast", "des")
+"""Engines this version can run: ``fast`` (numba kernels) and ``des`` (SimPy events,
+capacity-limited touchpoints)."""
+
+_SIMULATE = {"fast": fast.simulate, "des": des.simulate}
 
 
 def derive_seed(seed: int, replicate: int) -> int:
@@ -70,6 +74,7 @@ class RunResult:
     ledger: pa.Table
     events: pa.Table | None = None
     paths: list[str] = field(default_factory=list)
+    queues: pa.Table | None = None
 
     def summary(self, level: float = 0.95) -> pa.Table:
         """Each KPI's mean over replicates with a Student-t confidence interval."""
@@ -138,6 +143,14 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
             "from_stage": pa.array([stages[x] if x >= 0 else None for x in frm], pa.string()),
             "to_stage": stages[e["to_stage"]],
         })
+    queues = queue_table(raw)
+    if queues is not None:
+        queues["day"] = queues["step"] * sd
+        order = ["step", "day", "touchpoint", "capacity", "arrivals", "served", "abandoned",
+                 "withdrawn", "queue_length", "in_service", "mean_wait_days", "p90_wait_days",
+                 "utilisation", "utilisation_open"]
+        out["queues"] = pa.table({
+            k: pa.array(queues[k], pa.int32() if k == "step" else None) for k in order})
     return out
 
 
@@ -162,6 +175,8 @@ def _check_args(scenario: Scenario, replicates: int, population_scale: float, en
     cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if threads is not None and not 1 <= threads <= cores:
         raise SimError(f"threads must lie in 1..{cores}, not {threads}")
+    if engine == "des":
+        return
     enabled = [n for n, iv in scenario.interventions.items() if iv.enabled]
     for variant in (scenario, scenario.materialise(enabled)):
         limited = [n for n, tp in variant.touchpoints.items() if tp.capacity is not None]
@@ -189,9 +204,13 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
             :func:`derive_seed` (seed, r).
         replicates: independent runs, summarised with confidence intervals.
         population_scale: multiplies initial counts, arrival rates and market size.
-        engine: ``"fast"`` (numba).
+        engine: ``"fast"`` (numba kernels) or ``"des"`` (SimPy: the same results on
+            a scenario without capacity limits, and queues at capacity-limited
+            touchpoints; slower).
         variant: a label stored with every row (``base`` by default).
         events: also return (and write) one row per agent transition and entry.
+            The event engine with capacity-limited touchpoints also returns and
+            writes the ``queues`` table.
         out: a dataset folder or pyarrow filesystem URI to write Parquet to.
         threads: numba threads (default: all cores); results do not depend on it.
             With several replicates they run side by side, one per thread.
@@ -245,6 +264,9 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
+    queued = engine == "des" and bool(model.queues)
+    if queued:
+        names.append("queues")
     done = [0] * replicates
     lock = threading.Lock()
     stop = threading.Event()
@@ -268,8 +290,8 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             fs, _ = _filesystem(out)
             return ({n: pq.read_table(f, filesystem=fs) for n, f in stored.items()},
                     list(stored.values()))
-        raw = simulate(model, rseed, events=events, parallel=workers == 1,
-                       progress=functools.partial(step_done, r))
+        raw = _SIMULATE[engine](model, rseed, events=events, parallel=workers == 1,
+                                progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                             base_seed=base_seed, replicate=index[r], engine=engine,
                             rng=RNG_SCHEME,
@@ -310,4 +332,5 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
         occupancy=cat("occupancy"), flows=cat("flows"), kpis=cat("kpis"),
         retention=cat("retention"), ledger=cat("ledger"),
         events=cat("events") if events else None, paths=paths,
+        queues=cat("queues") if queued else None,
     )

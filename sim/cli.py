@@ -154,6 +154,9 @@ def run(
                                                            "for the same scenario and seed.")
                       ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    engine: Annotated[str, typer.Option(help="fast (numba kernels) or des (SimPy events: "
+                                             "capacity-limited touchpoints, queues).")
+                      ] = "fast",
 ) -> None:
     """Simulate a scenario; print KPIs with 95% CIs; write Parquet tables to --out."""
     from sim.api import run as run_api
@@ -172,7 +175,7 @@ def run(
             result = run_api(scenario, seed=seed, replicates=replicates,
                              population_scale=population_scale, variant=variant,
                              events=events, out=out, threads=threads, resume=resume,
-                             progress=advance)
+                             engine=engine, progress=advance)
         except KeyboardInterrupt:
             bar.stop()
             err_console.print(f"interrupted: replicates already finished are complete in {out}; "
@@ -180,7 +183,7 @@ def run(
             raise typer.Exit(130) from None
     print_kpis(result.summary(), f"{scenario.name}: {replicates} replicate(s), seed "
                                  f"{result.seed}, {scenario.steps} steps of "
-                                 f"{scenario.time.step_days:g} days")
+                                 f"{scenario.time.step_days:g} days, engine {engine}")
     console.print(f"wrote {len(result.paths)} files to {out}", markup=False)
 
 

@@ -16,7 +16,7 @@ from scipy.special import stdtrit
 from sim._kpi_names import KPI_NAMES
 from sim.engines.fast import RawRun
 
-__all__ = ["KPI_NAMES", "kpis", "ledger", "retention_curve", "summarise"]
+__all__ = ["KPI_NAMES", "kpis", "ledger", "queue_table", "retention_curve", "summarise"]
 
 
 def _regime_rows(raw: RawRun) -> np.ndarray:
@@ -137,10 +137,85 @@ def kpis(raw: RawRun) -> dict[str, float]:
         if raw.customers_at_end else math.nan,
         "median_days_to_convert": _median_from_hist(raw.to_convert) * m.step_days,
     }
+    out.update(_queue_kpis(raw))
     for days, lag in model.retention_lags.items():
         out[f"retention_{days}"] = float(curve["share"][lag]) if lag <= model.steps \
             else math.nan
     return {name: float(out[name]) for name in KPI_NAMES}
+
+
+SERVED, ABANDONED = 1, 2
+"""Request outcomes (``sim.engines.des.OUTCOMES``)."""
+
+
+def _queue_kpis(raw: RawRun) -> dict[str, float]:
+    """Mean wait, share served within target and abandonment over every queue; NaN
+    without queues (or without served / ended requests)."""
+    nan = {"mean_wait_days": math.nan, "served_within_target": math.nan,
+           "abandonment": math.nan}
+    if raw.queues is None:
+        return nan
+    q = raw.queues
+    served = q["outcome"] == SERVED
+    abandoned = int((q["outcome"] == ABANDONED).sum())
+    out = dict(nan)
+    if served.any():
+        wait = q["start"][served] - q["arrive"][served]
+        target = np.array([spec.target_wait_days for spec in raw.model.queues])
+        out["mean_wait_days"] = float(wait.mean())
+        out["served_within_target"] = float((wait <= target[q["queue"][served]]).mean())
+    if served.any() or abandoned:
+        out["abandonment"] = abandoned / (int(served.sum()) + abandoned)
+    return out
+
+
+def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
+    """Per capacity-limited touchpoint and step: requests that arrived, were served
+    (started service), abandoned, withdrew; queue length and services running at the
+    end of the step; mean and 90th-percentile wait of the requests served in the step
+    (days, NaN when none); utilisation (server time spent serving / servers x step) and
+    utilisation_open (the same over the servers' opening time in the step: NaN when
+    closed all step; a service finished after closing can lift it past 1).
+
+    Returns:
+        Columns (arrays of length steps x Q, steps 1..steps), or None without queues.
+    """
+    if raw.queues is None:
+        return None
+    model = raw.model
+    q = raw.queues
+    steps, Q = model.steps, len(model.queues)
+    sd = model.arrays.step_days
+    t_idx = np.repeat(np.arange(1, steps + 1), Q)
+    q_idx = np.tile(np.arange(Q), steps)
+    out: dict[str, np.ndarray] = {
+        "step": t_idx, "touchpoint": np.array([s.touchpoint for s in model.queues],
+                                              dtype=object)[q_idx],
+        "capacity": np.array([s.capacity for s in model.queues], np.int64)[q_idx],
+    }
+    for name in ("arrivals", "served", "abandoned", "withdrawn", "queue_length", "in_service"):
+        out[name] = q[name][1:].reshape(-1)
+    mean = np.full((steps + 1, Q), np.nan)
+    p90 = np.full((steps + 1, Q), np.nan)
+    served = q["outcome"] == SERVED
+    wait = q["start"][served] - q["arrive"][served]
+    if wait.size:
+        cell = q["served_step"][served] * Q + q["queue"][served]
+        order = np.argsort(cell, kind="stable")
+        cells, first = np.unique(cell[order], return_index=True)
+        for c, part in zip(cells, np.split(wait[order], first[1:]), strict=True):
+            mean.flat[c] = part.mean()
+            p90.flat[c] = np.percentile(part, 90)
+    out["mean_wait_days"] = mean[1:].reshape(-1)
+    out["p90_wait_days"] = p90[1:].reshape(-1)
+    servers = np.array([s.capacity for s in model.queues], dtype=float)
+    out["utilisation"] = (q["busy_days"][1:] / (servers * sd)).reshape(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        open_time = servers * q["open_days"][1:]
+        out["utilisation_open"] = np.where(open_time > 0, q["busy_days"][1:]
+                                           / np.where(open_time > 0, open_time, 1.0),
+                                           np.nan).reshape(-1)
+    return out
 
 
 def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, dict[str, Any]]:

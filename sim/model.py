@@ -15,16 +15,22 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sim.scenario import Scenario
 
-__all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "compile_scenario", "stream_id"]
+__all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "QueueArrays", "QueueSpec",
+           "compile_scenario", "stream_id"]
 
 KIND_CODES = {"prospect": 0, "customer": 1, "lost": 2}
 HET_NONE, HET_BETA, HET_LOGIT_NORMAL = -1, 0, 1
+DUR_NEVER, DUR_EXPONENTIAL, DUR_FIXED, DUR_LOGNORMAL = -1, 0, 1, 2
+"""Duration distributions of service times and patience (``DUR_NEVER``: infinite)."""
+_DUR_CODES = {"exponential": DUR_EXPONENTIAL, "fixed": DUR_FIXED, "lognormal": DUR_LOGNORMAL}
+MAX_QUEUES = 64
+"""Capacity-limited touchpoints a model may hold (one bit each in a uint64 mask)."""
 RETENTION_DAYS = (90, 180, 365)
 
 
@@ -69,6 +75,36 @@ class ModelArrays(NamedTuple):
     per_step_value: np.ndarray  # float64[R, S]
     value_mult: np.ndarray      # float64[R, G]
     discount: np.ndarray        # float64[L] factor at each lag in steps
+    tp_qmask: np.ndarray        # uint64[T] 1 << q for the touchpoint of queue q, 0 unqueued
+
+
+class QueueArrays(NamedTuple):
+    """What the event engine's request draws read, one entry per queue (Q of them:
+    the capacity-limited touchpoints). Durations in days; ``*_sigma`` is the
+    lognormal's log-scale sd (0 otherwise)."""
+
+    queue_of: np.ndarray        # int64[T] queue of each touchpoint, -1 unqueued
+    stream: np.ndarray          # uint64[Q] random stream of the queue's draws
+    service_kind: np.ndarray    # int64[Q] DUR_* code
+    service_mean: np.ndarray    # float64[Q]
+    service_sigma: np.ndarray   # float64[Q]
+    patience_kind: np.ndarray   # int64[Q] DUR_* code, DUR_NEVER for infinite patience
+    patience_mean: np.ndarray   # float64[Q]
+    patience_sigma: np.ndarray  # float64[Q]
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One capacity-limited touchpoint as the event engine runs it."""
+
+    touchpoint: str
+    capacity: int
+    wait_sat_per_day: float
+    target_wait_days: float
+    open_hour: float | None          # None: always open
+    close_hour: float | None
+    days_per_week: int
+    active: tuple[bool, ...]         # [S] stages where agents may wait for it
 
 
 @dataclass
@@ -97,6 +133,11 @@ class CompiledModel:
     iv_per_step: np.ndarray              # float64[I]
     iv_active: np.ndarray                # bool[steps, I]
     retention_lags: dict[int, int] = field(default_factory=dict)  # days -> steps
+    queues: list[QueueSpec] = field(default_factory=list)
+    queue_arrays: QueueArrays | None = None
+    queue_settings: list[dict[str, str]] = field(default_factory=list)
+    """Per regime: each queued touchpoint's queue settings as text (the event
+    engine refuses settings that change within a run)."""
 
     @property
     def steps(self) -> int:
@@ -262,7 +303,8 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
                 tp_lift[r, ti, exit_index[key]] = lift
             tp_sat[r, ti] = tp.satisfaction
             cost_per_exposure[r, ti] = tp.cost_per_exposure
-            fixed_cost[r, ti] = tp.fixed_cost_per_day * sd
+            servers = (tp.capacity or 0) * (tp.server_cost_per_day or 0.0)
+            fixed_cost[r, ti] = (tp.fixed_cost_per_day + servers) * sd
         sat = v.satisfaction
         sat_initial[r], sat_baseline[r], sat_decay[r] = sat.initial, sat.baseline, sat.decay
         for key, eff in sat.effects.items():
@@ -306,6 +348,15 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
     lags = np.arange(steps + 1)
     discount = (1.0 + rate) ** (-(lags * sd) / 365.0)
 
+    queued = [t for t in touchpoints
+              if any(t in v.touchpoints and v.touchpoints[t].queued for v in variants)]
+    tp_qmask = np.zeros(T, dtype=np.uint64)
+    for q, tname in enumerate(queued[:MAX_QUEUES]):
+        tp_qmask[touchpoints.index(tname)] = np.uint64(1) << np.uint64(q)
+    queues, queue_arrays = _queues(variants, queued, touchpoints, stages)
+    settings = [{t: _queue_text(v.touchpoints[t]) for t in queued if t in v.touchpoints}
+                for v in variants]
+
     arrays = ModelArrays(
         step_days=float(sd),
         kind=np.array([KIND_CODES[s.stages[n].kind] for n in stages], dtype=np.int8),
@@ -325,7 +376,7 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         het_stream=np.array([stream_id("heterogeneity:" + k) for k in het_keys] or [0],
                             dtype=np.uint64),
         on_entry=on_entry, per_step_value=per_step_value, value_mult=value_mult,
-        discount=discount,
+        discount=discount, tp_qmask=tp_qmask,
     )
     iv_fixed = np.array([s.interventions[n].cost.fixed for n in iv_names])
     iv_per_step = np.array([s.interventions[n].cost.per_day * sd for n in iv_names])
@@ -338,5 +389,55 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         iv_fixed=iv_fixed.reshape(len(iv_names)), iv_per_step=iv_per_step.reshape(len(iv_names)),
         iv_active=iv_active,
         retention_lags={d: max(1, round(d / sd)) for d in RETENTION_DAYS},
+        queues=queues, queue_arrays=queue_arrays, queue_settings=settings,
     )
+
+
+def _duration(d: Any) -> tuple[int, float, float]:
+    """(DUR_* code, mean days, lognormal sigma) of a duration, or DUR_NEVER for None."""
+    if d is None:
+        return DUR_NEVER, math.inf, 0.0
+    sigma = math.sqrt(math.log1p(d.cv * d.cv)) if d.distribution == "lognormal" else 0.0
+    return _DUR_CODES[d.distribution], float(d.mean_days), sigma
+
+
+def _queue_text(tp: Any) -> str:
+    if not tp.queued:
+        return "unlimited"
+    return repr(tp.model_dump(include={"capacity", "service_time", "patience", "opening",
+                                       "wait_satisfaction_per_day", "target_wait_days"}))
+
+
+def _queues(variants: list[Scenario], queued: list[str], touchpoints: list[str],
+            stages: list[str]) -> tuple[list[QueueSpec], QueueArrays | None]:
+    """Queue settings (from the first regime that has each queued touchpoint)."""
+    if not queued:
+        return [], None
+    specs: list[QueueSpec] = []
+    Q = len(queued)
+    queue_of = np.full(len(touchpoints), -1, dtype=np.int64)
+    arr = {k: np.zeros(Q) for k in ("service_mean", "service_sigma", "patience_mean",
+                                    "patience_sigma")}
+    kinds = {k: np.zeros(Q, dtype=np.int64) for k in ("service_kind", "patience_kind")}
+    for q, tname in enumerate(queued):
+        tp = next(v.touchpoints[tname] for v in variants
+                  if tname in v.touchpoints and v.touchpoints[tname].queued)
+        queue_of[touchpoints.index(tname)] = q
+        kinds["service_kind"][q], arr["service_mean"][q], arr["service_sigma"][q] = \
+            _duration(tp.service_time)
+        kinds["patience_kind"][q], arr["patience_mean"][q], arr["patience_sigma"][q] = \
+            _duration(tp.patience)
+        active = {st for v in variants if tname in v.touchpoints
+                  for st in v.touchpoints[tname].stages}
+        opening = tp.opening
+        specs.append(QueueSpec(
+            touchpoint=tname, capacity=int(tp.capacity or 1),
+            wait_sat_per_day=float(tp.wait_satisfaction_per_day or 0.0),
+            target_wait_days=float(tp.target_wait_days or 0.0),
+            open_hour=None if opening is None else float(opening.open_hour),
+            close_hour=None if opening is None else float(opening.close_hour),
+            days_per_week=7 if opening is None else int(opening.days_per_week),
+            active=tuple(st in active for st in stages)))
+    streams = np.array([stream_id("queue:" + t) for t in queued], dtype=np.uint64)
+    return specs, QueueArrays(queue_of=queue_of, stream=streams, **kinds, **arr)
 

@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 __all__ = ["TABLES", "RunKey", "is_complete", "open_dataset", "read_table", "run_metadata",
            "write_run_table"]
 
-TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events")
-"""Tables a run writes (``events`` only on request)."""
+TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
+"""Tables a run writes (``events`` only on request; ``queues`` from the event engine
+on a scenario with capacity-limited touchpoints)."""
 
 PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant", pa.string()),
                                           ("replicate", pa.int32())]), flavor="hive")

@@ -338,6 +338,48 @@ def step(n: int, t: int, r: int, seed: int, rep: float, con_add: float, m: Model
         agent_step(i, t, r, seed, i // size, rep, con_add, m, st, buf)
 
 
+# ------------------------------------------------------------------ queue requests
+
+DUR_NEVER, DUR_EXPONENTIAL, DUR_FIXED = -1, 0, 1
+
+
+def duration(kind: int, mean: float, sigma: float, key: int, stream: int) -> float:
+    """Exponential, fixed or lognormal (mean ``mean``, log-sd ``sigma``) days, or inf."""
+    if kind == DUR_NEVER:
+        return math.inf
+    if kind == DUR_EXPONENTIAL:
+        return -mean * math.log(1.0 - uniform(key, stream))
+    if kind == DUR_FIXED:
+        return mean
+    return mean * math.exp(sigma * normal(key, stream) - 0.5 * sigma * sigma)
+
+
+def draw_requests(n: int, t: int, r: int, seed: int, m: Model, qa: Model, stage: list[int],
+                  seg: list[int], busy: list[int]) -> list[tuple[int, int, float, float, float]]:
+    """Requests of step ``t`` (the event engine's): (agent, queue, time in the step as a
+    fraction, service days, patience days) for every agent whose exposure draw of a
+    capacity-limited touchpoint active in its stage falls below the reach, unless it is
+    already busy with that queue."""
+    out = []
+    for i in range(n):
+        s, g = stage[i], seg[i]
+        key = agent_key(seed, i, t)
+        for k in range(m.act_start[s], m.act_start[s + 1]):
+            tp = m.act_tp[k]
+            bit = m.tp_qmask[tp]
+            if bit == 0 or busy[i] & bit:
+                continue
+            if uniform(key, m.tp_stream[tp]) < m.reach[r][g][k]:
+                q = qa.queue_of[tp]
+                base = qa.stream[q]
+                out.append((i, q, uniform(key, base),
+                            duration(qa.service_kind[q], qa.service_mean[q],
+                                     qa.service_sigma[q], key, base + 1),
+                            duration(qa.patience_kind[q], qa.patience_mean[q],
+                                     qa.patience_sigma[q], key, base + 3)))
+    return out
+
+
 # ------------------------------------------------------------------ a whole run
 
 

@@ -21,7 +21,15 @@ import numpy as np
 from numba import prange
 
 from sim._jit import kernel, parallel_kernel
-from sim.model import HET_BETA, HET_LOGIT_NORMAL, ModelArrays
+from sim.model import (
+    DUR_EXPONENTIAL,
+    DUR_FIXED,
+    DUR_NEVER,
+    HET_BETA,
+    HET_LOGIT_NORMAL,
+    ModelArrays,
+    QueueArrays,
+)
 
 __all__ = [
     "BIRTH_STEP",
@@ -35,6 +43,7 @@ __all__ = [
     "State",
     "advance",
     "birth",
+    "draw_requests",
     "make_buffers",
     "make_factors",
     "mix64",
@@ -86,6 +95,9 @@ class State(NamedTuple):
     het: np.ndarray     # float32[N, H] per-agent propensities
     clv: np.ndarray     # float64 discounted revenue since acquisition
     moved: np.ndarray   # int8 stage left this step, -1 when the agent stayed
+    # queues (event engine; zero-length arrays when the model has none):
+    served: np.ndarray    # uint64 queues (bits) whose service ended in this step
+    wait_sat: np.ndarray  # float64 satisfaction change from waits that ended in this step
 
 
 class Buffers(NamedTuple):
@@ -252,7 +264,9 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors)
       rounding; no draw reaches it where an exit depends on the agent's
       heterogeneity.
     * ``reach_cut[g, k]``, ``act_key[k]``: (stage, touchpoint) pair k exposes the
-      agent when the 53 bits of its draw (stream ``act_key[k]``) lie below the cut.
+      agent when the 53 bits of its draw (stream ``act_key[k]``) lie below the cut;
+      the cut is 0 for a capacity-limited touchpoint, which acts only when the
+      event engine reports the agent served (``State.served``).
     """
     G, E = f.odds0.shape
     for e in range(E):
@@ -283,7 +297,9 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors)
             # advance computes the exits when not (bound < 1 and u >= bound + 1e-12)
             f.exit_cut[g, s] = _cut53(bound + 1e-12) if bound < 1.0 else _NEVER
         for k in range(f.reach_cut.shape[1]):
-            f.reach_cut[g, k] = _cut53(m.reach[r, g, k])
+            # a capacity-limited touchpoint acts only through its queue (served bits)
+            queued = m.tp_qmask[m.act_tp[k]] != 0
+            f.reach_cut[g, k] = np.uint64(0) if queued else _cut53(m.reach[r, g, k])
     for k in range(f.act_key.shape[0]):
         f.act_key[k] = m.tp_stream[m.act_tp[k]] * _GOLDEN
 
@@ -357,6 +373,9 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     # may cost a reference count update (an atomic shared by all threads) per agent
     stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
     born, het, clv, moved = st.born, st.het, st.clv, st.moved
+    served_of, wait_sat_of = st.served, st.wait_sat
+    queues = served_of.shape[0] > 0
+    tp_qmask = m.tp_qmask
     occ, sat_sum, flows, exposures = buf.occ[c], buf.sat_sum[c], buf.flows[c], buf.exposures[c]
     acquired, referrals = buf.acquired[c], buf.referrals[c]
     reviews, retained, to_convert = buf.reviews[c], buf.retained[c], buf.to_convert[c]
@@ -385,13 +404,22 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         x = float(sat[i])
         x += decay * (baseline - x)
 
-        # exposures; scr[0, :] holds the product of their exits' lifts once there is one
+        # exposures; scr[0, :] holds the product of their exits' lifts once there is one.
+        # A capacity-limited touchpoint (never drawn here: its cut is 0) counts as an
+        # exposure in the step its service ends, in the same order as any other.
+        done = np.uint64(0)
+        if queues:
+            done = served_of[i]
         e0 = exit_start[s]
         ne = exit_start[s + 1] - e0
         exposed = False
         for k in range(act_start[s], act_start[s + 1]):
             tp = act_tp[k]
-            if _bits53(key, act_key[k]) < reach_cut[g, k]:
+            hit = _bits53(key, act_key[k]) < reach_cut[g, k]
+            if not hit and done != 0 and (done & tp_qmask[tp]) != 0:
+                hit = True
+                done ^= tp_qmask[tp]
+            if hit:
                 exposures[g, tp] += 1
                 x += tp_sat[tp]
                 if not exposed:
@@ -400,6 +428,23 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
                         scr[0, j] = 1.0
                 for j in range(ne):
                     scr[0, j] *= tp_elift[tp, e0 + j]
+        if queues:
+            # served for a touchpoint not active in this stage (the agent moved while
+            # being served): the same effects, after the active ones
+            for tp in range(tp_qmask.shape[0]):
+                if done != 0 and (done & tp_qmask[tp]) != 0:
+                    done ^= tp_qmask[tp]
+                    exposures[g, tp] += 1
+                    x += tp_sat[tp]
+                    if not exposed:
+                        exposed = True
+                        for j in range(ne):
+                            scr[0, j] = 1.0
+                    for j in range(ne):
+                        scr[0, j] *= tp_elift[tp, e0 + j]
+            served_of[i] = 0
+            x += wait_sat_of[i]
+            wait_sat_of[i] = 0.0
         x = min(1.0, max(-1.0, x))
 
         to = s
@@ -494,6 +539,72 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
                 and uniform(key, STREAM_REFERRAL) < ref_p):
             referrals[g] += 1
+
+
+@kernel
+def _duration(kind: int, mean: float, sigma: float, key: np.uint64,
+              stream: np.uint64) -> float:
+    """A duration in days: exponential, fixed or lognormal (mean ``mean``), or inf."""
+    if kind == DUR_NEVER:
+        return math.inf
+    if kind == DUR_EXPONENTIAL:
+        return -mean * math.log(1.0 - uniform(key, stream))
+    if kind == DUR_FIXED:
+        return mean
+    return mean * math.exp(sigma * _normal(key, stream) - 0.5 * sigma * sigma)
+
+
+@kernel
+def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: QueueArrays,
+                  stage: np.ndarray, seg: np.ndarray, busy: np.ndarray, agent: np.ndarray,
+                  queue: np.ndarray, at: np.ndarray, service: np.ndarray,
+                  patience: np.ndarray) -> int:
+    """Requests of step ``t`` to capacity-limited touchpoints (event engine).
+
+    Agent i requests queue q when q's touchpoint is active in its stage, it is
+    not already waiting or being served there (bit q of ``busy[i]``), and the
+    53 bits of its exposure draw lie below the reach: the very draw
+    :func:`advance` makes for an unlimited touchpoint, so with ample capacity and
+    instant service the two engines expose the same agents. Under the agent-step
+    key each request also draws its time within the step (a fraction of it), its
+    service time and its patience (days; inf for infinite patience).
+
+    Args:
+        stage, seg: uint8[n] the agents' stage and segment at the start of the step.
+        busy: uint64[n] queues each agent is waiting or being served in.
+        agent, queue, at, service, patience: outputs, room for every request
+            (int64, int64, float64, float64, float64).
+
+    Returns:
+        The number of requests written.
+    """
+    step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
+    count = 0
+    for i in range(np.uint64(0), np.uint64(n)):
+        s = stage[i]
+        g = seg[i]
+        key = np.uint64(0)
+        keyed = False
+        for k in range(m.act_start[s], m.act_start[s + 1]):
+            tp = m.act_tp[k]
+            bit = m.tp_qmask[tp]
+            if bit == 0 or (busy[i] & bit) != 0:
+                continue
+            if not keyed:
+                key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
+                keyed = True
+            if _bits53(key, m.tp_stream[tp] * _GOLDEN) < _cut53(m.reach[r, g, k]):
+                q = qa.queue_of[tp]
+                base = qa.stream[q]
+                agent[count] = i
+                queue[count] = q
+                at[count] = uniform(key, base)
+                service[count] = _duration(qa.service_kind[q], qa.service_mean[q],
+                                           qa.service_sigma[q], key, base + np.uint64(1))
+                patience[count] = _duration(qa.patience_kind[q], qa.patience_mean[q],
+                                            qa.patience_sigma[q], key, base + np.uint64(3))
+                count += 1
+    return count
 
 
 @kernel

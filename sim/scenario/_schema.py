@@ -38,7 +38,9 @@ __all__ = [
     "Intervention",
     "Objective",
     "Observed",
+    "Opening",
     "Optimise",
+    "Patience",
     "Placement",
     "Population",
     "Prior",
@@ -285,7 +287,11 @@ class Population(_Model):
 
 
 class ServiceTime(_Model):
-    """Service-time distribution of a capacity-limited touchpoint (event engine)."""
+    """A duration distribution of a capacity-limited touchpoint (event engine).
+
+    ``exponential`` and ``fixed`` take ``mean_days``; ``lognormal`` also its
+    coefficient of variation ``cv`` (sd / mean).
+    """
 
     distribution: Literal["exponential", "fixed", "lognormal"] = "exponential"
     mean_days: Positive
@@ -299,6 +305,29 @@ class ServiceTime(_Model):
         return self
 
 
+class Patience(ServiceTime):
+    """How long an agent waits in a touchpoint's queue before it abandons (event engine)."""
+
+
+class Opening(_Model):
+    """When a capacity-limited touchpoint serves (event engine).
+
+    Days are counted from day 0 of the run; the first ``days_per_week`` days of
+    every 7 are open, each from ``open_hour`` to ``close_hour``. Agents queue
+    at any time; a service that runs past closing is finished (overtime).
+    """
+
+    open_hour: Annotated[float, Field(ge=0.0, lt=24.0)] = 0.0
+    close_hour: Annotated[float, Field(gt=0.0, le=24.0)] = 24.0
+    days_per_week: Annotated[int, Field(ge=1, le=7)] = 7
+
+    @model_validator(mode="after")
+    def _hours(self) -> Opening:
+        if self.close_hour <= self.open_hour:
+            raise PydanticCustomError("opening", "close_hour must come after open_hour")
+        return self
+
+
 class Touchpoint(_Model):
     """A point of contact that changes exit probabilities and satisfaction.
 
@@ -307,10 +336,26 @@ class Touchpoint(_Model):
     ``lift[exit]`` to the exit's log-odds, adds ``satisfaction`` to the
     agent's satisfaction and costs ``cost_per_exposure``.
 
+    With ``capacity`` (event engine only) the touchpoint is a queue with that
+    many servers: an exposure is a request at a uniform time within the step;
+    the agent waits, is served for a ``service_time`` and receives the
+    effects above in the step its service ends. While it waits or is served it
+    does not request the touchpoint again; it leaves the queue unserved when
+    its ``patience`` runs out (abandoned) or when it moves to a stage where the
+    touchpoint is not active (withdrawn).
+
     Attributes:
         stages: stages where the touchpoint is active.
         reach: one probability for every active stage, or one per stage.
         capacity: servers (event engine only), with ``service_time``.
+        service_time: duration of one service.
+        patience: time an agent waits before it abandons (default: it never does).
+        wait_satisfaction_per_day: change of satisfaction per day waited, applied
+            when the wait ends (negative: waiting frustrates; default 0).
+        target_wait_days: a wait up to this counts as served in time (KPI
+            ``served_within_target``; default 0 = served at once).
+        opening: opening hours and days (default: always open).
+        server_cost_per_day: cost of each server per day (default 0).
     """
 
     description: str = ""
@@ -321,8 +366,13 @@ class Touchpoint(_Model):
     satisfaction: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     cost_per_exposure: NonNegative = 0.0
     fixed_cost_per_day: NonNegative = 0.0
-    capacity: Annotated[int, Field(ge=1)] | None = None
+    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
     service_time: ServiceTime | None = None
+    patience: Patience | None = None
+    wait_satisfaction_per_day: Annotated[float, Field(ge=-2.0, le=0.0)] | None = None
+    target_wait_days: NonNegative | None = None
+    opening: Opening | None = None
+    server_cost_per_day: NonNegative | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -348,7 +398,21 @@ class Touchpoint(_Model):
             raise PydanticCustomError("reach_stages", "{m}", {"m": "; ".join(parts)})
         if (self.capacity is None) != (self.service_time is None):
             raise PydanticCustomError("capacity", "capacity and service_time go together")
+        if self.capacity is None:
+            queue_only = [name for name in ("patience", "wait_satisfaction_per_day",
+                                            "target_wait_days", "opening",
+                                            "server_cost_per_day")
+                          if getattr(self, name) is not None]
+            if queue_only:
+                raise PydanticCustomError(
+                    "capacity", "without capacity there is no queue for {fields}",
+                    {"fields": ", ".join(queue_only)})
         return self
+
+    @property
+    def queued(self) -> bool:
+        """Whether the touchpoint is capacity-limited (a queue; event engine only)."""
+        return self.capacity is not None
 
 
 # ---------------------------------------------------------------- feedbacks

@@ -22,12 +22,22 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
+def _queued(scenario: sim.Scenario) -> bool:
+    return any(tp.queued for tp in scenario.touchpoints.values())
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_every_shipped_scenario_runs(path: Path) -> None:
+    """Each shipped journey runs on its engine: the fast one, or the event engine where
+    touchpoints have a capacity (the fast engine refuses those, pointing to it)."""
     scenario = sim.load_scenario(path)
     enabled = scenario.apply(interventions=list(scenario.interventions))
+    engine = "des" if _queued(scenario) else "fast"
+    if engine == "des":
+        with pytest.raises(sim.SimError, match="--engine des"):
+            sim.run(scenario, population_scale=0.05, seed=1)
     for variant in (scenario, enabled):
-        result = sim.run(variant, population_scale=0.05, seed=1)
+        result = sim.run(variant, population_scale=0.05, seed=1, engine=engine)
         kpi = result.kpis.to_pylist()[0]
         assert kpi["entrants"] + result.occupancy.to_pandas().query("step == 0")[
             "count"].sum() > 0
@@ -58,12 +68,44 @@ def test_run_command_writes_dataset(tmp_path: Path, tiny_scenario_text: str) -> 
     assert res.exit_code == 0, res.output
     assert "conversion" in res.stdout and "95% CI" in res.stdout
     assert str(out) in res.stdout
-    for table in (*TABLES,):
+    for table in (t for t in TABLES if t != "queues"):  # queues: event engine, capacity
         assert ds.dataset(out / table, partitioning="hive").count_rows() > 0, table
 
 
+def test_run_des_writes_queues_with_every_option(tmp_path: Path) -> None:
+    """`journey run FILE --engine des` on the capacity scenario, with every option of
+    journey run; a rerun with --resume reuses the replicates; the fast engine refuses
+    the file in one line that points to --engine des."""
+    file = ROOT / "scenarios" / "cosmetic_clinic_capacity.yaml"
+    out = tmp_path / "results"
+    args = ["run", str(file), "--engine", "des", "--replicates", "2", "--out", str(out),
+            "--events", "--seed", "4", "--threads", "1", "--population-scale", "0.3",
+            "--variant", "slots", "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "mean_wait_days" in res.stdout and "engine des" in res.stdout
+    for table in TABLES:
+        assert ds.dataset(out / table, partitioning="hive").count_rows() > 0, table
+    queues = ds.dataset(out / "queues", partitioning="hive").to_table().to_pandas()
+    assert set(queues["touchpoint"]) == {"consult", "surgeon"}
+    assert set(queues["variant"]) == {"slots"} and set(queues["replicate"]) == {0, 1}
+    assert {"arrivals", "served", "abandoned", "withdrawn", "queue_length", "in_service",
+            "mean_wait_days", "p90_wait_days", "utilisation",
+            "utilisation_open"} <= set(queues.columns)
+    assert queues["served"].sum() > 0
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == stamp
+    res = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "f"), "--quiet"])
+    assert res.exit_code == 2
+    assert "--engine des" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output
+
+
 @pytest.mark.parametrize("args", [["--population-scale", "-1"], ["--threads", "0"],
-                                  ["--replicates", "0"], ["--seed", "-3"]])
+                                  ["--replicates", "0"], ["--seed", "-3"],
+                                  ["--engine", "slow"]])
 def test_run_rejects_bad_options(tmp_path: Path, tiny_scenario_text: str,
                                  args: list[str]) -> None:
     file = tmp_path / "tiny.yaml"
