@@ -134,13 +134,14 @@ class _Task:
     out: str
     population_scale: float
     threads: int | None
+    engine: str = "fast"
 
 
 def _run_task(task: _Task) -> dict[str, Any]:
     """One (variant, replicate): simulate, write its files, return its KPI row."""
     result = sim.run(task.scenario, seed=task.seed, replicates=1, first_replicate=task.replicate,
                      variant=task.variant, out=task.out, population_scale=task.population_scale,
-                     threads=task.threads, resume=True)
+                     threads=task.threads, engine=task.engine, resume=True)
     row = result.kpis.to_pylist()[0]
     row["agent_steps"] = int(row.get("agents", 0)) * task.scenario.steps
     return row
@@ -183,7 +184,7 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any, int |
 
 def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Variant], *,
           replicates: int = 1, out: str | os.PathLike[str] = "results", seed: int | None = None,
-          population_scale: float = 1.0, workers: int | None = None,
+          population_scale: float = 1.0, engine: str = "fast", workers: int | None = None,
           scheduler: str | None = None,
           progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Run every variant × replicate on Dask into one dataset.
@@ -196,6 +197,7 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
         out: dataset folder or pyarrow filesystem URI.
         seed: base seed (default: the scenario's).
         population_scale: as in :func:`sim.run`.
+        engine: ``fast`` or ``des`` (capacity-limited touchpoints).
         workers: worker processes of the local cluster (default: one per core);
             numba threads per worker are cores // workers.
         scheduler: address of an existing Dask scheduler instead of a local cluster.
@@ -214,6 +216,8 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     if workers is not None and scheduler is not None:
         raise SimError("give --workers (a local cluster) or --scheduler (an existing one), "
                        "not both")
+    if engine not in sim.ENGINES:
+        raise SimError(f"unknown engine {engine!r}: this version runs {', '.join(sim.ENGINES)}")
     if workers is not None and workers < 1:
         raise SimError(f"workers must be a whole number >= 1, not {workers}")
     base_seed = scenario.seed if seed is None else int(seed)
@@ -224,9 +228,13 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     skipped = 0
     for v in variants:
         digest = scenarios[v.id].content_hash
+        names = list(_TABLES)
+        if engine == "des" and any(tp.capacity for tp in scenarios[v.id].touchpoints.values()):
+            names.append("queues")
         for r in range(replicates):
             key = RunKey(scenario.name, v.id, r, sim.derive_seed(base_seed, r))
-            if is_complete(out_s, key, digest, _TABLES):
+            if is_complete(out_s, key, digest, names, engine=engine,
+                           population_scale=repr(population_scale)):
                 skipped += 1
             else:
                 todo.append((v, r))
@@ -236,23 +244,23 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     paths = [write_dataset_file(out_s, f"variants/scenario={scenario.name}/variants.parquet",
                                 _variants_table(variants, scenario).drop_columns(["scenario"]))]
     if todo:
-        _submit_all(scenarios, todo, base_seed, out_s, population_scale, workers, scheduler,
-                    skipped, total, progress)
+        _submit_all(scenarios, todo, base_seed, out_s, population_scale, engine, workers,
+                    scheduler, skipped, total, progress)
     summary = _summary(out_s, scenario.name, [v.id for v in variants], replicates)
     return SweepResult(out=out_s, variants=list(variants), replicates=replicates,
                        summary=summary, ran=len(todo), skipped=skipped, paths=paths)
 
 
 def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant, int]],
-                base_seed: int, out: str, population_scale: float, workers: int | None,
-                scheduler: str | None, skipped: int, total: int,
+                base_seed: int, out: str, population_scale: float, engine: str,
+                workers: int | None, scheduler: str | None, skipped: int, total: int,
                 progress: Callable[[int, int], None] | None) -> None:
     client, cluster, threads = _client(workers, scheduler)
     from distributed import as_completed
 
     try:
-        futures = [client.submit(_run_task, _Task(scenarios[v.id], v.id, r,
-                                                  base_seed, out, population_scale, threads),
+        futures = [client.submit(_run_task, _Task(scenarios[v.id], v.id, r, base_seed, out,
+                                                  population_scale, threads, engine),
                                  key=f"journey-{v.id}-r{r}-{scenarios[v.id].content_hash[:12]}",
                                  pure=False)
                    for v, r in todo]

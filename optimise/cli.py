@@ -242,6 +242,8 @@ def sweep_command(
     seed: Annotated[int | None, typer.Option(help="Base seed (default: the scenario's).",
                                              min=0)] = None,
     population_scale: Annotated[float, typer.Option(help="Scale the population.")] = 1.0,
+    engine: Annotated[str, typer.Option(help="fast, or des for capacity-limited "
+                                             "touchpoints.")] = "fast",
     workers: Annotated[int | None, typer.Option(help="Worker processes of a local Dask "
                                                      "cluster (default: one per core).",
                                                 min=1)] = None,
@@ -271,7 +273,7 @@ def sweep_command(
         task = bar.add_task(f"{scenario.name}: {len(variants)} variants", total=None)
         try:
             result = sweep(scenario, variants, replicates=replicates, out=out, seed=seed,
-                           population_scale=population_scale, workers=workers,
+                           population_scale=population_scale, engine=engine, workers=workers,
                            scheduler=scheduler,
                            progress=lambda done, total: bar.update(task, completed=done,
                                                                    total=total))

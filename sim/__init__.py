@@ -10,14 +10,14 @@ Public API::
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from sim._errors import Problem, ScenarioError, SimError
+from sim._errors import DataError, Problem, ScenarioError, SimError
 from sim._kpi_names import KPI_NAMES
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
-    from sim.api import RunResult, derive_seed, run
+    from sim.api import ENGINES, RunResult, derive_seed, run
 
-_LAZY = {"RunResult", "derive_seed", "run"}
+_LAZY = {"ENGINES", "RunResult", "derive_seed", "run"}
 
 
 def __getattr__(name: str) -> Any:
@@ -35,7 +35,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ENGINES",
     "KPI_NAMES",
+    "DataError",
     "Problem",
     "RunResult",
     "Scenario",

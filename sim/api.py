@@ -283,7 +283,9 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     def one(r: int) -> tuple[dict[str, pa.Table], list[str]]:
         rseed = seeds[r]
         key = RunKey(scenario.name, variant, index[r], rseed)
-        if out is not None and resume and is_complete(out, key, digest, names):
+        if out is not None and resume and is_complete(
+                out, key, digest, names, engine=engine,
+                population_scale=repr(population_scale)):
             log.info("replicate %d already written; reusing it", r)
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}

@@ -95,10 +95,12 @@ def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
 
 
 def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
-                names: Iterable[str]) -> bool:
+                names: Iterable[str], **expect: str) -> bool:
     """Whether every table of run ``key`` is stored, written for the scenario of that hash.
 
     The ``kpis`` file is written last, so its presence marks a finished run.
+    ``expect`` names further metadata the run must have been written with
+    (``engine="des"`` checks ``journey.engine``).
     """
     fs, _ = _filesystem(root)
     kpis = table_path(root, "kpis", key)
@@ -106,7 +108,8 @@ def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
     if any(info.type != pafs.FileType.File for info in fs.get_file_info(paths)):
         return False
     meta = pq.read_schema(kpis, filesystem=fs).metadata or {}
-    return meta.get(b"journey.scenario_hash", b"").decode() == scenario_hash
+    wanted = {"scenario_hash": scenario_hash, **expect}
+    return all(meta.get(f"journey.{k}".encode(), b"").decode() == v for k, v in wanted.items())
 
 
 def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,

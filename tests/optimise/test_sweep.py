@@ -251,3 +251,18 @@ def test_sensitivity_ranks_the_only_parameter_that_matters_first(tmp_path: Path)
     mu = {r["parameter"]: r["mu_star"] for r in morris.indices.to_pylist()}
     assert max(mu, key=lambda p: mu[p]) == "stages.active.exits.churned.p"
     assert mu["touchpoints.mail.cost_per_exposure"] == 0.0
+
+
+def test_a_sweep_on_the_event_engine_writes_the_queues_table(tmp_path: Path) -> None:
+    scenario = sim.load_scenario(Path(__file__).resolve().parents[2] / "scenarios" /
+                                 "cosmetic_clinic_capacity.yaml")
+    variants = design(dict([parse_vary("touchpoints.consult.capacity=1,2")]))
+    result = sweep(scenario, variants, out=tmp_path, population_scale=0.1, engine="des",
+                   workers=1)
+    assert result.ran == 2
+    queues = open_dataset(tmp_path, "queues").to_table().to_pandas()
+    served = queues[queues["touchpoint"] == "consult"].groupby("variant")["capacity"].max()
+    assert served.to_dict() == {"v0000": 1, "v0001": 2}
+    again = sweep(scenario, variants, out=tmp_path, population_scale=0.1, engine="des",
+                  workers=1)
+    assert again.ran == 0 and again.skipped == 2
