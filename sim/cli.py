@@ -32,7 +32,7 @@ from rich.table import Table
 from sim._errors import SimError
 from sim.scenario import check_scenario_file, json_schema
 
-__all__ = ["app", "console", "err_console", "guarded", "main", "print_kpis"]
+__all__ = ["RUN_HOOKS", "app", "console", "err_console", "guarded", "main", "print_kpis"]
 
 EXIT_INVALID = 2
 """Exit code for input the engine refuses (bad scenario, bad option value)."""
@@ -49,6 +49,13 @@ console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _state = {"debug": False}
+
+RUN_HOOKS: dict[str, Callable[[str, str, str, list[int]], str]] = {}
+"""What higher layers do after `journey run`, registered by their ``register(app)``.
+
+``RUN_HOOKS["report"](out, scenario, variant, seeds)`` writes the run's report
+and returns its path (`journey run --report`; the ``report`` package adds it).
+"""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -157,11 +164,19 @@ def run(
     engine: Annotated[str, typer.Option(help="fast (numba kernels) or des (SimPy events: "
                                              "capacity-limited touchpoints, queues).")
                       ] = "fast",
+    report: Annotated[bool, typer.Option("--report", help="Write the run's HTML report to "
+                                                           "OUT/report-<scenario>.html.")
+                      ] = False,
 ) -> None:
     """Simulate a scenario; print KPIs with 95% CIs; write Parquet tables to --out."""
     from sim.api import run as run_api
     from sim.scenario import load_scenario
 
+    if report and "report" not in RUN_HOOKS:
+        raise SimError("--report needs the report extra (plotly, kaleido): "
+                       "pip install 'journey-engine[report]'")
+    if report and "://" in out:
+        raise SimError(f"--report needs a local --out folder, not {out}")
     scenario = load_scenario(file)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -185,6 +200,9 @@ def run(
                                  f"{result.seed}, {scenario.steps} steps of "
                                  f"{scenario.time.step_days:g} days, engine {engine}")
     console.print(f"wrote {len(result.paths)} files to {out}", markup=False)
+    if report:
+        path = RUN_HOOKS["report"](out, scenario.name, variant, result.seeds)
+        console.print(f"wrote report {path}", markup=False)
 
 
 @app.command()

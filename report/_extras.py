@@ -1,0 +1,305 @@
+"""Charts of what lies beside a run when present: queues, optimisation, calibration."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from report._charts import PALETTE, Chart, band_traces, layout, rgba
+from report._data import Calibration, ReportError, RunData, Study
+from report._stats import cube, t_interval
+
+__all__ = ["calibration_charts", "queue_charts", "study_charts"]
+
+
+def _num(table: pa.Table, col: str) -> np.ndarray:
+    return np.asarray(table.column(col).to_numpy(zero_copy_only=False), dtype=float)
+
+
+QUEUE_COLUMNS = ("step", "touchpoint", "served", "mean_wait_days", "p90_wait_days",
+                 "utilisation")
+"""Columns of the event engine's ``queues`` table the charts read."""
+
+
+def _bucketed(values: np.ndarray, weights: np.ndarray | None, size: int) -> np.ndarray:
+    """Average [rep, step] values over consecutive buckets of ``size`` steps (NaN ignored).
+
+    With ``weights`` the average is weighted (waits by the requests served).
+    """
+    reps, steps = values.shape
+    pad = (-steps) % size
+    v = np.pad(values, ((0, 0), (0, pad)), constant_values=np.nan).reshape(reps, -1, size)
+    w = np.ones_like(v) if weights is None else np.pad(
+        weights, ((0, 0), (0, pad))).reshape(reps, -1, size)
+    w = np.where(np.isnan(v), 0.0, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.nansum(np.where(w > 0, v * w, 0.0), axis=2)
+        return np.where(w.sum(axis=2) > 0, total / w.sum(axis=2), np.nan)
+
+
+def _series(rows: pa.Table, col: str, steps: list[int], reps: list[int],
+            present: np.ndarray) -> np.ndarray:
+    """[rep, step] values of one column; NaN where the table has no row (or a null)."""
+    filled = rows.set_column(rows.column_names.index(col), col,
+                             pc.fill_null(rows.column(col).cast(pa.float64()), np.nan))
+    values = cube(filled, [("step", steps)], col, reps)
+    values[~present] = np.nan
+    return values
+
+
+def queue_charts(run: RunData) -> list[Chart]:
+    """Waits and utilisation of capacity-limited touchpoints (the event engine's queues).
+
+    Daily values are noisy, so they are averaged over buckets of about a sixtieth
+    of the horizon (a week on a 400-day run): waits weighted by the requests served.
+    """
+    q = run.table("queues")
+    if q is None or q.num_rows == 0:
+        return []
+    missing = [c for c in QUEUE_COLUMNS if c not in q.column_names]
+    if missing:
+        raise ReportError(f"{run.root}: the queues table lacks {', '.join(missing)}")
+    scen = run.scenario
+    steps = list(range(1, scen.steps + 1))
+    size = max(1, math.ceil(len(steps) / 60))
+    span = size * scen.time.step_days
+    reps = sorted(set(run.tables["kpis"].column("replicate").to_pylist()))
+    points = sorted(set(q.column("touchpoint").to_pylist()))
+    starts = np.array(steps[::size], dtype=float)
+    days = (starts - 1 + np.minimum(size, len(steps) - starts + 1)) * scen.time.step_days
+    waits, util = go.Figure(), go.Figure()
+    totals = []
+    for i, tp in enumerate(points):
+        rows = q.filter(pc.equal(q.column("touchpoint"), tp))
+        present = cube(rows.append_column("rows", pa.array(np.ones(rows.num_rows))),
+                       [("step", steps)], "rows", reps) > 0
+        served = cube(rows, [("step", steps)], "served", reps)
+
+        colour = PALETTE[i % len(PALETTE)]
+        for col, dash, label in (("mean_wait_days", "solid", "mean wait"),
+                                 ("p90_wait_days", "dot", "90th percentile wait")):
+            values = _series(rows, col, steps, reps, present)
+            mean, low, high = t_interval(_bucketed(values, served, size))
+            ok = ~np.isnan(mean)
+            traces = band_traces(days[ok], mean[ok], np.maximum(low[ok], 0.0), high[ok],
+                                 f"{tp}: {label}", colour, " days", dash=dash)
+            waits.add_traces(traces if col == "mean_wait_days" else traces[-1:])
+        values = _series(rows, "utilisation", steps, reps, present)
+        mean, low, high = t_interval(_bucketed(values, None, size))
+        ok = ~np.isnan(mean)
+        util.add_traces(band_traces(days[ok], mean[ok], np.clip(low[ok], 0.0, 1.0),
+                                    np.clip(high[ok], 0.0, 1.0), tp, colour, "%", 100.0))
+        counts = {c: float(_num(rows, c).sum() / max(len(reps), 1))
+                  for c in ("arrivals", "served", "abandoned") if c in rows.column_names}
+        if counts:
+            totals.append(f"{tp}: " + ", ".join(f"{v:,.0f} {k}" for k, v in counts.items()))
+    per = "one replicate" if len(reps) == 1 else f"mean of {len(reps)} replicates"
+    every = f"per {span:g} days" if span != 1 else "per day"
+    layout(waits, f"Queue waits at capacity-limited touchpoints (days, {per}, 95% CI)",
+           subtitle=f"requests served {every}: mean wait (solid) and 90th percentile (dotted), "
+                    f"weighted by the requests served", x="day", y="wait (days)")
+    waits.update_yaxes(rangemode="tozero")
+    util.update_yaxes(ticksuffix="%", rangemode="tozero")
+    layout(util, f"Utilisation of capacity-limited touchpoints (% of capacity, {per}, 95% CI)",
+           subtitle=f"server time spent serving over servers × time, averaged {every}",
+           x="day", y="utilisation (% of capacity)")
+    note = "From the event engine's queues table."
+    if totals:
+        note += " Over the horizon, per replicate: " + "; ".join(totals) + "."
+    return [Chart("queue_waits", "Queue waits", waits, note),
+            Chart("queue_utilisation", "Touchpoint utilisation", util,
+                  "Share of the touchpoint's capacity in use.")]
+
+
+def _best_so_far(values: list[float | None], maximise: bool) -> list[float | None]:
+    best: float | None = None
+    out: list[float | None] = []
+    for v in values:
+        if v is not None and not math.isnan(v) and (
+                best is None or (v > best if maximise else v < best)):
+            best = v
+        out.append(best)
+    return out
+
+
+def study_charts(study: Study) -> list[Chart]:
+    """History, parameter importances and (with two objectives) the Pareto front of a study."""
+    trials = study.trials.to_pylist()
+    objective = str(study.summary.get("objective", "objective"))
+    direction = str(study.summary.get("direction", "maximize"))
+    maximise = direction != "minimize"
+    charts = []
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    fig = go.Figure()
+    for label, rows, colour, symbol in (
+            ("feasible", [t for t in done if t.get("feasible") is not False], PALETTE[0],
+             "circle"),
+            ("infeasible", [t for t in done if t.get("feasible") is False], "#9D9D9D", "x")):
+        if rows:
+            fig.add_trace(go.Scatter(x=[t["number"] for t in rows], y=[t["value"] for t in rows],
+                                     mode="markers", name=f"{label} trial",
+                                     marker={"color": colour, "symbol": symbol, "size": 8},
+                                     hovertemplate=f"trial %{{x}} ({label}): %{{y:.4g}}"
+                                                   f"<extra></extra>"))
+    feasible = sorted((t for t in done if t.get("feasible") is not False),
+                      key=lambda t: t["number"])
+    if feasible:
+        fig.add_trace(go.Scatter(x=[t["number"] for t in feasible],
+                                 y=_best_so_far([t["value"] for t in feasible], maximise),
+                                 mode="lines", line={"shape": "hv", "color": PALETTE[2]},
+                                 name="best feasible so far"))
+    pruned = sum(1 for t in trials if t["state"] == "PRUNED")
+    layout(fig, f"Optimisation history of study {study.name}: {objective} per trial "
+                f"({direction})", x="trial number", y=f"{objective} (trial mean)")
+    charts.append(Chart(f"optimise_history_{study.name}", f"Optimisation history: {study.name}",
+                        fig, f"{len(done)} complete trial(s), {pruned} pruned early (no value "
+                             f"shown), of {len(trials)}. The objective is the mean over the "
+                             f"trial's replicates."))
+    if study.importances:
+        names = sorted(study.importances, key=lambda k: study.importances[k])
+        fig = go.Figure(go.Bar(x=[study.importances[n] for n in names], y=names,
+                               orientation="h", marker={"color": PALETTE[1]},
+                               hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+        layout(fig, f"Parameter importances for {objective} (fANOVA share, sums to 1)",
+               x="importance (share of the objective's variance)",
+               height=max(300, 80 + 40 * len(names)))
+        charts.append(Chart(f"optimise_importances_{study.name}",
+                            f"Parameter importances: {study.name}", fig,
+                            "How much of the variation of the objective across trials each "
+                            "searched parameter explains (Optuna's importance evaluator)."))
+    if study.pareto is not None and study.pareto.num_rows:
+        charts.append(_pareto(study, objective))
+    return charts
+
+
+def _pareto(study: Study, objective: str) -> Chart:
+    assert study.pareto is not None
+    p = study.pareto
+    fixed = {"trial", "params", objective, f"{objective}_ci_low", f"{objective}_ci_high",
+             "feasible"}
+    second = next((c for c in p.column_names if c not in fixed), "second objective")
+    rows = p.to_pylist()
+    fig = go.Figure()
+    done = [t for t in study.trials.to_pylist() if t["state"] == "COMPLETE"
+            and t["value"] is not None and t["value_2"] is not None]
+    if done:
+        fig.add_trace(go.Scatter(x=[t["value_2"] for t in done], y=[t["value"] for t in done],
+                                 mode="markers", name="all trials",
+                                 marker={"color": "#BAB0AC", "size": 6}))
+    rows.sort(key=lambda r: float(r.get(second) or 0.0))
+    up = [(r[f"{objective}_ci_high"] or r[objective]) - r[objective] for r in rows]
+    down = [r[objective] - (r[f"{objective}_ci_low"] or r[objective]) for r in rows]
+    fig.add_trace(go.Scatter(
+        x=[r.get(second) for r in rows], y=[r[objective] for r in rows], mode="lines+markers",
+        name="Pareto front (re-evaluated, 95% CI)",
+        marker={"color": [PALETTE[2] if r["feasible"] else PALETTE[3] for r in rows],
+                "size": 10},
+        line={"color": rgba(PALETTE[2], 0.6), "shape": "hv"},
+        error_y={"type": "data", "array": up, "arrayminus": down, "visible": True},
+        customdata=[r["trial"] for r in rows],
+        hovertemplate=f"trial %{{customdata}}<br>{second}: %{{x:.4g}}<br>{objective}: "
+                      f"%{{y:.4g}}<extra></extra>"))
+    layout(fig, f"Pareto front of study {study.name}: {objective} against {second}",
+           x=second, y=objective)
+    return Chart(f"optimise_pareto_{study.name}", f"Pareto front: {study.name}", fig,
+                 "Grey: every complete trial; coloured: the front's designs re-evaluated on "
+                 "fresh seeds (red where a constraint fails), with 95% CIs.")
+
+
+TARGET_AXES = {"survival": ("period", "surviving (scale of the observed data)"),
+               "occupancy": ("step", "agents in the stage (scale of the observed data)"),
+               "funnel": ("stage", "value (scale of the observed data)")}
+
+
+def _series_name(seg: Any, stage: Any) -> str:
+    parts = [str(v) for v in (seg, stage) if v is not None]
+    return " / ".join(parts) or "all"
+
+
+def calibration_charts(cal: Calibration) -> list[Chart]:
+    """Observed vs fitted (fit rows) vs projected (holdout rows), one chart per target."""
+    rows = cal.fit.to_pylist()
+    charts = []
+    for target in sorted({str(r["target"]) for r in rows}):
+        sub = [r for r in rows if r["target"] == target]
+        x_label, y_label = TARGET_AXES.get(target, ("x", "value"))
+        categorical = all(r["x"] is None for r in sub)
+        fig = go.Figure()
+        # a categorical target (funnel) puts its stages on the x axis: one series a segment
+        keys = [(r["segment"], None if categorical else r["stage"]) for r in sub]
+        groups = list(dict.fromkeys(keys))
+        for gi, (seg, stage) in enumerate(groups):
+            colour = PALETTE[gi % len(PALETTE)]
+            name = _series_name(seg, stage)
+            g = [r for r, k in zip(sub, keys, strict=True) if k == (seg, stage)]
+            if categorical:
+                g_x = [str(r["stage"] or r["segment"] or "all") for r in g]
+                _categorical(fig, g, g_x, name if len(groups) > 1 else "", colour)
+                continue
+            g.sort(key=lambda r: float(r["x"]))
+            for role, label, dash, symbol in (("fit", "fitted", "solid", "circle"),
+                                              ("holdout", "projected", "dash", "circle-open")):
+                part = [r for r in g if r["role"] == role]
+                if not part:
+                    continue
+                x = np.array([float(r["x"]) for r in part])
+                mean = np.array([float(r["fitted"]) for r in part])
+                low = np.array([np.nan if r["low"] is None else float(r["low"]) for r in part])
+                high = np.array([np.nan if r["high"] is None else float(r["high"])
+                                 for r in part])
+                fig.add_traces(band_traces(x, mean, low, high, f"{name}: {label}", colour, "",
+                                           dash=dash))
+                fig.add_trace(go.Scatter(
+                    x=x, y=[r["observed"] for r in part], mode="markers",
+                    name=f"{name}: observed ({'fit' if role == 'fit' else 'held out'})",
+                    marker={"color": colour, "symbol": symbol, "size": 7},
+                    legendgroup=f"{name}: {label}"))
+        layout(fig, f"Calibration {cal.name}, {target}: observed vs fitted vs projected "
+                    f"({y_label}, 95% band)", x=x_label, y=y_label)
+        charts.append(Chart(f"calibration_{cal.name}_{target}",
+                            f"Calibration {cal.name}: {target}", fig,
+                            "Dots: observed data; solid line: the model fitted to the rows used "
+                            "for fitting; dashed line: its projection over held-out rows "
+                            "(open dots), with 95% bands."))
+    if cal.parameters is not None and cal.parameters.num_rows:
+        p = cal.parameters.to_pylist()
+
+        def fmt(v: Any) -> str:
+            return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+        fig = go.Figure(go.Table(
+            header={"values": ["parameter", "estimate", "95% CI low", "95% CI high"],
+                    "align": "left"},
+            cells={"values": [[r["parameter"] for r in p],
+                              [fmt(r["value"]) if fmt(r["value"]) != "–" or not r.get(
+                                  "value_text") else str(r["value_text"]) for r in p],
+                              [fmt(r.get("low")) for r in p], [fmt(r.get("high")) for r in p]],
+                   "align": "left"}))
+        layout(fig, f"Calibration {cal.name}: fitted parameters (95% CI)",
+               height=max(240, 120 + 28 * len(p)))
+        charts.append(Chart(f"calibration_{cal.name}_parameters",
+                            f"Calibration {cal.name}: parameters", fig))
+    return charts
+
+
+def _categorical(fig: go.Figure, g: list[dict[str, Any]], xs: list[str], name: str,
+                 colour: str) -> None:
+    prefix = f"{name}: " if name else ""
+    fig.add_trace(go.Bar(x=xs, y=[r["observed"] for r in g], name=f"{prefix}observed",
+                         marker={"color": rgba(colour, 0.55),
+                                 "pattern": {"shape": ["" if r["role"] == "fit" else "/"
+                                                       for r in g]}}))
+    fig.add_trace(go.Scatter(
+        x=xs, y=[r["fitted"] for r in g], mode="markers",
+        name=f"{prefix}fitted (hatched bars: held out, projected)",
+        marker={"color": colour, "size": 10, "symbol": "diamond"},
+        error_y={"type": "data", "visible": True,
+                 "array": [(r["high"] - r["fitted"]) if r["high"] is not None else 0
+                           for r in g],
+                 "arrayminus": [(r["fitted"] - r["low"]) if r["low"] is not None else 0
+                                for r in g]}))

@@ -1,0 +1,296 @@
+"""The report page: one self-contained HTML file (plotly.js inlined), and PNG slides."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from report._charts import Chart, layout
+from report._compare import Delta
+from report._data import ReportError, RunData
+from sim import KPI_NAMES
+from sim._kpi_names import KPI_DESCRIPTIONS
+from sim.metrics import summarise
+
+__all__ = ["kpi_rows", "render_page", "write_atomic", "write_pngs"]
+
+CONFIG = {"displaylogo": False, "responsive": True,
+          "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+SHARES = {"conversion", "retention_90", "retention_180", "retention_365",
+          "served_within_target", "abandonment"}
+MONEY = {"revenue", "cost", "clv"}
+LOWER_IS_BETTER = {"cost", "churned", "median_days_to_convert", "mean_wait_days",
+                   "abandonment"}
+"""KPIs whose decrease is an improvement (the others: an increase)."""
+COUNTS = {"entrants": "agents", "acquired": "agents", "churned": "moves",
+          "won_back": "moves", "referrals": "agents", "reviews": "reviews"}
+
+CSS = """
+body { font-family: Arial, Helvetica, sans-serif; margin: 0 auto; max-width: 1200px;
+       padding: 0 24px 48px; color: #222; }
+header { border-bottom: 3px solid #4C78A8; margin-bottom: 16px; }
+h1 { margin: 24px 0 4px; font-size: 26px; }
+h2 { margin: 36px 0 4px; font-size: 20px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.meta, .note { color: #555; font-size: 14px; }
+nav { font-size: 14px; line-height: 1.8; }
+nav a { margin-right: 14px; color: #4C78A8; text-decoration: none; white-space: nowrap; }
+table.kpis { border-collapse: collapse; font-size: 14px; margin-top: 8px; }
+table.kpis th, table.kpis td { border-bottom: 1px solid #e4e4e4; padding: 5px 12px;
+                               text-align: right; }
+table.kpis th:first-child, table.kpis td:first-child,
+table.kpis td.what { text-align: left; }
+table.kpis td.what { color: #666; max-width: 420px; }
+td.better { color: #2F6B2A; font-weight: bold; } td.worse { color: #9E2A2B; font-weight: bold; }
+pre { background: #f6f6f6; padding: 12px; font-size: 12px; overflow-x: auto; }
+.figure { margin-top: 8px; }
+"""
+
+
+def _unit(name: str, currency: str) -> str:
+    if name in SHARES:
+        return "%"
+    if name in MONEY:
+        return currency
+    if name == "nps":
+        return "points"
+    if name in ("median_days_to_convert", "mean_wait_days"):
+        return "days"
+    if name == "rating":
+        return "rating"
+    if name == "roi":
+        return "ratio"
+    return COUNTS.get(name, "")
+
+
+def fmt(value: float, name: str) -> str:
+    """How the report writes a KPI value (shares in %, money without decimals)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if name in SHARES:
+        return f"{100 * value:.1f}%"
+    if abs(value) >= 1000 or float(value).is_integer():
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:.3f}"
+
+
+def shown_kpis(run: RunData) -> list[str]:
+    """KPIs of this version that the run's kpis table has (older datasets lack newer ones)."""
+    have = set(run.tables["kpis"].column_names)
+    return [k for k in KPI_NAMES if k in have]
+
+
+def kpi_rows(run: RunData) -> list[dict[str, float | str]]:
+    """The KPI summary the page shows: mean and 95% CI of each KPI over replicates."""
+    names = shown_kpis(run)
+    rows = run.tables["kpis"].select(names).to_pylist()
+    summary = summarise([{k: row.get(k, math.nan) for k in KPI_NAMES} for row in rows], 0.95)
+    return [{"kpi": k, **{f: summary[k][f] for f in ("mean", "ci_low", "ci_high", "n")}}
+            for k in names]
+
+
+def _num_cell(value: float, name: str, cls: str) -> str:
+    data = "nan" if math.isnan(value) else repr(float(value))
+    return f'<td class="{cls}" data-value="{data}">{html.escape(fmt(value, name))}</td>'
+
+
+def _kpi_table(run: RunData) -> str:
+    cur = run.scenario.economics.currency
+    out = ['<table class="kpis" id="kpi-table"><thead><tr><th>KPI</th><th>mean</th>'
+           '<th>95% CI low</th><th>95% CI high</th><th>unit</th><th>what it counts</th>'
+           '</tr></thead><tbody>']
+    for row in kpi_rows(run):
+        name = str(row["kpi"])
+        out.append(f'<tr data-kpi="{name}"><td>{name}</td>'
+                   f'{_num_cell(float(row["mean"]), name, "mean")}'
+                   f'{_num_cell(float(row["ci_low"]), name, "ci_low")}'
+                   f'{_num_cell(float(row["ci_high"]), name, "ci_high")}'
+                   f'<td>{html.escape(_unit(name, cur))}</td>'
+                   f'<td class="what">{html.escape(KPI_DESCRIPTIONS.get(name, ""))}</td>'
+                   f'</tr>')
+    out.append("</tbody></table>")
+    if run.replicates < 2:
+        out.append('<p class="note">One replicate: confidence intervals need at least two '
+                   '(journey run --replicates).</p>')
+    return "".join(out)
+
+
+def _delta_table(deltas: Sequence[Delta], currency: str) -> str:
+    out = ['<table class="kpis" id="delta-table"><thead><tr><th>KPI</th><th>alternative</th>'
+           '<th>baseline</th><th>alternative</th><th>delta</th><th>95% CI of the delta</th>'
+           '<th>unit</th><th>interval</th></tr></thead><tbody>']
+    for d in deltas:
+        sig = ""  # coloured when the interval excludes zero: green better, red worse
+        if math.isfinite(d.low) and (d.low > 0 or d.high < 0):
+            better = (d.low > 0) != (d.kpi in LOWER_IS_BETTER)
+            sig = "better" if better else "worse"
+        ci = "–" if math.isnan(d.low) else f"{_fmt_delta(d.low, d.kpi)} … " \
+                                           f"{_fmt_delta(d.high, d.kpi)}"
+        out.append(f'<tr data-kpi="{d.kpi}"><td>{d.kpi}</td><td>{html.escape(d.alternative)}'
+                   f'</td><td>{fmt(d.base, d.kpi)}</td><td>{fmt(d.value, d.kpi)}</td>'
+                   f'<td class="delta {sig}" data-value="{d.delta!r}">'
+                   f'{_fmt_delta(d.delta, d.kpi)}'
+                   f'</td><td class="{sig}">{ci}</td>'
+                   f'<td>{html.escape(_unit(d.kpi, currency))}</td>'
+                   f'<td>{"paired (same seeds)" if d.paired else "Welch"}</td></tr>')
+    out.append("</tbody></table><p class=\"note\">Green: better than the baseline, red: worse, "
+               "where the 95% interval of the difference excludes zero.</p>")
+    return "".join(out)
+
+
+def _fmt_delta(value: float, name: str) -> str:
+    if math.isnan(value):
+        return "–"
+    if name in SHARES:
+        return f"{100 * value:+.1f} pp"
+    text = fmt(value, name)
+    return text if text.startswith("-") else f"+{text}"
+
+
+def safe_id(text: str) -> str:
+    """An HTML id / file name made of letters, digits, ``_`` and ``-``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)
+
+
+def _figure(chart: Chart) -> str:
+    body = pio.to_html(chart.figure, include_plotlyjs=False, full_html=False,
+                       div_id=f"fig-{safe_id(chart.key)}", config=CONFIG,
+                       default_width="100%", default_height=f"{chart.figure.layout.height}px")
+    note = f'<p class="note">{html.escape(chart.note)}</p>' if chart.note else ""
+    return (f'<section class="chart" id="{safe_id(chart.key)}" data-chart="{chart.key}">'
+            f"<h2>{html.escape(chart.title)}</h2>{note}<div class=\"figure\">{body}</div>"
+            f"</section>")
+
+
+def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
+                deltas: Sequence[Delta] = (), compared: Sequence[RunData] = (),
+                absent: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole report as one HTML document with plotly.js inlined (opens offline)."""
+    from sim import __version__
+
+    scen = run.scenario
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    seeds = ", ".join(str(s) for s in run.seeds[:6]) + (" …" if len(run.seeds) > 6 else "")
+    meta = (f"Dataset {html.escape(run.root)}; variant {html.escape(run.variant)}; "
+            f"{run.replicates} replicate(s), base seed {run.base_seed} (replicate seeds "
+            f"{seeds}); engine {html.escape(run.engine)}; population scale "
+            f"{run.population_scale:g}; {scen.steps} steps of {scen.time.step_days:g} days "
+            f"({scen.time.horizon_days:g} days); money in {html.escape(scen.economics.currency)}"
+            f"; written by journey-engine {html.escape(run.version)}.")
+    nav = ['<a href="#kpis">KPIs</a>']
+    body = [f'<section id="kpis"><h2>KPI summary (mean over replicates, 95% CI)</h2>'
+            f"{_kpi_table(run)}</section>"]
+    if deltas:
+        nav.append('<a href="#compare">Comparison</a>')
+        names = ", ".join(html.escape(f"{r.label} ({r.root})") for r in compared)
+        body.append(f'<section id="compare"><h2>Comparison: baseline {html.escape(run.label)} '
+                    f"against {names}</h2>{_delta_table(deltas, scen.economics.currency)}"
+                    f"</section>")
+    for heading, charts in sections:
+        if not charts:
+            continue
+        anchor = safe_id(charts[0].key)
+        nav.append(f'<a href="#{anchor}">{html.escape(heading)}</a>')
+        body.extend(_figure(c) for c in charts)
+    desc = f'<p class="meta">{html.escape(scen.description)}</p>' if scen.description else ""
+    if absent:
+        missing = "; ".join(f"{html.escape(h)}: {html.escape(why)}" for h, why in absent)
+        body.insert(1, f'<p class="note" id="absent">Not shown — {missing}.</p>')
+    yaml_text = html.escape(scen.to_yaml())
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<meta name=\"generator\" content=\"journey-engine {html.escape(__version__)}\">"
+        f"<title>Journey report: {html.escape(run.label)}</title><style>{CSS}</style>"
+        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
+        f"<header><h1>Journey report: {html.escape(run.label)}</h1>{desc}"
+        f"<p class=\"meta\">{meta}</p><p class=\"meta\">Generated {when}.</p>"
+        f"<nav>{''.join(nav)}</nav></header>"
+        + "".join(body)
+        + f"<section id=\"scenario\"><h2>Scenario</h2><details><summary>The scenario as run "
+          f"(canonical YAML, hash {html.escape(scen.content_hash[:12])}…)</summary>"
+          f"<pre>{yaml_text}</pre></details></section></body></html>\n")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def kpi_figure(run: RunData) -> go.Figure:
+    """The KPI summary as a table figure, for a slide."""
+    rows = kpi_rows(run)
+    cur = run.scenario.economics.currency
+    values = [[str(r["kpi"]) for r in rows],
+              [fmt(float(r["mean"]), str(r["kpi"])) for r in rows],
+              ["–" if math.isnan(float(r["ci_low"])) else
+               f"{fmt(float(r['ci_low']), str(r['kpi']))} … "
+               f"{fmt(float(r['ci_high']), str(r['kpi']))}" for r in rows],
+              [_unit(str(r["kpi"]), cur) for r in rows]]
+    fig = go.Figure(go.Table(header={"values": ["KPI", "mean", "95% CI", "unit"],
+                                     "align": "left", "fill_color": "#4C78A8",
+                                     "font": {"color": "white"}},
+                             cells={"values": values, "align": "left", "height": 26}))
+    return layout(fig, f"{run.label}: KPIs over {run.replicates} replicate(s) (mean, 95% CI)",
+                  height=720)
+
+
+def write_pngs(charts: Sequence[Chart], folder: Path, width: int = 1280,
+               height: int = 720) -> list[Path]:
+    """Export the slide charts as PNG with kaleido (it drives an installed Chrome/Chromium).
+
+    Raises:
+        ReportError: no Chrome or Chromium to render with, or the export failed.
+    """
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise ReportError("PNG export needs kaleido: pip install 'journey-engine[report]'"
+                          ) from None
+    folder.mkdir(parents=True, exist_ok=True)
+    slides = [c for c in charts if c.slide]
+    finals = [folder / f"{safe_id(c.key)}.png" for c in slides]
+    tmps = [folder / f".{p.name}.{uuid.uuid4().hex}.tmp" for p in finals]
+    figs = []
+    for c in slides:
+        fig = go.Figure(c.figure)
+        fig.layout.updatemenus = ()
+        figs.append(fig)
+    heights = [max(height, int(f.layout.height or height)) for f in figs]
+    try:
+        pio.write_images(figs, tmps, format="png", width=width, height=heights, scale=1)
+    except Exception as exc:  # kaleido/choreographer raise their own families
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        name = type(exc).__name__
+        if "ChromeNotFound" in name or "chrome" in str(exc).lower():
+            raise ReportError("PNG export needs Chrome or Chromium on this machine (Debian: "
+                              "apt-get install chromium; or BROWSER_PATH=/path/to/chrome); "
+                              f"kaleido said: {str(exc).splitlines()[0] if str(exc) else name}"
+                              ) from None
+        raise ReportError(f"PNG export failed: {name}: {str(exc).splitlines()[0:1]}") from None
+    for tmp, final in zip(tmps, finals, strict=True):
+        os.replace(tmp, final)
+    return finals
