@@ -259,8 +259,8 @@ def calibration_charts(cal: Calibration) -> list[Chart]:
                     name=f"{name}: observed ({'fit' if role == 'fit' else 'held out'})",
                     marker={"color": colour, "symbol": symbol, "size": 7},
                     legendgroup=f"{name}: {label}"))
-        layout(fig, f"Calibration {cal.name}, {target}: observed vs fitted vs projected "
-                    f"({y_label}, 95% band)", x=x_label, y=y_label)
+        layout(fig, f"{target.capitalize()}: observed vs fitted vs projected (95% band)",
+               subtitle=f"calibration {cal.name}; {y_label}", x=x_label, y=y_label)
         charts.append(Chart(f"calibration_{cal.name}_{target}",
                             f"Calibration {cal.name}: {target}", fig,
                             "Dots: observed data; solid line: the model fitted to the rows used "
@@ -273,6 +273,7 @@ def calibration_charts(cal: Calibration) -> list[Chart]:
             return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
         fig = go.Figure(go.Table(
+            columnwidth=[4, 1, 1, 1],          # dotted paths are long: keep them whole
             header={"values": ["parameter", "estimate", "95% CI low", "95% CI high"],
                     "align": "left"},
             cells={"values": [[r["parameter"] for r in p],
