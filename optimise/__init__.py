@@ -6,12 +6,39 @@ Public API::
     result = optimise.optimise("scenarios/dental_clinic.yaml", trials=50)
     result.best, result.baseline
 
-    fit = optimise.calibrate("scenarios/insurer_cohort.yaml")
+    fit = optimise.calibrate("scenarios/subscription_cohort.yaml")
     fit.parameters, fit.fit
+
+    variants = optimise.design({"touchpoints.email.reach.use": [0.1, 0.2]})
+    swept = optimise.sweep("scenarios/tiny.yaml", variants, replicates=4, out="results")
+    swept.summary
 """
 
-from optimise._calibrate import CalibrationResult, FittedParameter, calibrate
-from optimise._search import Evaluation, OptimisationResult, optimise
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optimise._calibrate import CalibrationResult, FittedParameter, calibrate
+    from optimise._search import Evaluation, OptimisationResult, optimise
+    from optimise._sensitivity import SensitivityResult, sensitivity
+    from optimise._sweep import SweepResult, Variant, design, sweep
+
+_WHERE = {
+    "CalibrationResult": "_calibrate", "FittedParameter": "_calibrate", "calibrate": "_calibrate",
+    "Evaluation": "_search", "OptimisationResult": "_search", "optimise": "_search",
+    "SensitivityResult": "_sensitivity", "sensitivity": "_sensitivity",
+    "SweepResult": "_sweep", "Variant": "_sweep", "design": "_sweep", "sweep": "_sweep",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a part (Optuna, SciPy, Dask) on first use, so `journey` starts fast."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optimise' has no attribute {name!r}")
+    return getattr(import_module(f"optimise.{module}"), name)
+
 
 __all__ = ["CalibrationResult", "Evaluation", "FittedParameter", "OptimisationResult",
-           "calibrate", "optimise"]
+           "SensitivityResult", "SweepResult", "Variant", "calibrate", "design", "optimise",
+           "sensitivity", "sweep"]

@@ -21,20 +21,21 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numba
 import numpy as np
 import pyarrow as pa
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import sim
 from optimise._files import write_dataset_file
-from sim import Scenario, SimError
+from sim import Scenario, ScenarioError, SimError
 from sim.metrics import summarise
 from sim.results import RunKey, is_complete, open_dataset
+from sim.scenario import problems_from_validation, read_yaml
 
-__all__ = ["SweepResult", "Variant", "design", "parse_vary", "sweep"]
+__all__ = ["SweepFile", "SweepResult", "Variant", "design", "parse_vary", "read_design", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,12 @@ class SweepResult:
     paths: list[str] = field(default_factory=list)
 
 
-def _value(text: str) -> Any:
-    """A value written on the command line: YAML scalars (numbers, true/false, text)."""
+def _value(text: str, spec: str) -> Any:
+    """A value written on the command line, read as a YAML 1.2 scalar like a scenario's."""
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        value = read_yaml(text, "--vary").data
+    except ScenarioError as exc:
+        raise SimError(f"--vary {spec!r}: {text!r}: {exc.problems[0].message}") from None
     return value if isinstance(value, (int, float, str, bool)) else text
 
 
@@ -101,7 +102,7 @@ def parse_vary(spec: str) -> tuple[str, list[Any]]:
         raise SimError(f"--vary {spec!r}: an empty value between commas")
     if path == INTERVENTIONS:
         return path, [[] if v == "none" else [n.strip() for n in v.split("+")] for v in items]
-    return path, [_value(v) for v in items]
+    return path, [_value(v, spec) for v in items]
 
 
 def design(vary: Mapping[str, Sequence[Any]], *, zip_: bool = False) -> list[Variant]:
@@ -155,10 +156,11 @@ def _variants_table(variants: Sequence[Variant], scenario: Scenario) -> pa.Table
         vals = [v.values.get(k) for v in variants]
         if k == INTERVENTIONS:
             cols[k] = [None if x is None else ("+".join(x) or "none") for x in vals]
-        elif all(isinstance(x, bool) for x in vals):
+        elif all(x is None or isinstance(x, bool) for x in vals):
             cols[k] = pa.array(vals, pa.bool_())
-        elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-            cols[k] = pa.array([float(x) for x in vals if x is not None], pa.float64())
+        elif all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                 for x in vals):
+            cols[k] = pa.array([None if x is None else float(x) for x in vals], pa.float64())
         else:
             cols[k] = [None if x is None else str(x) for x in vals]
     return pa.table(cols)
@@ -304,27 +306,56 @@ def _summary(out: str, scenario: str, ids: Sequence[str], replicates: int) -> pa
     return pa.table(cols)
 
 
+class SweepFile(BaseModel):
+    """A sweep file: the design ``journey sweep --design FILE`` runs.
+
+    ``vary`` maps dotted scenario paths (or ``interventions``) to the values
+    a variant takes; ``zip: true`` pairs the lists position by position
+    instead of taking every combination.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    vary: dict[str, Annotated[list[bool | int | float | str | list[str] | None],
+                              Field(min_length=1)]] = Field(min_length=1)
+    zip: bool = False
+
+    @field_validator("vary")
+    @classmethod
+    def _paths(cls, vary: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if any(not key.strip() for key in vary):
+            raise ValueError("a path must not be empty")
+        return vary
+
+
 def read_design(path: str | os.PathLike[str]) -> tuple[dict[str, list[Any]], bool]:
-    """A sweep file: ``vary: {PATH: [values…]}`` and optional ``zip: true``."""
+    """Read a sweep file (see :class:`SweepFile`); every problem names its line.
+
+    Raises:
+        ScenarioError: unreadable, not YAML, or breaking the sweep file's schema.
+    """
     p = Path(path)
+    source = str(p)
     try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SimError(f"{p}: cannot read the sweep file: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("vary"), dict) or not data["vary"]:
-        raise SimError(f"{p}: a sweep file is a mapping with vary: {{PATH: [V1, V2, …]}}")
-    extra = set(data) - {"vary", "zip"}
-    if extra:
-        raise SimError(f"{p}: unknown field {sorted(extra)[0]!r} (allowed: vary, zip)")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ScenarioError.single(source, f"cannot read the sweep file: "
+                                           f"{exc.strerror or exc}") from None
+    located = read_yaml(raw, source)
+    if not isinstance(located.data, dict):
+        raise ScenarioError.single(source, "a sweep file is a mapping: vary: {PATH: [V1, V2, "
+                                           "…]} and optional zip: true", line=1, column=1)
+    try:
+        spec = SweepFile.model_validate(located.data)
+    except ValidationError as exc:
+        raise ScenarioError(problems_from_validation(exc, located, source, SweepFile)) from None
     vary: dict[str, list[Any]] = {}
-    for key, values in data["vary"].items():
-        if not isinstance(values, list) or not values:
-            raise SimError(f"{p}: vary.{key}: a non-empty list of values")
+    for key, values in spec.vary.items():
         if key == INTERVENTIONS:
             values = [[] if v in ("none", None) else
-                      ([v] if isinstance(v, str) else list(v)) for v in values]
-        vary[str(key)] = values
-    return vary, bool(data.get("zip", False))
+                      ([v] if isinstance(v, str) else list(v)) for v in values]  # type: ignore
+        vary[key] = list(values)
+    return vary, spec.zip
 
 
 def mean_kpi(summary: pa.Table, kpi: str, ids: Sequence[str]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Scenario files: schema, safe loading, validation and patches."""
 
-from sim.scenario._load import check_scenario_file, load_scenario
+from sim.scenario._load import check_scenario_file, load_scenario, problems_from_validation
 from sim.scenario._schema import (
     Intervention,
     Scenario,
@@ -10,9 +10,11 @@ from sim.scenario._schema import (
     json_schema,
     split_exit,
 )
+from sim.scenario._yaml import Located, read_yaml
 
 __all__ = [
     "Intervention",
+    "Located",
     "Scenario",
     "Segment",
     "Stage",
@@ -20,5 +22,7 @@ __all__ = [
     "check_scenario_file",
     "json_schema",
     "load_scenario",
+    "problems_from_validation",
+    "read_yaml",
     "split_exit",
 ]

@@ -26,9 +26,9 @@ __all__ = ["check_scenario_file", "load_scenario", "problems_from_validation"]
 Loc = tuple[str | int, ...]
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
+def _model_at(loc: Loc, root: type[BaseModel] = Scenario) -> type[BaseModel] | None:
     """The schema model that the data at ``loc`` is validated against, if any."""
-    tp: Any = Scenario
+    tp: Any = root
     for part in loc:
         tp = _unwrap(tp, {})
         origin = typing.get_origin(tp) or tp
@@ -48,11 +48,11 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return origin if isinstance(origin, type) and issubclass(origin, BaseModel) else None
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, root: type[BaseModel] = Scenario) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], root)
         name = str(loc[-1])
         if model is not None:
             fields = list(model.model_fields)
@@ -72,8 +72,12 @@ def _clean_loc(loc: Loc) -> Loc:
 
 
 def problems_from_validation(exc: ValidationError, located: Located | None,
-                             source: str) -> list[Problem]:
-    """Turn pydantic's errors into located problems, one per rule broken."""
+                             source: str, root: type[BaseModel] = Scenario) -> list[Problem]:
+    """Turn pydantic's errors into located problems, one per rule broken.
+
+    ``root`` is the model that was validated (a scenario unless said otherwise):
+    an unknown field's "did you mean" comes from its fields.
+    """
     out: list[Problem] = []
 
     def add(loc: Loc, message: str, severity: str = "error") -> None:
@@ -87,7 +91,7 @@ def problems_from_validation(exc: ValidationError, located: Located | None,
             for loc, message in err["ctx"]["problems"]:
                 add(tuple(err["loc"]) + tuple(loc), message)
         else:
-            add(tuple(err["loc"]), _message(err))
+            add(tuple(err["loc"]), _message(err, root))
     return sorted(out, key=lambda p: (p.line, p.column))
 
 

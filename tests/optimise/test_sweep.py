@@ -14,12 +14,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 import sim
 from optimise._sensitivity import sensitivity
-from optimise._sweep import Variant, design, parse_vary, sweep
+from optimise._sweep import Variant, _variants_table, design, parse_vary, read_design, sweep
 from sim.cli import app
 from sim.results import open_dataset
 
@@ -266,3 +267,44 @@ def test_a_sweep_on_the_event_engine_writes_the_queues_table(tmp_path: Path) -> 
     again = sweep(scenario, variants, out=tmp_path, population_scale=0.1, engine="des",
                   workers=1)
     assert again.ran == 0 and again.skipped == 2
+
+
+def test_a_sweep_file_gives_the_design_of_the_command_line(tmp_path: Path) -> None:
+    design_file = tmp_path / "design.yaml"
+    design_file.write_text("vary:\n  touchpoints.email.reach.use: [0.05, 0.3]\n"
+                           "  interventions: [none, [winback]]\nzip: true\n")
+    grid, zipped = read_design(design_file)
+    from_cli = dict([parse_vary("touchpoints.email.reach.use=0.05,0.3"),
+                     parse_vary("interventions=none,winback")])
+    assert zipped and design(grid, zip_=zipped) == design(from_cli, zip_=True)
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("vary:\n  a.b: [1, 2]\nzipp: true\n", 3, "unknown field 'zipp' (did you mean 'zip'?)"),
+    ("vary:\n  a.b: []\n", 2, "vary.a.b: list should have at least 1 item"),
+    ("vary:\n  a.b: 3\n", 2, "vary.a.b: input should be a valid list"),
+    ("vary: {}\n", 1, "vary: dictionary should have at least 1 item"),
+    ("zip: true\n", 1, "vary: required field is missing"),
+    ("vary:\n  a.b: [on, off]\n", 2, "ambiguous value 'on'"),
+    ("- 1\n", 1, "a sweep file is a mapping"),
+])
+def test_a_bad_sweep_file_is_one_located_line(tmp_path: Path, text: str, line: int,
+                                              message: str) -> None:
+    design_file = tmp_path / "design.yaml"
+    design_file.write_text(text)
+    with pytest.raises(sim.ScenarioError) as info:
+        read_design(design_file)
+    assert len(info.value.problems) == 1
+    assert str(info.value).startswith(f"{design_file}:{line}:")
+    assert message in str(info.value)
+    res = CliRunner().invoke(app, ["sweep", str(design_file), "--design", str(design_file)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) >= 1
+
+
+def test_the_variants_table_keeps_missing_values_as_nulls() -> None:
+    variants = [Variant("v0000", {"a.b": 0.1, "c.d": True}), Variant("v0001", {"e.f": 2})]
+    table = _variants_table(variants, _scenario())
+    assert table.column("a.b").type == pa.float64()
+    assert table.column("a.b").to_pylist() == [0.1, None]
+    assert table.column("c.d").to_pylist() == [True, None]
+    assert table.column("e.f").to_pylist() == [None, 2.0]
