@@ -8,21 +8,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sim.results import write_file_atomic
+
 __all__ = ["write_atomic", "write_dataset_file", "write_parquet_atomic"]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` whole or not at all."""
+    write_file_atomic(path, data)
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file beside ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    """Write a Parquet file to ``path`` whole or not at all."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_file_atomic(path, sink.getvalue().to_pybytes())
 
 
 def write_dataset_file(out: str | os.PathLike[str], relative: str, table: pa.Table) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.progress import (
@@ -20,6 +20,12 @@ from rich.table import Table
 from sim.cli import console, err_console, guarded
 
 __all__ = ["register"]
+
+
+def _interrupted(stored: str) -> NoReturn:
+    """Ctrl-C: say what is kept and how to go on; exit 130 like an interrupted shell command."""
+    err_console.print(f"interrupted: {stored}", markup=False)
+    raise typer.Exit(130) from None
 
 
 def _ci(low: float, high: float) -> str:
@@ -75,9 +81,8 @@ def optimise_command(
                               heartbeat=heartbeat, progress=advance, engine=engine)
         except KeyboardInterrupt:
             bar.stop()
-            err_console.print("interrupted: finished trials are stored; rerun with the same "
-                              "study name to continue", markup=False)
-            raise typer.Exit(130) from None
+            _interrupted("finished trials are stored; rerun with the same study name to "
+                         "continue")
     table = Table(title=f"{result.objective} ({result.direction}), re-evaluated on "
                         f"{result.baseline.replicates} fresh replicates", title_justify="left")
     for col in ("design", result.objective, "95% CI", "uplift vs baseline (95% CI)", "cost",
@@ -173,9 +178,8 @@ def calibrate_command(
                                storage=storage, out=out, progress=advance)
         except KeyboardInterrupt:
             bar.stop()
-            err_console.print("interrupted: finished trials and evaluations are stored; rerun "
-                              "the same command to continue", markup=False)
-            raise typer.Exit(130) from None
+            _interrupted("finished trials and evaluations are stored; rerun the same command "
+                         "to continue")
     table = Table(title="fitted parameters (95% profile-likelihood intervals)",
                   title_justify="left")
     for col in ("parameter", "value", "95% interval"):
@@ -218,12 +222,6 @@ def _task_bar(quiet: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("tasks"), TimeElapsedColumn(), console=err_console,
                     disable=quiet, transient=True)
-
-
-def _interrupted() -> None:
-    err_console.print("interrupted: finished tasks are stored; rerun the same command to "
-                      "continue", markup=False)
-    raise typer.Exit(130) from None
 
 
 def sweep_command(
@@ -279,7 +277,7 @@ def sweep_command(
                                                                    total=total))
         except KeyboardInterrupt:
             bar.stop()
-            _interrupted()
+            _interrupted("finished tasks are stored; rerun the same command to continue")
     shown = kpi or ["conversion", "retention_365", "revenue", "cost"]
     table = Table(title=f"KPI mean ± 95% CI over {replicates} replicate(s)",
                   title_justify="left")
@@ -349,7 +347,7 @@ def sensitivity_command(
                                                                          total=total))
         except KeyboardInterrupt:
             bar.stop()
-            _interrupted()
+            _interrupted("finished tasks are stored; rerun the same command to continue")
     cols = [c for c in result.indices.column_names if c not in ("method",)]
     table = Table(title=f"{method} indices (± half-width of the 95% CI)", title_justify="left")
     for col in cols:

@@ -20,7 +20,8 @@ from report._charts import (
 from report._compare import compare_charts, kpi_deltas
 from report._data import ReportError, RunData, load_calibrations, load_run, load_studies
 from report._extras import calibration_charts, queue_charts, study_charts
-from report._page import kpi_figure, render_page, write_atomic, write_pngs
+from report._page import kpi_figure, render_page, write_pngs
+from sim.results import write_file_atomic
 
 __all__ = ["Report", "default_path", "write_report"]
 
@@ -119,7 +120,7 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     path = Path(out) if out is not None else default_path(run)
     if path.is_dir():
         raise ReportError(f"{path} is a folder: --out names the HTML file to write")
-    write_atomic(path, page.encode("utf-8"))
+    write_file_atomic(path, page.encode("utf-8"))
     charts = [c for _, cs in sections for c in cs]
     pngs = []
     if png is not None:

@@ -23,7 +23,7 @@ from sim import KPI_NAMES
 from sim._kpi_names import KPI_DESCRIPTIONS
 from sim.metrics import summarise
 
-__all__ = ["kpi_rows", "render_page", "write_atomic", "write_pngs"]
+__all__ = ["kpi_rows", "render_page", "write_pngs"]
 
 CONFIG = {"displaylogo": False, "responsive": True,
           "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -223,19 +223,6 @@ def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
         + f"<section id=\"scenario\"><h2>Scenario</h2><details><summary>The scenario as run "
           f"(canonical YAML, hash {html.escape(scen.content_hash[:12])}…)</summary>"
           f"<pre>{yaml_text}</pre></details></section></body></html>\n")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def kpi_figure(run: RunData) -> go.Figure:

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["TABLES", "RunKey", "is_complete", "open_dataset", "read_table", "run_metadata",
-           "write_run_table"]
+           "write_file_atomic", "write_run_table"]
 
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
 """Tables a run writes (``events`` only on request; ``queues`` from the event engine
@@ -128,6 +128,26 @@ def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,
             fs.delete_file(tmp)
         raise
     return final
+
+
+def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a local file whole or not at all: a unique hidden temporary beside it, renamed.
+
+    Concurrent writers of the same file never see each other's half-written
+    bytes; a failed write leaves no temporary behind.
+    """
+    final = os.fspath(path)
+    folder, leaf = os.path.split(os.path.abspath(final))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{leaf}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def open_dataset(root: str | os.PathLike[str], table: str) -> ds.Dataset:
