@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -26,6 +27,21 @@ def _interrupted(stored: str) -> NoReturn:
     """Ctrl-C: say what is kept and how to go on; exit 130 like an interrupted shell command."""
     err_console.print(f"interrupted: {stored}", markup=False)
     raise typer.Exit(130) from None
+
+
+def _quiet_dask() -> None:
+    """Keep Dask's scheduler and nanny INFO lines off the terminal (shown with --debug).
+
+    Dask configures its own ``distributed`` logger (level INFO, a stderr handler)
+    when it is imported, so this imports it first and then lowers the level.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    try:
+        import distributed  # noqa: F401  (applies Dask's logging configuration)
+    except ImportError:
+        return                      # sweep() says which extra to install
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _ci(low: float, high: float) -> str:
@@ -87,7 +103,7 @@ def optimise_command(
                         f"{result.baseline.replicates} fresh replicates", title_justify="left")
     for col in ("design", result.objective, "95% CI", "uplift vs baseline (95% CI)", "cost",
                 "feasible"):
-        table.add_column(col, justify="left" if col == "design" else "right")
+        table.add_column(col, justify="left" if col == "design" else "right", overflow="fold")
     for ev in [result.baseline, *result.candidates]:
         design = ev.label
         uplift = "–" if ev is result.baseline else \
@@ -183,7 +199,8 @@ def calibrate_command(
     table = Table(title="fitted parameters (95% profile-likelihood intervals)",
                   title_justify="left")
     for col in ("parameter", "value", "95% interval"):
-        table.add_column(col, justify="left" if col == "parameter" else "right")
+        table.add_column(col, justify="left" if col == "parameter" else "right",
+                         overflow="fold")
     for p in result.parameters:
         value = _num(p.value) if isinstance(p.value, float) else str(p.value)
         interval = "–" if p.low != p.low else (
@@ -267,6 +284,7 @@ def sweep_command(
         if len(grid) != len(vary or []):
             raise SimError("a path is given twice in --vary")
     variants = design(grid, zip_=zip_)
+    _quiet_dask()
     with _task_bar(quiet) as bar:
         task = bar.add_task(f"{scenario.name}: {len(variants)} variants", total=None)
         try:
@@ -283,7 +301,8 @@ def sweep_command(
                   title_justify="left")
     keys = list(dict.fromkeys(k for v in variants for k in v.values))
     for col in ("variant", *keys, *shown):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+        # fold, not cut: dotted paths that share a prefix must stay distinguishable
+        table.add_column(col, justify="left" if col == "variant" else "right", overflow="fold")
     rows = {(r["variant"], r["kpi"]): r for r in result.summary.to_pylist()}
     for v in variants:
         cells = []
@@ -336,6 +355,7 @@ def sensitivity_command(
         if path in ranges:
             raise SimError(f"--param {path} is given twice")
         ranges[path] = (low, high)
+    _quiet_dask()
     with _task_bar(quiet) as bar:
         task = bar.add_task(f"{scenario.name}: {method} design", total=None)
         try:
@@ -352,7 +372,8 @@ def sensitivity_command(
     table = Table(title=f"{method} indices (± half-width of the 95% CI)", title_justify="left")
     for col in cols:
         if not col.endswith("_conf"):
-            table.add_column(col, justify="left" if col in ("kpi", "parameter") else "right")
+            table.add_column(col, justify="left" if col in ("kpi", "parameter") else "right",
+                             overflow="fold")
     for row in result.indices.to_pylist():
         cells = [row["kpi"], row["parameter"]]
         for col in cols[2:]:

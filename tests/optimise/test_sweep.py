@@ -308,3 +308,20 @@ def test_the_variants_table_keeps_missing_values_as_nulls() -> None:
     assert table.column("a.b").to_pylist() == [0.1, None]
     assert table.column("c.d").to_pylist() == [True, None]
     assert table.column("e.f").to_pylist() == [None, 2.0]
+
+
+def test_sweep_as_a_real_process_keeps_dask_chatter_off_the_terminal(tmp_path: Path) -> None:
+    """`journey sweep` as a user runs it: the KPI table on stdout, and on stderr no INFO
+    lines from Dask's scheduler (they come back with --debug)."""
+    import subprocess
+
+    file = tmp_path / "s.yaml"
+    file.write_text(JOURNEY.replace("COUNT", "300").replace("HORIZON", "60"))
+    args = [sys.executable, "-c", "from sim.cli import main; main()", "sweep", str(file),
+            "--vary",
+            "touchpoints.email.reach.use=0.1,0.2", "--workers", "1", "--out",
+            str(tmp_path / "out"), "--quiet"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "v0001" in done.stdout and "2 task(s) ran" in done.stdout
+    assert "INFO" not in done.stderr, done.stderr
