@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.progress import (
@@ -21,6 +22,8 @@ from rich.table import Table
 from sim.cli import console, err_console, guarded
 
 __all__ = ["register"]
+
+T = TypeVar("T")
 
 
 def _interrupted(stored: str) -> NoReturn:
@@ -235,10 +238,19 @@ def calibrate_command(
         console.print(f"wrote {path}", markup=False)
 
 
-def _task_bar(quiet: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("tasks"), TimeElapsedColumn(), console=err_console,
-                    disable=quiet, transient=True)
+def _on_dask(quiet: bool, label: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
+    """Run a sweep-like ``work(progress)`` under a progress bar over its tasks; Ctrl-C
+    exits 130 saying that finished tasks are kept."""
+    _quiet_dask()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("tasks"), TimeElapsedColumn(), console=err_console,
+                  disable=quiet, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        try:
+            return work(lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyboardInterrupt:
+            bar.stop()
+            _interrupted("finished tasks are stored; rerun the same command to continue")
 
 
 def sweep_command(
@@ -284,18 +296,10 @@ def sweep_command(
         if len(grid) != len(vary or []):
             raise SimError("a path is given twice in --vary")
     variants = design(grid, zip_=zip_)
-    _quiet_dask()
-    with _task_bar(quiet) as bar:
-        task = bar.add_task(f"{scenario.name}: {len(variants)} variants", total=None)
-        try:
-            result = sweep(scenario, variants, replicates=replicates, out=out, seed=seed,
-                           population_scale=population_scale, engine=engine, workers=workers,
-                           scheduler=scheduler,
-                           progress=lambda done, total: bar.update(task, completed=done,
-                                                                   total=total))
-        except KeyboardInterrupt:
-            bar.stop()
-            _interrupted("finished tasks are stored; rerun the same command to continue")
+    result = _on_dask(quiet, f"{scenario.name}: {len(variants)} variants", lambda progress: sweep(
+        scenario, variants, replicates=replicates, out=out, seed=seed,
+        population_scale=population_scale, engine=engine, workers=workers,
+        scheduler=scheduler, progress=progress))
     shown = kpi or ["conversion", "retention_365", "revenue", "cost"]
     table = Table(title=f"KPI mean ± 95% CI over {replicates} replicate(s)",
                   title_justify="left")
@@ -355,19 +359,10 @@ def sensitivity_command(
         if path in ranges:
             raise SimError(f"--param {path} is given twice")
         ranges[path] = (low, high)
-    _quiet_dask()
-    with _task_bar(quiet) as bar:
-        task = bar.add_task(f"{scenario.name}: {method} design", total=None)
-        try:
-            result = sensitivity(scenario, ranges, method=method, samples=samples, kpis=kpi,
-                                 replicates=replicates, out=out, seed=seed,
-                                 population_scale=population_scale, workers=workers,
-                                 scheduler=scheduler,
-                                 progress=lambda done, total: bar.update(task, completed=done,
-                                                                         total=total))
-        except KeyboardInterrupt:
-            bar.stop()
-            _interrupted("finished tasks are stored; rerun the same command to continue")
+    result = _on_dask(quiet, f"{scenario.name}: {method} design", lambda progress: sensitivity(
+        scenario, ranges, method=method, samples=samples, kpis=kpi, replicates=replicates,
+        out=out, seed=seed, population_scale=population_scale, workers=workers,
+        scheduler=scheduler, progress=progress))
     cols = [c for c in result.indices.column_names if c not in ("method",)]
     table = Table(title=f"{method} indices (± half-width of the 95% CI)", title_justify="left")
     for col in cols:

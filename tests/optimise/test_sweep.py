@@ -325,3 +325,21 @@ def test_sweep_as_a_real_process_keeps_dask_chatter_off_the_terminal(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "v0001" in done.stdout and "2 task(s) ran" in done.stdout
     assert "INFO" not in done.stderr, done.stderr
+
+
+def test_sensitivity_command_prints_and_writes_the_indices(tmp_path: Path) -> None:
+    file = tmp_path / "sens.yaml"
+    file.write_text(SOBOL)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, [
+        "sensitivity", str(file), "--param", "stages.active.exits.churned.p=0.02:0.3",
+        "--param", "touchpoints.mail.cost_per_exposure=0.5:5", "--method", "morris",
+        "--samples", "2", "--kpi", "churned", "--workers", "1", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "churned" in res.output and "6 design points" in res.output
+    table = pd.read_parquet(out / "sensitivity" / "scenario=sens" / "morris.parquet")
+    assert set(table["parameter"]) == {"stages.active.exits.churned.p",
+                                       "touchpoints.mail.cost_per_exposure"}
+    bad = CliRunner().invoke(app, ["sensitivity", str(file), "--param", "a.b=2:1", "--param",
+                                   "c.d=0:1", "--out", str(out)])
+    assert bad.exit_code == 2 and "HIGH must exceed LOW" in bad.output
