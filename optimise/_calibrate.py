@@ -45,11 +45,12 @@ from scipy import stats
 from scipy.special import gammaln
 
 import sim
-from optimise._files import write_atomic, write_parquet_atomic
+from optimise._files import write_parquet_atomic
 from optimise._observed import KINDS, ObservedData, _read_rows, infer_kind, read_observed
 from optimise._workers import _fail_dead, _suggest, _worker_id, open_storage
 from sim import Scenario, SimError
 from sim._errors import DataError, Problem
+from sim.results import write_file_atomic
 
 __all__ = ["CalibrationResult", "FittedParameter", "calibrate"]
 
@@ -1021,14 +1022,14 @@ def _calibrate(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
               + "".join(f"# {p.path} = {p.value!r}"
                         + (f"  (95% CI {p.low:.6g} … {p.high:.6g})" if not math.isnan(p.low)
                            else "") + "\n" for p in fitted))
-    write_atomic(paths[3], (header + calibrated.to_yaml()).encode())
+    write_file_atomic(paths[3], (header + calibrated.to_yaml()).encode())
     summary = {"study": name, "storage": store_label, "loss": best_loss, "gof": gof,
                "targets": per_target, "holdout": holdout, "fit_periods": fit_periods,
                "period_days": period_days, "seed": seed, "replicates": replicates,
                "population_scale": scale, "trials": trials, "evaluations": len(ev.cache),
                "parameters": [{"path": p.path, "value": p.value, "low": p.low,
                                "high": p.high, "at_bound": list(p.at_bound)} for p in fitted]}
-    write_atomic(paths[4], json.dumps(summary, indent=2, default=_json_default,
+    write_file_atomic(paths[4], json.dumps(summary, indent=2, default=_json_default,
                                        allow_nan=True).encode())
     result.paths = [str(p) for p in paths]
     return result

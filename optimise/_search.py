@@ -33,7 +33,7 @@ from scipy.special import stdtrit
 
 import sim
 from optimise import _workers as _w
-from optimise._files import write_atomic, write_parquet_atomic
+from optimise._files import write_parquet_atomic
 from optimise._workers import (
     COUNTED,
     FeasibleMedianPruner,
@@ -47,6 +47,7 @@ from optimise._workers import (
     violations,
 )
 from sim import Scenario, SimError
+from sim.results import write_file_atomic
 
 __all__ = ["Evaluation", "FeasibleMedianPruner", "OptimisationResult", "optimise"]
 
@@ -334,7 +335,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     paths = []
     write_parquet_atomic(folder / "trials.parquet", table)
     paths.append(str(folder / "trials.parquet"))
-    write_atomic(folder / "importances.json",
+    write_file_atomic(folder / "importances.json",
                   json.dumps(importances, indent=2).encode())
     paths.append(str(folder / "importances.json"))
     pareto = None
@@ -353,11 +354,11 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     summary = {"objective": kpi, "direction": direction,
                "baseline": baseline.__dict__, "candidates": [c.__dict__ for c in candidates],
                "best": None if best is None else best.__dict__}
-    write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    write_file_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     paths.append(str(folder / "summary.json"))
     if best_scenario is not None:
         text = yaml.safe_dump(best_scenario.to_data(), sort_keys=False, allow_unicode=True)
-        write_atomic(folder / "best_scenario.yaml", text.encode())
+        write_file_atomic(folder / "best_scenario.yaml", text.encode())
         paths.append(str(folder / "best_scenario.yaml"))
     ran = [t for t in study.get_trials(deepcopy=False) if "replicates_run" in t.user_attrs]
     return OptimisationResult(

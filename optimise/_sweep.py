@@ -29,10 +29,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import sim
-from optimise._files import write_dataset_file
 from sim import Scenario, ScenarioError, SimError
 from sim.metrics import summarise
-from sim.results import RunKey, is_complete, open_dataset
+from sim.results import RunKey, is_complete, open_dataset, write_dataset_table
 from sim.scenario import problems_from_validation, read_yaml
 
 __all__ = ["SweepFile", "SweepResult", "Variant", "design", "parse_vary", "read_design", "sweep"]
@@ -243,7 +242,7 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     total = len(variants) * replicates
     if progress is not None:
         progress(skipped, total)
-    paths = [write_dataset_file(out_s, f"variants/scenario={scenario.name}/variants.parquet",
+    paths = [write_dataset_table(out_s, f"variants/scenario={scenario.name}/variants.parquet",
                                 _variants_table(variants, scenario).drop_columns(["scenario"]))]
     if todo:
         _submit_all(scenarios, todo, base_seed, out_s, population_scale, engine, workers,

@@ -114,8 +114,8 @@ def _kpi_parts(root: str) -> list[_Part]:
     for frag in fragments:
         keys = ds.get_partition_keys(frag.partition_expression)
         try:
-            schema = pq.read_schema(frag.path)
-            cols = pq.read_table(frag.path, columns=["seed"]).to_pylist()
+            read = pq.read_table(frag.path, columns=["seed"])   # keeps the file's metadata
+            schema, cols = read.schema, read.to_pylist()
         except (OSError, pa.ArrowException, KeyError) as exc:
             raise _fail_read(frag.path, exc) from None
         meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()

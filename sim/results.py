@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = ["TABLES", "RunKey", "is_complete", "open_dataset", "read_table", "run_metadata",
-           "write_file_atomic", "write_run_table"]
+           "write_dataset_table", "write_file_atomic", "write_run_table"]
 
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
 """Tables a run writes (``events`` only on request; ``queues`` from the event engine
@@ -87,11 +87,15 @@ def _filesystem(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(text)
 
 
+def _relative(table: str, key: RunKey) -> str:
+    return (f"{table}/scenario={key.scenario}/variant={key.variant}/"
+            f"replicate={key.replicate}/part-{key.seed}.parquet")
+
+
 def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
     """Where ``table`` of run ``key`` lives under dataset ``root``."""
     _, base = _filesystem(root)
-    return (f"{base}/{table}/scenario={key.scenario}/variant={key.variant}/"
-            f"replicate={key.replicate}/part-{key.seed}.parquet")
+    return f"{base}/{_relative(table, key)}"
 
 
 def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
@@ -115,8 +119,21 @@ def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
 def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,
                     key: RunKey) -> str:
     """Write one table of one run atomically; returns the final path."""
-    fs, _ = _filesystem(root)
-    final = table_path(root, name, key)
+    return write_dataset_table(root, _relative(name, key), table)
+
+
+def write_dataset_table(root: str | os.PathLike[str], relative: str, table: pa.Table) -> str:
+    """Write ``root/relative`` as Parquet, whole or not at all, on the dataset's filesystem.
+
+    Args:
+        root: a dataset folder or pyarrow filesystem URI.
+        relative: the file's path below ``root`` (``/``-separated).
+
+    Returns:
+        The final path on the dataset's filesystem.
+    """
+    fs, base = _filesystem(root)
+    final = f"{base}/{relative}"
     folder, leaf = final.rsplit("/", 1)
     fs.create_dir(folder, recursive=True)
     tmp = f"{folder}/.{leaf}.{uuid.uuid4().hex}.tmp"
