@@ -21,7 +21,7 @@ import sim
 from optimise._sweep import SweepResult, Variant, mean_kpi, sweep
 from sim import Scenario, SimError
 from sim._kpi_names import KPI_NAMES
-from sim.results import write_dataset_table
+from sim.results import sensitivity_path, write_dataset_table
 
 __all__ = ["METHODS", "SensitivityResult", "parse_range", "sensitivity"]
 
@@ -146,6 +146,6 @@ def sensitivity(scenario: Scenario | str | os.PathLike[str],
             for col, key in stats:
                 cols[col].append(float(res[key][j]))
     table = pa.table(cols)
-    final = write_dataset_table(out, f"sensitivity/scenario={scenario.name}/{method}.parquet",
+    final = write_dataset_table(out, sensitivity_path(scenario.name, method),
                                table)
     return SensitivityResult(method=method, indices=table, sweep=result, path=final)

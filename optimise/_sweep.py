@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import sim
 from sim import Scenario, ScenarioError, SimError
-from sim.metrics import summarise
-from sim.results import RunKey, is_complete, open_dataset, write_dataset_table
+from sim.metrics import kpi_bounds, summarise
+from sim.model import compile_scenario
+from sim.results import (
+    Replaced,
+    RunKey,
+    claim_variants,
+    is_complete,
+    open_dataset,
+    variants_path,
+    write_dataset_table,
+)
 from sim.scenario import problems_from_validation, read_yaml
 
 __all__ = ["SweepFile", "SweepResult", "Variant", "design", "parse_vary", "read_design", "sweep"]
 
 log = logging.getLogger(__name__)
+
+def _owned(variants: Sequence[Variant]) -> re.Pattern[str]:
+    """The variant ids a sweep owns: its design's family (``v0000``…, or a sensitivity
+    design's ``s00000``…), so a smaller rerun removes the variants it dropped; ids
+    outside a family (a ``journey run --variant`` label) are owned only by name."""
+    prefixes = {re.sub(r"\d+$", "", v.id) for v in variants}
+    if len(prefixes) == 1 and all(re.fullmatch(r"[a-z]+\d+", v.id) for v in variants):
+        return re.compile(rf"{re.escape(prefixes.pop())}\d+")
+    return re.compile("|".join(re.escape(v.id) for v in variants))
+
 
 INTERVENTIONS = "interventions"
 """The design key whose values are sets of interventions to enable (``a+b``, ``none``)."""
@@ -78,6 +98,8 @@ class SweepResult:
     ran: int
     skipped: int
     paths: list[str] = field(default_factory=list)
+    replaced: list[Replaced] = field(default_factory=list)
+    """What the sweep removed from the dataset: runs of an earlier design or scenario."""
 
 
 def _value(text: str, spec: str) -> Any:
@@ -141,7 +163,7 @@ def _run_task(task: _Task) -> dict[str, Any]:
     """One (variant, replicate): simulate, write its files, return its KPI row."""
     result = sim.run(task.scenario, seed=task.seed, replicates=1, first_replicate=task.replicate,
                      variant=task.variant, out=task.out, population_scale=task.population_scale,
-                     threads=task.threads, engine=task.engine, resume=True)
+                     threads=task.threads, engine=task.engine, resume=True, exclusive=False)
     row = result.kpis.to_pylist()[0]
     row["agent_steps"] = int(row.get("agents", 0)) * task.scenario.steps
     return row
@@ -225,31 +247,38 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     out_s = os.fspath(out)
     # every variant is validated here, before any task runs
     scenarios = {v.id: v.scenario(scenario) for v in variants}
+    identities = {v.id: sim.run_identity(scenarios[v.id], engine=engine,
+                                         population_scale=population_scale, base_seed=base_seed)
+                  for v in variants}
+    runs = {vid: rid for vid, (rid, _) in identities.items()}
+    expect = {vid: identity for vid, (_, identity) in identities.items()}
+    # the dataset holds this design only: earlier designs' variants and runs go
+    replaced = claim_variants(out_s, scenario.name, _owned(variants), runs,
+                              replicates=replicates, expect=expect)
     todo: list[tuple[Variant, int]] = []
     skipped = 0
     for v in variants:
-        digest = scenarios[v.id].content_hash
         names = list(_TABLES)
         if engine == "des" and any(tp.capacity for tp in scenarios[v.id].touchpoints.values()):
             names.append("queues")
         for r in range(replicates):
-            key = RunKey(scenario.name, v.id, r, sim.derive_seed(base_seed, r))
-            if is_complete(out_s, key, digest, names, engine=engine,
-                           population_scale=repr(population_scale)):
+            key = RunKey(scenario.name, v.id, r, sim.derive_seed(base_seed, r), runs[v.id])
+            if is_complete(out_s, key, names):
                 skipped += 1
             else:
                 todo.append((v, r))
     total = len(variants) * replicates
     if progress is not None:
         progress(skipped, total)
-    paths = [write_dataset_table(out_s, f"variants/scenario={scenario.name}/variants.parquet",
+    paths = [write_dataset_table(out_s, variants_path(scenario.name),
                                 _variants_table(variants, scenario).drop_columns(["scenario"]))]
     if todo:
         _submit_all(scenarios, todo, base_seed, out_s, population_scale, engine, workers,
                     scheduler, skipped, total, progress)
-    summary = _summary(out_s, scenario.name, [v.id for v in variants], replicates)
+    summary = _summary(out_s, scenario.name, scenarios, runs, replicates)
     return SweepResult(out=out_s, variants=list(variants), replicates=replicates,
-                       summary=summary, ran=len(todo), skipped=skipped, paths=paths)
+                       summary=summary, ran=len(todo), skipped=skipped, paths=paths,
+                       replaced=replaced)
 
 
 def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant, int]],
@@ -283,25 +312,25 @@ def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant,
             cluster.close()
 
 
-def _summary(out: str, scenario: str, ids: Sequence[str], replicates: int) -> pa.Table:
-    """KPI mean ± 95% CI per variant, read back from the dataset."""
+def _summary(out: str, scenario: str, scenarios: Mapping[str, Scenario],
+             runs: Mapping[str, str], replicates: int) -> pa.Table:
+    """KPI mean and 95% CI (inside the KPI's range) per variant, read back from the dataset."""
     import pyarrow.dataset as ds
 
     table = open_dataset(out, "kpis").to_table(
-        filter=(ds.field("scenario") == scenario) & ds.field("variant").isin(list(ids))
+        filter=(ds.field("scenario") == scenario) & ds.field("run_id").isin(list(runs.values()))
         & (ds.field("replicate") < replicates))
     rows = table.to_pylist()
     cols: dict[str, list[Any]] = {"variant": [], "kpi": [], "mean": [], "ci_low": [],
-                                  "ci_high": [], "n": []}
-    for vid in ids:
-        mine = [r for r in rows if r["variant"] == vid]
-        for kpi, s in summarise(mine).items():
+                                  "ci_high": [], "n": [], "few": []}
+    for vid, variant in scenarios.items():
+        mine = [r for r in rows if r["variant"] == vid and r["run_id"] == runs[vid]]
+        bounds = kpi_bounds(compile_scenario(variant))
+        for kpi, s in summarise(mine, 0.95, bounds).items():
             cols["variant"].append(vid)
             cols["kpi"].append(kpi)
-            cols["mean"].append(s["mean"])
-            cols["ci_low"].append(s["ci_low"])
-            cols["ci_high"].append(s["ci_high"])
-            cols["n"].append(s["n"])
+            for col in ("mean", "ci_low", "ci_high", "n", "few"):
+                cols[col].append(s[col])
     return pa.table(cols)
 
 

@@ -18,8 +18,15 @@ from report._charts import (
     spend_by_item,
 )
 from report._compare import compare_charts, kpi_deltas
-from report._data import ReportError, RunData, load_calibrations, load_run, load_studies
-from report._extras import calibration_charts, queue_charts, study_charts
+from report._data import (
+    ReportError,
+    RunData,
+    load_calibrations,
+    load_run,
+    load_sensitivities,
+    load_studies,
+)
+from report._extras import calibration_charts, queue_charts, sensitivity_charts, study_charts
 from report._page import kpi_figure, render_page, write_pngs
 from sim.results import write_file_atomic
 
@@ -68,7 +75,8 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
                  compare_variants: Sequence[str] = (),
                  png: str | os.PathLike[str] | None = None, scenario: str | None = None,
                  variant: str | None = None, seed: int | None = None,
-                 seeds: Sequence[int] | None = None) -> Report:
+                 seeds: Sequence[int] | None = None, run_id: str | None = None,
+                 engine: str | None = None, population_scale: float | None = None) -> Report:
     """Write the HTML report of one run of a results dataset.
 
     Args:
@@ -78,7 +86,8 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
             where a folder holds several runs, the one of the same scenario is taken.
         compare_variants: variants of the same scenario in ``dataset`` to show beside it.
         png: a folder to export the main charts to as PNG (needs Chrome or Chromium).
-        scenario, variant, seed: choose the run when the folder holds several.
+        scenario, variant, seed, run_id, engine, population_scale: choose the run
+            when the folder holds several (``journey runs`` lists them).
         seeds: keep only these replicate seeds (what one ``sim.run`` call wrote).
 
     Returns:
@@ -92,7 +101,8 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
         >>> report.write_report("results", "report.html")  # doctest: +SKIP
     """
     run = load_run(dataset, scenario=scenario, variant=variant, seed=seed,
-                   seeds=list(seeds) if seeds is not None else None)
+                   seeds=list(seeds) if seeds is not None else None, run_id=run_id,
+                   engine=engine, population_scale=population_scale)
     alternatives = []
     for other in compare:
         name = run.scenario.name
@@ -116,6 +126,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     sections.append(("Optimisation", studies))
     calibrations = [c for cal in load_calibrations(run.root) for c in calibration_charts(cal)]
     sections.append(("Calibration", calibrations))
+    analyses = [c for a in load_sensitivities(run.root, run.scenario.name)
+                for c in sensitivity_charts(a)]
+    sections.append(("Sensitivity", analyses))
     page = render_page(run, sections, deltas, alternatives, absent)
     path = Path(out) if out is not None else default_path(run)
     if path.is_dir():

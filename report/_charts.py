@@ -15,7 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from report._data import RunData
-from report._stats import cube, t_interval
+from report._stats import cube
+from sim.stats import mean_interval
 
 __all__ = ["Chart", "funnel", "money_over_time", "occupancy", "retention", "sankey",
            "spend_by_item"]
@@ -109,6 +110,11 @@ def _per_rep(run: RunData) -> str:
     return "one replicate" if n == 1 else f"mean of {n} replicates"
 
 
+def _full(run: RunData) -> float:
+    """What turns simulated agents into the scenario's full population (1 / scale)."""
+    return 1.0 / run.population_scale
+
+
 def _replicates(run: RunData) -> list[int]:
     return sorted(set(run.tables["kpis"].column("replicate").to_pylist()))
 
@@ -124,16 +130,16 @@ def sankey(run: RunData) -> Chart | None:
     # flows: [rep, segment, from, to]; arrival/referral rows have no from_stage
     trans = flows.filter(flows.column("kind").to_numpy(zero_copy_only=False) == "transition")
     moved = cube(trans, [("segment", segments), ("from_stage", stages), ("to_stage", stages)],
-                 "count", reps).mean(axis=0)
+                 "count", reps).mean(axis=0) * _full(run)
     entries = np.zeros((len(segments), 3, len(stages)))
     for k, kind in enumerate(("arrival", "referral"), start=1):
         rows = flows.filter(flows.column("kind").to_numpy(zero_copy_only=False) == kind)
         entries[:, k] = cube(rows, [("segment", segments), ("to_stage", stages)], "count",
-                             reps).mean(axis=0)
+                             reps).mean(axis=0) * _full(run)
     occ = run.tables["occupancy"]
     start = occ.filter(occ.column("step").to_numpy() == 0)
     entries[:, 0] = cube(start, [("segment", segments), ("stage", stages)], "count",
-                         reps).mean(axis=0)
+                         reps).mean(axis=0) * _full(run)
     if moved.sum() + entries.sum() == 0:
         return None
     kinds = ["source"] * 3 + [scen.stages[s].kind for s in stages]
@@ -182,14 +188,15 @@ def sankey(run: RunData) -> Chart | None:
 
 
 def _entries(run: RunData) -> np.ndarray:
-    """Entries into each stage by segment: [rep, segment, stage]."""
+    """Entries into each stage by segment, for the full population: [rep, segment, stage]."""
     scen = run.scenario
     stages, segments, reps = list(scen.stages), list(scen.segments), _replicates(run)
     flows = run.tables["flows"]
     into = cube(flows, [("segment", segments), ("to_stage", stages)], "count", reps)
     occ = run.tables["occupancy"]
     start = occ.filter(occ.column("step").to_numpy() == 0)
-    return into + cube(start, [("segment", segments), ("stage", stages)], "count", reps)
+    return (into + cube(start, [("segment", segments), ("stage", stages)], "count", reps)) \
+        * _full(run)
 
 
 def funnel(run: RunData) -> Chart | None:
@@ -228,7 +235,7 @@ def occupancy(run: RunData) -> Chart | None:
     occ = run.tables["occupancy"]
     steps = scen.steps
     counts = cube(occ, [("step", list(range(steps + 1))), ("segment", segments),
-                        ("stage", stages)], "count", reps).mean(axis=0)   # [step, seg, stage]
+                        ("stage", stages)], "count", reps).mean(axis=0) * _full(run)
     days = np.arange(steps + 1) * scen.time.step_days
     groups = [ALL, *segments]
     fig = go.Figure()
@@ -259,8 +266,7 @@ def retention_bands(run: RunData) -> Band:
     share = cube(ret, [("lag_steps", lags)], "share", reps)
     eligible = cube(ret, [("lag_steps", lags)], "eligible", reps)
     share[eligible == 0] = np.nan
-    mean, low, high = t_interval(share)
-    low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    mean, low, high = mean_interval(share, bounds=(0.0, 1.0))
     days = np.array(lags, dtype=float) * run.scenario.time.step_days
     cohort = eligible.mean(axis=0)
     ok = ~np.isnan(mean) & (cohort >= min_cohort(cohort))
@@ -331,9 +337,10 @@ def money_bands(run: RunData) -> dict[str, Band]:
     grid = list(range(steps + 1))
     kind = np.asarray(led.column("kind").to_numpy(zero_copy_only=False))
     out: dict[str, Band] = {}
+    bounds = run.bounds
     for name, mask in (("revenue", kind == "revenue"), ("cost", kind != "revenue")):
         per_step = cube(led.filter(mask), [("step", grid)], "amount", reps)
-        mean, low, high = t_interval(np.cumsum(per_step, axis=1))
+        mean, low, high = mean_interval(np.cumsum(per_step, axis=1), bounds=bounds[name])
         out[name] = (np.array(grid, dtype=float) * run.scenario.time.step_days, mean, low, high)
     return out
 
@@ -366,12 +373,14 @@ def spend_by_item(run: RunData) -> Chart | None:
     item_kind = dict(zip(costs.column("item").to_pylist(),
                          costs.column("kind").to_pylist(), strict=True))
     total = cube(costs, [("item", items)], "amount", _replicates(run))
-    mean, _, high = t_interval(total)
+    mean, low, high = mean_interval(total, bounds=(0.0, np.inf))
     order = np.argsort(mean)
-    err = np.where(np.isfinite(high), high - mean, 0.0)[order]
+    plus = np.where(np.isfinite(high), high - mean, 0.0)[order]
+    minus = np.where(np.isfinite(low), mean - low, 0.0)[order]
     fig = go.Figure(go.Bar(
         x=mean[order], y=[items[i] for i in order], orientation="h",
-        error_x={"type": "data", "array": err, "visible": bool(np.isfinite(high).any())},
+        error_x={"type": "data", "array": plus, "arrayminus": minus, "symmetric": False,
+                 "visible": bool(np.isfinite(high).any())},
         marker={"color": [PALETTE[0] if item_kind[items[i]] == "touchpoint" else PALETTE[1]
                           for i in order]},
         customdata=[item_kind[items[i]] for i in order],

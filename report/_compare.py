@@ -18,8 +18,9 @@ from report._charts import (
     retention_bands,
 )
 from report._data import RunData
-from report._stats import cube, paired_or_welch, t_interval
+from report._stats import cube
 from sim import KPI_NAMES
+from sim.stats import mean_interval, paired_or_welch
 
 __all__ = ["Delta", "compare_charts", "kpi_deltas"]
 
@@ -85,8 +86,8 @@ def _customers(run: RunData) -> Band:
     occ = run.tables["occupancy"]
     customer = set(scen.stages_of_kind("customer"))
     mask = np.array([s in customer for s in occ.column("stage").to_pylist()], dtype=bool)
-    counts = cube(occ.filter(mask), [("step", steps)], "count", reps)
-    mean, low, high = t_interval(counts)
+    counts = cube(occ.filter(mask), [("step", steps)], "count", reps) / run.population_scale
+    mean, low, high = mean_interval(counts, bounds=(0.0, np.inf))
     return np.array(steps, dtype=float) * scen.time.step_days, mean, low, high
 
 

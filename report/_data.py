@@ -1,9 +1,9 @@
 """Reading what a report shows: one run of a results dataset, and what lies beside it.
 
-A results folder can hold several runs (scenarios, variants, base seeds).
-:func:`load_run` picks one by its scenario name, variant and base seed
-(read from each file's schema metadata), and refuses to guess when the
-folder holds more than one that matches. Optimisation studies
+A results folder can hold several runs (scenarios, variants), each listed by
+``sim.results.list_runs``. :func:`load_run` picks one by any of its keys (run
+id, scenario name, variant, base seed, engine, population scale) and refuses
+to guess when more than one matches, listing them as ``journey runs`` does. Optimisation studies
 (``DIR/optimise/<study>/``) and calibrations (``DIR/calibrate/<name>/``)
 are read when present, as is the event engine's ``queues`` table.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,21 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sim import Scenario, SimError, load_scenario
-from sim.results import open_dataset
+from sim.metrics import kpi_bounds
+from sim.model import compile_scenario
+from sim.results import (
+    RunInfo,
+    RunKey,
+    list_runs,
+    open_dataset,
+    sensitivity_path,
+    table_path,
+    variant_descriptions,
+)
+from sim.stats import Bounds
 
-__all__ = ["Calibration", "ReportError", "RunData", "Study", "load_calibrations", "load_run",
-           "load_studies"]
+__all__ = ["Calibration", "ReportError", "RunData", "Sensitivity", "Study", "load_calibrations",
+           "load_run", "load_sensitivities", "load_studies"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +63,9 @@ class RunData:
         variant: the run's variant label.
         base_seed: the run's base seed; replicate seeds are in ``seeds``.
         seeds: replicate seeds, in replicate order.
-        engine, version, population_scale: from the files' metadata.
+        engine, version, population_scale, run_id: from the files' metadata.
+            Counts in the tables are simulated agents; the report divides them by
+            ``population_scale`` to show the scenario's full population.
         tables: ``kpis``, ``occupancy``, ``flows``, ``retention``, ``ledger``
             and, when written, ``queues``.
     """
@@ -65,6 +79,11 @@ class RunData:
     version: str
     population_scale: float
     tables: dict[str, pa.Table] = field(repr=False)
+    run_id: str = ""
+    bounds: dict[str, Bounds] = field(default_factory=dict, repr=False)
+    """Each KPI's range (:func:`sim.metrics.kpi_bounds`), which intervals respect."""
+    values: str = ""
+    """A sweep variant's values (``touchpoints.email.reach.use=0.1, interventions=recall``)."""
 
     @property
     def replicates(self) -> int:
@@ -73,25 +92,16 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """A short name: scenario, and variant when it is not ``base``."""
+        """A short name: scenario, and variant when it is not ``base`` (by its values when
+        a sweep made it)."""
         name = self.scenario.name
-        return name if self.variant == "base" else f"{name} / {self.variant}"
+        if self.variant == "base":
+            return name
+        return f"{name} / {self.variant}" + (f" ({self.values})" if self.values else "")
 
     def table(self, name: str) -> pa.Table | None:
         """A table of the run, None when the run did not write it."""
         return self.tables.get(name)
-
-
-@dataclass(frozen=True)
-class _Part:
-    path: str
-    scenario: str
-    variant: str
-    base_seed: int
-    seed: int
-    replicate: int
-    digest: str
-    meta: dict[str, str]
 
 
 def _fail_read(path: str, exc: Exception) -> ReportError:
@@ -99,56 +109,49 @@ def _fail_read(path: str, exc: Exception) -> ReportError:
     return ReportError(f"cannot read {path}: {first}")
 
 
-def _kpi_parts(root: str) -> list[_Part]:
+def _runs(root: str) -> list[RunInfo]:
+    """The complete runs of a results folder (at least one finished replicate)."""
     if not os.path.isdir(root):
         raise ReportError(f"{root} is not a results dataset: no such folder")
     if not os.path.isdir(os.path.join(root, "kpis")):
         raise ReportError(f"{root} is not a results dataset: it has no kpis table "
                           f"(expected {os.path.join(root, 'kpis', 'scenario=…')})")
     try:
-        dataset = open_dataset(root, "kpis")
-        fragments = list(dataset.get_fragments())
+        runs = [r for r in list_runs(root) if r.replicates]
     except (OSError, pa.ArrowException) as exc:
         raise _fail_read(os.path.join(root, "kpis"), exc) from None
-    parts = []
-    for frag in fragments:
-        keys = ds.get_partition_keys(frag.partition_expression)
-        try:
-            read = pq.read_table(frag.path, columns=["seed"])   # keeps the file's metadata
-            schema, cols = read.schema, read.to_pylist()
-        except (OSError, pa.ArrowException, KeyError) as exc:
-            raise _fail_read(frag.path, exc) from None
-        meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()
-                if k.startswith(b"journey.")}
-        if (not cols or "journey.scenario_yaml" not in meta
-                or not {"scenario", "variant"} <= keys.keys()):
-            raise ReportError(f"{frag.path} is not a run's kpis file (no run keys or scenario "
-                              f"metadata)")
-        parts.append(_Part(frag.path, str(keys["scenario"]), str(keys["variant"]),
-                           int(meta.get("journey.base_seed", cols[0]["seed"])),
-                           int(cols[0]["seed"]), int(keys.get("replicate", 0)),
-                           meta.get("journey.scenario_hash", ""), meta))
-    if not parts:
+    if not runs:
         raise ReportError(f"{root} is not a results dataset: its kpis table holds no runs")
-    return parts
+    return runs
 
 
-def _describe(groups: dict[tuple[str, str, int, str], list[_Part]]) -> str:
-    return "; ".join(f"{s} variant {v} seed {b} ({len(p)} replicate(s))"
-                     for (s, v, b, _), p in sorted(groups.items()))
+def _listing(runs: list[RunInfo]) -> str:
+    """The runs one per line, as ``journey runs`` lists them."""
+    return "".join(f"\n  {r.describe()}" for r in runs)
+
+
+SELECTORS = "--run, --scenario, --variant, --seed, --engine or --population-scale"
+"""The options of ``journey report`` that choose a run."""
 
 
 def load_run(root: str | os.PathLike[str], *, scenario: str | None = None,
              variant: str | None = None, seed: int | None = None,
-             seeds: list[int] | None = None) -> RunData:
+             seeds: list[int] | None = None, run_id: str | None = None,
+             engine: str | None = None, population_scale: float | None = None) -> RunData:
     """Read one run of a results dataset.
+
+    A folder written by ``journey run`` holds one run per (scenario, variant);
+    any of the run's keys narrows the choice when it holds several.
 
     Args:
         root: the dataset folder ``journey run --out`` wrote.
-        scenario: scenario name, needed when the folder holds several.
-        variant: variant label, needed when the scenario has several.
-        seed: base seed, needed when the same scenario and variant ran with several.
+        scenario: scenario name.
+        variant: variant label.
+        seed: base seed.
         seeds: replicate seeds to keep (what one call of ``sim.run`` wrote).
+        run_id: the run id, or a prefix of it (``journey runs`` lists them).
+        engine: ``fast`` or ``des``.
+        population_scale: the scale the run was simulated at.
 
     Returns:
         The run's tables, restricted to its replicates.
@@ -162,39 +165,49 @@ def load_run(root: str | os.PathLike[str], *, scenario: str | None = None,
         >>> run.tables["kpis"].num_rows  # doctest: +SKIP
     """
     root = os.fspath(root)
-    parts = _kpi_parts(root)
-    wanted = [p for p in parts
-              if (scenario is None or p.scenario == scenario)
-              and (variant is None or p.variant == variant)
-              and (seed is None or p.base_seed == seed)
-              and (seeds is None or p.seed in seeds)]
-    groups: dict[tuple[str, str, int, str], list[_Part]] = {}
-    for p in wanted:
-        groups.setdefault((p.scenario, p.variant, p.base_seed, p.digest), []).append(p)
-    if not groups:
-        have: dict[tuple[str, str, int, str], list[_Part]] = {}
-        for p in parts:
-            have.setdefault((p.scenario, p.variant, p.base_seed, p.digest), []).append(p)
-        raise ReportError(f"no run in {root} matches the selection; it holds: {_describe(have)}")
-    if len(groups) > 1:
-        raise ReportError(f"{root} holds several runs; choose one with --scenario, --variant "
-                          f"or --seed: {_describe(groups)}")
-    (name, var, base, _), chosen = next(iter(groups.items()))
-    chosen.sort(key=lambda p: p.replicate)
-    if len({p.replicate for p in chosen}) != len(chosen):
-        raise ReportError(f"{root}: run {name} variant {var} seed {base} has the same replicate "
-                          f"twice")
-    meta = chosen[0].meta
+    runs = _runs(root)
+    wanted = [r for r in runs
+              if (scenario is None or r.scenario == scenario)
+              and (variant is None or r.variant == variant)
+              and (seed is None or r.base_seed == seed)
+              and (run_id is None or r.run_id.startswith(run_id))
+              and (engine is None or r.engine == engine)
+              and (population_scale is None
+                   or math.isclose(r.population_scale, population_scale))]
+    if not wanted:
+        raise ReportError(f"no run in {root} matches the selection; it holds:{_listing(runs)}")
+    if len(wanted) > 1:
+        raise ReportError(f"{root} holds several runs; choose one with {SELECTORS}:"
+                          f"{_listing(wanted)}")
+    chosen = wanted[0]
+    name, var = chosen.scenario, chosen.variant
+    expr = ((ds.field("scenario") == name) & (ds.field("variant") == var)
+            & (ds.field("run_id") == chosen.run_id))
+    try:
+        kpis = open_dataset(root, "kpis").to_table(filter=expr)
+    except (OSError, pa.ArrowException) as exc:
+        raise _fail_read(os.path.join(root, "kpis"), exc) from None
+    if seeds is not None:
+        kpis = kpis.filter(pc.is_in(kpis.column("seed"), pa.array(seeds, pa.uint64())))
+    kpis = _in_replicate_order(kpis)
+    if kpis.num_rows == 0:
+        raise ReportError(f"no replicate of {chosen.describe()} has the seeds asked for")
+    reps = kpis.column("replicate").to_pylist()
+    run_seeds = [int(x) for x in kpis.column("seed").to_pylist()]
+    first = table_path(root, "kpis", RunKey(name, var, reps[0], run_seeds[0], chosen.run_id))
+    try:
+        raw_meta = pq.read_schema(first).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise _fail_read(first, exc) from None
+    meta = {k.decode(): v.decode() for k, v in raw_meta.items() if k.startswith(b"journey.")}
     try:
         scen = load_scenario(meta["journey.scenario_yaml"])
-    except SimError as exc:
-        raise ReportError(f"{chosen[0].path}: the stored scenario does not load: "
+    except (SimError, KeyError) as exc:
+        raise ReportError(f"{root}: the scenario stored with run {chosen.run_id} does not load: "
                           f"{str(exc).splitlines()[0]}") from None
-    run_seeds = [p.seed for p in chosen]
-    expr = ((ds.field("scenario") == name) & (ds.field("variant") == var)
-            & ds.field("seed").isin(pa.array(run_seeds, pa.uint64())))
-    tables: dict[str, pa.Table] = {}
-    for table in ("kpis", *REQUIRED, *OPTIONAL):
+    expr = expr & ds.field("replicate").isin(pa.array(reps, pa.int32()))
+    tables: dict[str, pa.Table] = {"kpis": kpis}
+    for table in (*REQUIRED, *OPTIONAL):
         folder = os.path.join(root, table)
         if not os.path.isdir(folder):
             if table in OPTIONAL:
@@ -207,15 +220,16 @@ def load_run(root: str | os.PathLike[str], *, scenario: str | None = None,
         if table in REQUIRED and read.num_rows == 0 and table != "flows":
             raise ReportError(f"{root} is an incomplete dataset: the {table} table has no rows "
                               f"for {name} variant {var}")
-        tables[table] = _in_replicate_order(read, run_seeds)
-    return RunData(root=root, scenario=scen, variant=var, base_seed=base,
-                   seeds=tuple(run_seeds), engine=meta.get("journey.engine", "?"),
-                   version=meta.get("journey.version", "?"),
-                   population_scale=float(meta.get("journey.population_scale", "1.0")),
-                   tables=tables)
+        tables[table] = _in_replicate_order(read)
+    scale = chosen.population_scale
+    return RunData(root=root, scenario=scen, variant=var, base_seed=chosen.base_seed or 0,
+                   seeds=tuple(run_seeds), engine=chosen.engine, version=chosen.version,
+                   population_scale=scale, tables=tables, run_id=chosen.run_id,
+                   bounds=kpi_bounds(compile_scenario(scen, scale)),
+                   values=variant_descriptions(root, name).get(var, ""))
 
 
-def _in_replicate_order(table: pa.Table, seeds: list[int]) -> pa.Table:
+def _in_replicate_order(table: pa.Table) -> pa.Table:
     """Rows sorted by replicate (stable, so each table keeps its own order within one)."""
     if table.num_rows == 0 or "replicate" not in table.column_names:
         return table
@@ -281,4 +295,26 @@ def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
             raise ReportError(f"{folder / 'fit.parquet'} lacks the column(s) "
                               f"{', '.join(missing)}")
         found.append(Calibration(folder.name, fit, params))
+    return found
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """What ``journey sensitivity`` wrote for one scenario and method."""
+
+    method: str
+    indices: pa.Table
+
+
+def load_sensitivities(root: str | os.PathLike[str], scenario: str) -> list[Sensitivity]:
+    """Every sensitivity analysis of ``scenario`` in ``root`` (none when absent)."""
+    found = []
+    for method in ("sobol", "morris"):
+        path = Path(root) / sensitivity_path(scenario, method)
+        if not path.is_file():
+            continue
+        try:
+            found.append(Sensitivity(method, pq.read_table(path)))
+        except (OSError, pa.ArrowException) as exc:
+            raise _fail_read(str(path), exc) from None
     return found

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from report._charts import PALETTE, Chart, band_traces, layout, rgba
-from report._data import Calibration, ReportError, RunData, Study
-from report._stats import cube, t_interval
+from report._data import Calibration, ReportError, RunData, Sensitivity, Study
+from report._stats import cube
+from sim.stats import mean_interval
 
-__all__ = ["calibration_charts", "queue_charts", "study_charts"]
+__all__ = ["calibration_charts", "queue_charts", "sensitivity_charts", "study_charts"]
 
 
 def _num(table: pa.Table, col: str) -> np.ndarray:
@@ -84,16 +85,16 @@ def queue_charts(run: RunData) -> list[Chart]:
         for col, dash, label in (("mean_wait_days", "solid", "mean wait"),
                                  ("p90_wait_days", "dot", "90th percentile wait")):
             values = _series(rows, col, steps, reps, present)
-            mean, low, high = t_interval(_bucketed(values, served, size))
+            mean, low, high = mean_interval(_bucketed(values, served, size), bounds=(0.0, np.inf))
             ok = ~np.isnan(mean)
-            traces = band_traces(days[ok], mean[ok], np.maximum(low[ok], 0.0), high[ok],
+            traces = band_traces(days[ok], mean[ok], low[ok], high[ok],
                                  f"{tp}: {label}", colour, " days", dash=dash)
             waits.add_traces(traces if col == "mean_wait_days" else traces[-1:])
         values = _series(rows, "utilisation", steps, reps, present)
-        mean, low, high = t_interval(_bucketed(values, None, size))
+        mean, low, high = mean_interval(_bucketed(values, None, size), bounds=(0.0, 1.0))
         ok = ~np.isnan(mean)
-        util.add_traces(band_traces(days[ok], mean[ok], np.clip(low[ok], 0.0, 1.0),
-                                    np.clip(high[ok], 0.0, 1.0), tp, colour, "%", 100.0))
+        util.add_traces(band_traces(days[ok], mean[ok], low[ok], high[ok], tp, colour, "%",
+                                    100.0))
         counts = {c: float(_num(rows, c).sum() / max(len(reps), 1))
                   for c in ("arrivals", "served", "abandoned") if c in rows.column_names}
         if counts:
@@ -304,3 +305,38 @@ def _categorical(fig: go.Figure, g: list[dict[str, Any]], xs: list[str], name: s
                            for r in g],
                  "arrayminus": [(r["fitted"] - r["low"]) if r["low"] is not None else 0
                                 for r in g]}))
+
+
+SENSITIVITY_BARS = {"sobol": (("s1", "s1_conf", "first-order S1"), ("st", "st_conf", "total ST")),
+                    "morris": (("mu_star", "mu_star_conf", "μ*"), ("sigma", None, "σ"))}
+
+
+def sensitivity_charts(analysis: Sensitivity) -> list[Chart]:
+    """One chart per KPI: each parameter's indices with their 95% intervals."""
+    rows = analysis.indices.to_pylist()
+    charts = []
+    for kpi in dict.fromkeys(str(r["kpi"]) for r in rows):
+        mine = [r for r in rows if r["kpi"] == kpi]
+        first = SENSITIVITY_BARS[analysis.method][0][0]
+        mine.sort(key=lambda r: float(r[first]))
+        fig = go.Figure()
+        for i, (col, conf, label) in enumerate(SENSITIVITY_BARS[analysis.method]):
+            errors = [float(r[conf]) for r in mine] if conf else None
+            fig.add_trace(go.Bar(
+                x=[float(r[col]) for r in mine], y=[str(r["parameter"]) for r in mine],
+                orientation="h", name=label, marker={"color": PALETTE[i]},
+                error_x={"type": "data", "array": errors, "visible": errors is not None},
+                hovertemplate=f"%{{y}}: {label} %{{x:.3f}}<extra></extra>"))
+        fig.update_layout(barmode="group")
+        what = ("Sobol indices (share of the KPI's variance)" if analysis.method == "sobol"
+                else "Morris elementary effects")
+        layout(fig, f"Sensitivity of {kpi}: {what}, 95% CI", x="index",
+               height=max(320, 80 + 50 * len(mine)))
+        note = ("S1: the share of the KPI's variance each parameter explains alone; ST: with "
+                "its interactions. Bars are SALib's 95% bootstrap intervals."
+                if analysis.method == "sobol" else
+                "μ*: the mean absolute elementary effect (how much the parameter moves the "
+                "KPI); σ: its spread (interactions, non-linearity).")
+        charts.append(Chart(f"sensitivity_{analysis.method}_{kpi}",
+                            f"Sensitivity ({analysis.method}): {kpi}", fig, note))
+    return charts

@@ -22,6 +22,7 @@ from report._data import ReportError, RunData
 from sim import KPI_NAMES
 from sim._kpi_names import KPI_DESCRIPTIONS
 from sim.metrics import summarise
+from sim.stats import FEW_REPLICATES, too_few
 
 __all__ = ["kpi_rows", "render_page", "write_pngs"]
 
@@ -97,8 +98,9 @@ def kpi_rows(run: RunData) -> list[dict[str, float | str]]:
     """The KPI summary the page shows: mean and 95% CI of each KPI over replicates."""
     names = shown_kpis(run)
     rows = run.tables["kpis"].select(names).to_pylist()
-    summary = summarise([{k: row.get(k, math.nan) for k in KPI_NAMES} for row in rows], 0.95)
-    return [{"kpi": k, **{f: summary[k][f] for f in ("mean", "ci_low", "ci_high", "n")}}
+    summary = summarise([{k: row.get(k, math.nan) for k in KPI_NAMES} for row in rows], 0.95,
+                        run.bounds)
+    return [{"kpi": k, **{f: summary[k][f] for f in ("mean", "ci_low", "ci_high", "n", "few")}}
             for k in names]
 
 
@@ -125,6 +127,13 @@ def _kpi_table(run: RunData) -> str:
     if run.replicates < 2:
         out.append('<p class="note">One replicate: confidence intervals need at least two '
                    '(journey run --replicates).</p>')
+    elif too_few(run.replicates):
+        out.append(f'<p class="note" id="few-replicates">Intervals over {run.replicates} '
+                   f'replicates are wide and say little: run {FEW_REPLICATES} or more '
+                   f'(journey run --replicates) for intervals that mean much.</p>')
+    out.append('<p class="note">Intervals stay inside each KPI\'s range: shares on the logit '
+               'scale, counts and money on the log scale (Student-t over replicates, mapped '
+               'back).</p>')
     return "".join(out)
 
 
@@ -184,10 +193,14 @@ def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
     scen = run.scenario
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     seeds = ", ".join(str(s) for s in run.seeds[:6]) + (" …" if len(run.seeds) > 6 else "")
-    meta = (f"Dataset {html.escape(run.root)}; variant {html.escape(run.variant)}; "
+    scale = (f"population scale {run.population_scale:g} (KPIs, money and the charts' counts "
+             f"are for the scenario's full population)" if run.population_scale != 1
+             else "population scale 1")
+    meta = (f"Dataset {html.escape(run.root)}; run {html.escape(run.run_id)}; variant "
+            f"{html.escape(run.variant)}; "
             f"{run.replicates} replicate(s), base seed {run.base_seed} (replicate seeds "
-            f"{seeds}); engine {html.escape(run.engine)}; population scale "
-            f"{run.population_scale:g}; {scen.steps} steps of {scen.time.step_days:g} days "
+            f"{seeds}); engine {html.escape(run.engine)}; {scale}; "
+            f"{scen.steps} steps of {scen.time.step_days:g} days "
             f"({scen.time.horizon_days:g} days); money in {html.escape(scen.economics.currency)}"
             f"; written by journey-engine {html.escape(run.version)}.")
     nav = ['<a href="#kpis">KPIs</a>']
@@ -239,8 +252,11 @@ def kpi_figure(run: RunData) -> go.Figure:
                                      "align": "left", "fill_color": "#4C78A8",
                                      "font": {"color": "white"}},
                              cells={"values": values, "align": "left", "height": 26}))
-    return layout(fig, f"{run.label}: KPIs over {run.replicates} replicate(s) (mean, 95% CI)",
-                  height=720)
+    scale = "" if run.population_scale == 1 else (
+        f", simulated at population scale {run.population_scale:g} (full-population figures)")
+    few = " — too few replicates for tight intervals" if too_few(run.replicates) else ""
+    return layout(fig, f"{run.label}: KPIs over {run.replicates} replicate(s) (mean, 95% CI)"
+                       f"{scale}{few}", height=720)
 
 
 def write_pngs(charts: Sequence[Chart], folder: Path, width: int = 1280,

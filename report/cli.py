@@ -50,14 +50,23 @@ def report_command(
                                                       "several.")] = None,
     variant: Annotated[str | None, typer.Option(help="Variant to report when DIR holds "
                                                      "several.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed to report when DIR holds "
-                                                  "several runs of one variant.", min=0)
+    seed: Annotated[int | None, typer.Option(help="Base seed of the run to report.", min=0)
                     ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run id (or its first characters) "
+                                                          "as journey runs lists it.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Engine of the run to report.")] = None,
+    population_scale: Annotated[float | None, typer.Option(
+        help="Population scale of the run to report.")] = None,
 ) -> None:
-    """Write one self-contained HTML report (opens offline) of a results dataset."""
+    """Write one self-contained HTML report (opens offline) of one run of a results folder.
+
+    When the folder holds several runs, choose one with --run, --scenario, --variant,
+    --seed, --engine or --population-scale (journey runs DIR lists them).
+    """
     written = _write(str(dataset), out, compare=[str(c) for c in compare or []],
                      compare_variants=list(compare_variant or []), png=png,
-                     scenario=scenario, variant=variant, seed=seed)
+                     scenario=scenario, variant=variant, seed=seed, run_id=run,
+                     engine=engine, population_scale=population_scale)
     console.print(f"wrote {written.path} ({len(written.charts)} charts: "
                   f"{', '.join(written.charts)})", markup=False)
     for path in written.pngs:

@@ -15,9 +15,9 @@ from sim._kpi_names import KPI_NAMES
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
-    from sim.api import ENGINES, RunResult, derive_seed, run
+    from sim.api import ENGINES, RunResult, derive_seed, run, run_identity
 
-_LAZY = {"ENGINES", "RunResult", "derive_seed", "run"}
+_LAZY = {"ENGINES", "RunResult", "derive_seed", "run", "run_identity"}
 
 
 def __getattr__(name: str) -> Any:
@@ -48,4 +48,5 @@ __all__ = [
     "derive_seed",
     "load_scenario",
     "run",
+    "run_identity",
 ]

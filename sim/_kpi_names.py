@@ -6,7 +6,7 @@ The scenario schema validates ``optimise.objective.kpi`` against these names;
 
 from __future__ import annotations
 
-__all__ = ["KPI_DESCRIPTIONS", "KPI_NAMES"]
+__all__ = ["KPI_DESCRIPTIONS", "KPI_KINDS", "KPI_NAMES"]
 
 KPI_DESCRIPTIONS: dict[str, str] = {
     "entrants": "agents that entered the journey during the run (arrivals and referrals)",
@@ -35,3 +35,16 @@ KPI_DESCRIPTIONS: dict[str, str] = {
 }
 
 KPI_NAMES: tuple[str, ...] = tuple(KPI_DESCRIPTIONS)
+
+KPI_KINDS: dict[str, str] = {
+    "entrants": "count", "acquired": "count", "conversion": "share",
+    "retention_90": "share", "retention_180": "share", "retention_365": "share",
+    "churned": "count", "won_back": "count", "revenue": "money", "cost": "money",
+    "clv": "money", "roi": "ratio", "referrals": "count", "reviews": "count",
+    "rating": "rating", "nps": "points", "median_days_to_convert": "days",
+    "mean_wait_days": "days", "served_within_target": "share", "abandonment": "share",
+}
+"""What each KPI is: ``count`` (agents or events, expressed for the scenario's full
+population), ``share`` (in [0, 1]), ``money`` (currency, full population; ``clv`` per
+acquired customer), ``ratio``, ``rating`` (on the reviews' scale), ``points`` (NPS,
+-100..100) or ``days``. The kind decides a KPI's range, hence its interval."""

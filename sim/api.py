@@ -17,26 +17,29 @@ from typing import Any
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sim._errors import SimError
 from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.fast import RawRun
-from sim.metrics import kpis, ledger, queue_table, retention_curve, summarise
+from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import compile_scenario
 from sim.results import (
+    Replaced,
     RunKey,
-    _filesystem,
+    claim,
     is_complete,
+    make_run_id,
+    read_file,
     run_metadata,
     table_path,
     with_keys,
     write_run_table,
 )
 from sim.scenario import Scenario, load_scenario
+from sim.stats import Bounds
 
-__all__ = ["ENGINES", "RunResult", "derive_seed", "run"]
+__all__ = ["ENGINES", "RunResult", "derive_seed", "run", "run_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ def derive_seed(seed: int, replicate: int) -> int:
 class RunResult:
     """Tables of a run over all its replicates (DESIGN.md, "Outputs").
 
-    Every table carries the run keys ``scenario``, ``variant``, ``replicate``
-    and ``seed``. ``events`` is None unless requested.
+    Every table carries the run keys ``scenario``, ``variant``, ``replicate``,
+    ``run_id`` and ``seed``. ``events`` is None unless requested. Counts in the
+    tables are simulated agents (``population_scale`` times the scenario's);
+    KPIs and money are expressed for the scenario's full population.
     """
 
     scenario: Scenario
@@ -75,19 +80,27 @@ class RunResult:
     events: pa.Table | None = None
     paths: list[str] = field(default_factory=list)
     queues: pa.Table | None = None
+    run_id: str = ""
+    population_scale: float = 1.0
+    variant: str = "base"
+    bounds: dict[str, Bounds] = field(default_factory=dict)
+    """Each KPI's range, which its interval respects (:func:`sim.metrics.kpi_bounds`)."""
+    replaced: list[Replaced] = field(default_factory=list)
+    """What writing this run removed from its folder key (another run's replicates)."""
 
     def summary(self, level: float = 0.95) -> pa.Table:
-        """Each KPI's mean over replicates with a Student-t confidence interval."""
+        """Each KPI's mean over replicates with a confidence interval inside its range.
+
+        Columns ``kpi``, ``mean``, ``ci_low``, ``ci_high``, ``sd``, ``n`` and
+        ``few`` (too few replicates for the interval to mean much).
+        """
         rows = self.kpis.to_pylist()
-        summary = summarise(rows, level)
+        summary = summarise(rows, level, self.bounds)
         names = list(summary)
         return pa.table({
             "kpi": names,
-            "mean": [summary[k]["mean"] for k in names],
-            "ci_low": [summary[k]["ci_low"] for k in names],
-            "ci_high": [summary[k]["ci_high"] for k in names],
-            "sd": [summary[k]["sd"] for k in names],
-            "n": [summary[k]["n"] for k in names],
+            **{col: [summary[k][col] for k in names]
+               for col in ("mean", "ci_low", "ci_high", "sd", "n", "few")},
         })
 
 
@@ -154,6 +167,20 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
     return out
 
 
+def run_identity(scenario: Scenario, *, engine: str, population_scale: float,
+                 base_seed: int) -> tuple[str, dict[str, str]]:
+    """The run id of a run and the metadata it is made from.
+
+    Returns:
+        (run id, {scenario_hash, engine, population_scale, base_seed, rng}) as
+        written into the run's files (``journey.<name>``).
+    """
+    identity = {"scenario_hash": scenario.content_hash, "engine": engine,
+                "population_scale": repr(float(population_scale)),
+                "base_seed": str(int(base_seed)), "rng": RNG_SCHEME}
+    return make_run_id(**identity), identity
+
+
 def _with_run_columns(table: pa.Table, key: RunKey) -> pa.Table:
     """Add the partition keys that the files keep in their paths."""
     table = table.add_column(0, "scenario", pa.array([key.scenario] * table.num_rows))
@@ -195,6 +222,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
         variant: str = "base", events: bool = False, out: str | os.PathLike[str] | None = None,
         threads: int | None = None, resume: bool = False, first_replicate: int = 0,
+        exclusive: bool = True,
         progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Simulate a scenario.
 
@@ -203,7 +231,9 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         seed: base seed (default: the scenario's); replicate r runs on
             :func:`derive_seed` (seed, r).
         replicates: independent runs, summarised with confidence intervals.
-        population_scale: multiplies initial counts, arrival rates and market size.
+        population_scale: how many agents stand for one of the scenario's (a speed
+            knob: KPIs and money keep their expectation, expressed for the full
+            population; see :mod:`sim.metrics`).
         engine: ``"fast"`` (numba kernels) or ``"des"`` (SimPy: the same results on
             a scenario without capacity limits, and queues at capacity-limited
             touchpoints; slower).
@@ -216,8 +246,14 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
             With several replicates they run side by side, one per thread.
         first_replicate: number of the first replicate: ``first_replicate=3,
             replicates=1`` runs exactly replicate 3 of a larger run (same seed).
-        resume: with ``out``, reuse replicates already written for the same
-            scenario hash and seed instead of running them again.
+        resume: with ``out``, reuse replicates already written by the same run
+            (same run id: scenario text, engine, scale, base seed) instead of
+            running them again.
+        exclusive: with ``out``, the run owns its (scenario, variant) partition:
+            before its first file is written, every other run's files there (and
+            this run's replicates outside this call's) are removed, and
+            ``RunResult.replaced`` says what. ``False`` removes other runs' files
+            only (a sweep task writing one replicate beside its siblings).
         progress: called with (steps done, steps in all) as the run advances.
 
     Returns:
@@ -247,7 +283,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         numba.set_num_threads(threads)
     try:
         return _run(scenario, base_seed, replicates, population_scale, engine, variant,
-                    events, out, resume, progress, first_replicate)
+                    events, out, resume, progress, first_replicate, exclusive)
     finally:
         numba.set_num_threads(previous_threads)
 
@@ -255,12 +291,14 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
 def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: float,
          engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
          resume: bool, progress: Callable[[int, int], None] | None,
-         first_replicate: int = 0) -> RunResult:
+         first_replicate: int = 0, exclusive: bool = True) -> RunResult:
     from sim import __version__
 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
+    run_id, expect = run_identity(scenario, engine=engine, population_scale=population_scale,
+                                  base_seed=base_seed)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
@@ -271,6 +309,17 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     lock = threading.Lock()
     stop = threading.Event()
     workers = min(replicates, numba.get_num_threads())
+    replaced: list[Replaced] = []
+    claimed = threading.Event()
+
+    def own_partition() -> None:
+        """Before the run's first file: remove what other runs left under its key."""
+        with lock:
+            if out is None or claimed.is_set():
+                return
+            replaced.extend(claim(out, scenario.name, variant, run_id, expect=expect,
+                                  keep=set(index) if exclusive else None, tidy=exclusive))
+            claimed.set()
 
     def step_done(r: int, t: int) -> None:
         if stop.is_set():
@@ -282,25 +331,22 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
 
     def one(r: int) -> tuple[dict[str, pa.Table], list[str]]:
         rseed = seeds[r]
-        key = RunKey(scenario.name, variant, index[r], rseed)
-        if out is not None and resume and is_complete(
-                out, key, digest, names, engine=engine,
-                population_scale=repr(population_scale)):
+        key = RunKey(scenario.name, variant, index[r], rseed, run_id)
+        if out is not None and resume and is_complete(out, key, names):
             log.info("replicate %d already written; reusing it", r)
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
-            fs, _ = _filesystem(out)
-            return ({n: pq.read_table(f, filesystem=fs) for n, f in stored.items()},
-                    list(stored.values()))
+            return ({n: read_file(out, f) for n, f in stored.items()}, list(stored.values()))
         raw = _SIMULATE[engine](model, rseed, events=events, parallel=workers == 1,
                                 progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                             base_seed=base_seed, replicate=index[r], engine=engine,
-                            rng=RNG_SCHEME,
-                            version=__version__, population_scale=population_scale)
+                            rng=RNG_SCHEME, version=__version__,
+                            population_scale=population_scale, run_id=run_id)
         tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
         files = []
         if out is not None:
+            own_partition()
             # kpis last: its presence marks a complete replicate
             files = [write_run_table(out, n, tables[n], key) for n in [*names, "kpis"]]
         return tables, files
@@ -318,10 +364,11 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+    own_partition()      # also when every replicate was resumed
     collected: dict[str, list[pa.Table]] = {}
     paths: list[str] = []
     for r, (tables, files) in enumerate(results):
-        key = RunKey(scenario.name, variant, index[r], seeds[r])
+        key = RunKey(scenario.name, variant, index[r], seeds[r], run_id)
         paths.extend(files)
         for name, tab in tables.items():
             collected.setdefault(name, []).append(_with_run_columns(tab, key))
@@ -334,5 +381,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
         occupancy=cat("occupancy"), flows=cat("flows"), kpis=cat("kpis"),
         retention=cat("retention"), ledger=cat("ledger"),
         events=cat("events") if events else None, paths=paths,
-        queues=cat("queues") if queued else None,
+        queues=cat("queues") if queued else None, run_id=run_id,
+        population_scale=float(population_scale), variant=variant, bounds=kpi_bounds(model),
+        replaced=replaced,
     )

@@ -9,6 +9,7 @@ adds commands to the typer app, so ``sim`` never imports upward.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import sys
@@ -129,16 +130,24 @@ def _fmt(value: float) -> str:
 
 
 def print_kpis(summary: Any, title: str) -> None:
-    """Print a KPI summary table (kpi, mean, 95% CI) on the console."""
+    """Print a KPI summary table (kpi, mean, 95% CI) on the console.
+
+    A summary with a ``few`` column marks the intervals over too few replicates.
+    """
     table = Table(title=title, title_justify="left")
     table.add_column("KPI")
     table.add_column("mean", justify="right")
     table.add_column("95% CI", justify="right")
-    for row in summary.to_pylist():
+    rows = summary.to_pylist()
+    for row in rows:
         ci = "–" if row["ci_low"] != row["ci_low"] else \
             f"{_fmt(row['ci_low'])} … {_fmt(row['ci_high'])}"
         table.add_row(row["kpi"], _fmt(row["mean"]), ci)
     console.print(table)
+    few = [row["n"] for row in rows if row.get("few")]
+    if few:
+        console.print(f"intervals over {max(few)} replicates are wide and say little; run 4 or "
+                      f"more (--replicates) for intervals that mean much", markup=False)
 
 
 @app.command()
@@ -196,13 +205,69 @@ def run(
             err_console.print(f"interrupted: replicates already finished are complete in {out}; "
                               f"nothing partial was left", markup=False)
             raise typer.Exit(130) from None
+    scale = "" if population_scale == 1 else (
+        f", population scale {population_scale:g} (KPIs for the full population)")
+    for replaced in result.replaced:
+        err_console.print(str(replaced), markup=False)
     print_kpis(result.summary(), f"{scenario.name}: {replicates} replicate(s), seed "
                                  f"{result.seed}, {scenario.steps} steps of "
-                                 f"{scenario.time.step_days:g} days, engine {engine}")
+                                 f"{scenario.time.step_days:g} days, engine {engine}{scale}, "
+                                 f"run {result.run_id}")
     console.print(f"wrote {len(result.paths)} files to {out}", markup=False)
     if report:
         path = RUN_HOOKS["report"](out, scenario.name, variant, result.seeds)
         console.print(f"wrote report {path}", markup=False)
+
+
+@app.command()
+@guarded
+def runs(
+    folder: Annotated[str, typer.Argument(help="Results folder or URI (journey run --out).",
+                                          show_default=False)] = "results",
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")
+                             ] = "table",
+) -> None:
+    """List the runs a results folder holds, from its files.
+
+    One line per run: scenario, variant, run id, engine, population scale, base
+    seed, replicates, when written and which tables. journey report picks a run by
+    any of these (--run, --scenario, --variant, --seed, --engine, --population-scale).
+    """
+    from sim.results import list_runs, runs_table
+
+    if output_format not in ("table", "csv", "json"):
+        raise SimError(f"--format {output_format}: choose table, csv or json")
+    if "://" not in folder and not Path(folder).is_dir():
+        raise SimError(f"{folder}: no such results folder")
+    found = list_runs(folder)
+    if output_format == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = io.BytesIO()
+        pacsv.write_csv(runs_table(found), sink)
+        sys.stdout.write(sink.getvalue().decode("utf-8"))
+        return
+    if output_format == "json":
+        rows = runs_table(found).to_pylist()
+        for row in rows:
+            row["written"] = row["written"].isoformat() if row["written"] else None
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not found:
+        console.print(f"{folder} holds no runs", markup=False)
+        return
+    table = Table(title=f"runs in {folder}", title_justify="left")
+    for col in ("scenario", "variant", "run", "engine", "scale", "base seed", "replicates",
+                "written", "tables"):
+        table.add_column(col, justify="right" if col in ("scale", "replicates") else "left")
+    for r in found:
+        reps = str(len(r.replicates)) + (f" (+{len(r.incomplete)} incomplete)"
+                                         if r.incomplete else "")
+        table.add_row(r.scenario, r.variant, r.run_id, r.engine, f"{r.population_scale:g}",
+                      "?" if r.base_seed is None else str(r.base_seed), reps,
+                      r.written.strftime("%Y-%m-%d %H:%M") if r.written else "?",
+                      ", ".join(r.tables))
+    console.print(table)
 
 
 @app.command()

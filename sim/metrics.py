@@ -3,20 +3,31 @@
 Money is computed here, outside the kernels, from integer counts
 (occupancy, entries, exposures) and the compiled values and costs, so it is
 exact and identical for any thread count.
+
+A scenario describes its full population; ``population_scale`` only chooses
+how many agents stand for it. The tables keep the simulated counts, and every
+KPI and every amount of money is expressed for the full population: counts,
+revenue and per-exposure costs are divided by the scale, fixed costs (a
+touchpoint's ``fixed_cost_per_day`` and servers, an intervention's ``fixed``
+and ``per_day``) are what the scenario says. So a KPI has the same
+expectation at any scale, and a budget means what it says.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.special import stdtrit
 
-from sim._kpi_names import KPI_NAMES
+from sim._kpi_names import KPI_KINDS, KPI_NAMES
 from sim.engines.fast import RawRun
+from sim.model import CompiledModel
+from sim.stats import UNBOUNDED, Bounds, mean_interval, too_few
 
-__all__ = ["KPI_NAMES", "kpis", "ledger", "queue_table", "retention_curve", "summarise"]
+__all__ = ["KPI_NAMES", "kpi_bounds", "kpis", "ledger", "queue_table", "retention_curve",
+           "summarise"]
 
 
 def _regime_rows(raw: RawRun) -> np.ndarray:
@@ -30,10 +41,12 @@ def ledger(raw: RawRun) -> dict[str, np.ndarray]:
 
     Returns:
         Columns ``step`` (int64), ``item`` (str), ``kind`` (``revenue`` /
-        ``touchpoint`` / ``intervention``), ``exposures`` (int64), ``amount`` (float64).
+        ``touchpoint`` / ``intervention``), ``exposures`` (int64: simulated
+        exposures), ``amount`` (float64: money for the scenario's full population).
     """
     model = raw.model
     m = model.arrays
+    scale = model.population_scale
     reg = _regime_rows(raw)
     steps = model.steps
     t_idx = np.arange(1, steps + 1)
@@ -44,7 +57,7 @@ def ledger(raw: RawRun) -> dict[str, np.ndarray]:
     per_step = m.per_step_value[r][:, None, :]                                # [steps, 1, S]
     on_entry = m.on_entry[r][:, None, :]
     mult = m.value_mult[r][:, :, None]                                        # [steps, G, 1]
-    revenue = ((start * per_step + inflow * on_entry) * mult).sum(axis=(1, 2))
+    revenue = ((start * per_step + inflow * on_entry) * mult).sum(axis=(1, 2)) / scale
     steps_col: list[np.ndarray] = [t_idx]
     items: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
     kinds: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
@@ -52,7 +65,8 @@ def ledger(raw: RawRun) -> dict[str, np.ndarray]:
     amounts: list[np.ndarray] = [revenue]
     exp = raw.exposures[1:].sum(axis=1)                                       # [steps, T]
     for ti, name in enumerate(model.touchpoints):
-        cost = exp[:, ti] * model.cost_per_exposure[r, ti] + model.fixed_cost_per_step[r, ti]
+        cost = (exp[:, ti] * model.cost_per_exposure[r, ti] / scale
+                + model.fixed_cost_per_step[r, ti])
         steps_col.append(t_idx)
         items.append(np.full(steps, name, dtype=object))
         kinds.append(np.full(steps, "touchpoint", dtype=object))
@@ -105,9 +119,15 @@ def _median_from_hist(hist: np.ndarray) -> float:
 
 
 def kpis(raw: RawRun) -> dict[str, float]:
-    """Every KPI of :data:`KPI_NAMES` for one run (NaN where undefined)."""
+    """Every KPI of :data:`KPI_NAMES` for one run (NaN where undefined).
+
+    Counts and money are expressed for the scenario's full population (the
+    simulated counts divided by ``population_scale``); shares, ratios, per-customer
+    figures, the rating and days need no scaling.
+    """
     model = raw.model
     m = model.arrays
+    scale = model.population_scale
     kind = m.kind
     money = ledger(raw)
     revenue = float(money["amount"][money["kind"] == "revenue"].sum())
@@ -120,18 +140,18 @@ def kpis(raw: RawRun) -> dict[str, float]:
     won_back = int(flows[np.ix_(kind == 2, kind == 1)].sum())
     curve = retention_curve(raw)
     out: dict[str, float] = {
-        "entrants": entrants,
-        "acquired": acquired,
+        "entrants": entrants / scale,
+        "acquired": acquired / scale,
         "conversion": acquired / (initial_prospects + entrants)
         if initial_prospects + entrants else math.nan,
-        "churned": churned,
-        "won_back": won_back,
+        "churned": churned / scale,
+        "won_back": won_back / scale,
         "revenue": revenue,
         "cost": cost,
         "clv": raw.clv_total / acquired if acquired else math.nan,
         "roi": (revenue - cost) / cost if cost > 0 else math.nan,
-        "referrals": int(raw.referred.sum()),
-        "reviews": int(raw.reviews[:, 0].sum()),
+        "referrals": int(raw.referred.sum()) / scale,
+        "reviews": int(raw.reviews[:, 0].sum()) / scale,
         "rating": float(raw.rating[-1]) if model.scenario.reviews else math.nan,
         "nps": 100.0 * (raw.promoters - raw.detractors) / raw.customers_at_end
         if raw.customers_at_end else math.nan,
@@ -218,26 +238,54 @@ def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
     return out
 
 
-def summarise(rows: list[dict[str, float]], level: float = 0.95) -> dict[str, dict[str, Any]]:
-    """Mean and a Student-t confidence interval of each KPI over replicates.
+def kpi_bounds(model: CompiledModel) -> dict[str, Bounds]:
+    """The range of every KPI of a compiled scenario (what its interval must stay in).
+
+    Counts, cost and days are never negative; shares lie in [0, 1]; the NPS in
+    [-100, 100]; the rating on the reviews' scale; the median days to convert within
+    the horizon. Revenue and CLV are never negative, and ROI never below -1, when no
+    stage value is negative.
+    """
+    m = model.arrays
+    earns = bool((m.on_entry >= 0).all() and (m.per_step_value >= 0).all()
+                 and (m.value_mult >= 0).all())
+    horizon = model.steps * m.step_days
+    by_kind: dict[str, Bounds] = {
+        "count": (0.0, math.inf), "share": (0.0, 1.0), "points": (-100.0, 100.0),
+        "rating": (m.review_min, m.review_max),
+        "ratio": (-1.0, math.inf) if earns else UNBOUNDED,
+        "money": (0.0, math.inf) if earns else UNBOUNDED, "days": (0.0, math.inf),
+    }
+    out = {name: by_kind[KPI_KINDS[name]] for name in KPI_NAMES}
+    out["cost"] = (0.0, math.inf)
+    out["median_days_to_convert"] = (0.0, horizon)
+    return out
+
+
+def summarise(rows: list[dict[str, float]], level: float = 0.95,
+              bounds: Mapping[str, Bounds] | None = None) -> dict[str, dict[str, Any]]:
+    """Mean and a confidence interval of each KPI over replicates.
+
+    The interval is Student-t on a scale where the KPI's range is the whole line
+    (:func:`sim.stats.mean_interval`), so it never leaves that range.
 
     Args:
         rows: one KPI dict per replicate.
         level: confidence level of the interval.
+        bounds: each KPI's range (:func:`kpi_bounds`); unbounded where absent.
 
     Returns:
-        KPI -> {mean, sd, n, ci_low, ci_high}; with one replicate (or NaN
-        values) the interval is NaN.
+        KPI -> {mean, sd, n, ci_low, ci_high, few}; with one replicate (or NaN
+        values) the interval is NaN; ``few`` says that the replicates are too few
+        for the interval to mean much (:func:`sim.stats.too_few`).
     """
     out: dict[str, dict[str, Any]] = {}
     for name in KPI_NAMES:
         values = np.array([row[name] for row in rows], dtype=float)
         values = values[~np.isnan(values)]
         n = values.size
-        mean = float(values.mean()) if n else math.nan
+        mean, low, high = mean_interval(values, level, (bounds or {}).get(name, UNBOUNDED))
         sd = float(values.std(ddof=1)) if n > 1 else math.nan
-        half = float(stdtrit(n - 1, 0.5 + level / 2) * sd / math.sqrt(n)) if n > 1 \
-            else math.nan
-        out[name] = {"mean": mean, "sd": sd, "n": n, "ci_low": mean - half,
-                     "ci_high": mean + half}
+        out[name] = {"mean": float(mean), "sd": sd, "n": n, "ci_low": float(low),
+                     "ci_high": float(high), "few": n > 0 and too_few(n)}
     return out

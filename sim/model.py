@@ -138,6 +138,9 @@ class CompiledModel:
     queue_settings: list[dict[str, str]] = field(default_factory=list)
     """Per regime: each queued touchpoint's queue settings as text (the event
     engine refuses settings that change within a run)."""
+    population_scale: float = 1.0
+    """Agents simulated per agent of the scenario: what turns simulated counts into
+    the full population's (``sim.metrics``)."""
 
     @property
     def steps(self) -> int:
@@ -197,8 +200,10 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
 
     Args:
         s: the scenario.
-        population_scale: multiplies initial counts, arrival rates and the
-            contagion market size (a quick way to run a smaller or larger world).
+        population_scale: how many agents stand for one of the scenario's: it
+            multiplies initial counts, arrival rates, the contagion market size and
+            the reviews' prior weight, so that every KPI keeps its expectation (a
+            speed knob; capacities of the event engine's queues do not scale).
     """
     regimes, of_step, iv_active, iv_names = _regimes(s)
     variants = [s.materialise(active) for active in regimes]
@@ -390,6 +395,7 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         iv_active=iv_active,
         retention_lags={d: max(1, round(d / sd)) for d in RETENTION_DAYS},
         queues=queues, queue_arrays=queue_arrays, queue_settings=settings,
+        population_scale=float(population_scale),
     )
 
 

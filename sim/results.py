@@ -3,21 +3,35 @@
 A dataset is a folder (or any pyarrow filesystem URI) with one subfolder per
 table, hive-partitioned by scenario, variant and replicate::
 
-    results/kpis/scenario=dental_clinic/variant=base/replicate=0/part-<seed>.parquet
+    results/kpis/scenario=dental_clinic/variant=base/replicate=0/part-<run id>.parquet
 
 The partition columns live in the paths (readers add them to every row), the
-seed in every row. Each file carries in its schema metadata the canonical
-scenario text and hash, the seed, engine, RNG scheme and package version.
+replicate's seed and the run id in every row. Each file carries in its schema
+metadata the canonical scenario text and hash, the seeds, engine, population
+scale, RNG scheme and package version.
+
+**A folder key is one run.** A run is identified by its *run id*, a hash of
+what decides its numbers (scenario text, engine, population scale, base seed,
+RNG scheme). A run owns its (scenario, variant) partition: :func:`claim`
+removes what another run left there before the new one writes, and says what
+it removed, so a reader of a folder never mixes two runs. :func:`list_runs`
+lists what a folder holds, from the files themselves.
+
 Files appear atomically (written under a hidden temporary name, then
-renamed), and writing the same run key again replaces the file.
+renamed); readers skip the hidden names, and the next run that claims the
+partition removes temporaries a killed writer left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import hashlib
+import json
 import os
+import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +41,29 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["TABLES", "RunKey", "is_complete", "open_dataset", "read_table", "run_metadata",
-           "write_dataset_table", "write_file_atomic", "write_run_table"]
+__all__ = [
+    "TABLES",
+    "Replaced",
+    "RunInfo",
+    "RunKey",
+    "claim",
+    "claim_variants",
+    "is_complete",
+    "list_runs",
+    "make_run_id",
+    "open_dataset",
+    "read_file",
+    "read_table",
+    "read_variants",
+    "run_metadata",
+    "runs_table",
+    "sensitivity_path",
+    "variant_descriptions",
+    "variants_path",
+    "write_dataset_table",
+    "write_file_atomic",
+    "write_run_table",
+]
 
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
 """Tables a run writes (``events`` only on request; ``queues`` from the event engine
@@ -38,25 +73,46 @@ PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant",
                                           ("replicate", pa.int32())]), flavor="hive")
 
 
+_PART_RE = re.compile(r"^part-([0-9a-f]+)\.parquet$")
+_TEMPORARY_RE = re.compile(r"^\..*\.tmp$")
+
+
+def make_run_id(*, scenario_hash: str, engine: str, population_scale: str, base_seed: str,
+                rng: str) -> str:
+    """The id of a run: a short hash of everything that decides its numbers (as the
+    text written into the files' metadata).
+
+    Two runs with the same id are the same run: replicate r of either has the
+    same seed and bit-identical tables.
+    """
+    text = json.dumps({"scenario_hash": scenario_hash, "engine": engine,
+                       "population_scale": population_scale, "base_seed": base_seed,
+                       "rng": rng}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class RunKey:
-    """What identifies one run: rerunning the same key replaces its files."""
+    """Where one replicate of one run lives: rerunning the same key replaces its files."""
 
     scenario: str
     variant: str
     replicate: int
     seed: int
+    run_id: str
 
     def columns(self, rows: int) -> dict[str, pa.Array]:
         """The run-key columns stored in each row (partition keys live in the path)."""
-        return {"seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
+        return {"run_id": pa.array([self.run_id] * rows, pa.string()),
+                "seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
 
 
 def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed: int,
                  replicate: int, engine: str, rng: str, version: str,
-                 population_scale: float) -> dict[str, str]:
+                 population_scale: float, run_id: str) -> dict[str, str]:
     """Schema metadata written into every file of a run."""
     return {
+        "journey.run_id": run_id,
         "journey.scenario_yaml": scenario_yaml,
         "journey.scenario_hash": scenario_hash,
         "journey.seed": str(seed),
@@ -65,7 +121,7 @@ def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed
         "journey.engine": engine,
         "journey.rng": rng,
         "journey.version": version,
-        "journey.population_scale": repr(population_scale),
+        "journey.population_scale": repr(float(population_scale)),
     }
 
 
@@ -89,7 +145,7 @@ def _filesystem(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
 
 def _relative(table: str, key: RunKey) -> str:
     return (f"{table}/scenario={key.scenario}/variant={key.variant}/"
-            f"replicate={key.replicate}/part-{key.seed}.parquet")
+            f"replicate={key.replicate}/part-{key.run_id}.parquet")
 
 
 def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
@@ -98,13 +154,10 @@ def table_path(root: str | os.PathLike[str], table: str, key: RunKey) -> str:
     return f"{base}/{_relative(table, key)}"
 
 
-def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
-                names: Iterable[str], **expect: str) -> bool:
-    """Whether every table of run ``key`` is stored, written for the scenario of that hash.
+def is_complete(root: str | os.PathLike[str], key: RunKey, names: Iterable[str]) -> bool:
+    """Whether every table of replicate ``key`` is stored, written by the run of its id.
 
-    The ``kpis`` file is written last, so its presence marks a finished run.
-    ``expect`` names further metadata the run must have been written with
-    (``engine="des"`` checks ``journey.engine``).
+    The ``kpis`` file is written last, so its presence marks a finished replicate.
     """
     fs, _ = _filesystem(root)
     kpis = table_path(root, "kpis", key)
@@ -112,8 +165,269 @@ def is_complete(root: str | os.PathLike[str], key: RunKey, scenario_hash: str,
     if any(info.type != pafs.FileType.File for info in fs.get_file_info(paths)):
         return False
     meta = pq.read_schema(kpis, filesystem=fs).metadata or {}
-    wanted = {"scenario_hash": scenario_hash, **expect}
-    return all(meta.get(f"journey.{k}".encode(), b"").decode() == v for k, v in wanted.items())
+    return meta.get(b"journey.run_id", b"").decode() == key.run_id
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What :func:`claim` removed: the replicates of one other run (or surplus ones)."""
+
+    scenario: str
+    variant: str
+    run_id: str
+    replicates: tuple[int, ...]
+    files: int
+    why: str
+
+    def __str__(self) -> str:
+        reps = _plural(len(self.replicates), "replicate")
+        rid = f"run {self.run_id}" if self.run_id else "files of an older layout"
+        return f"replaced {rid} of {self.scenario} variant {self.variant} ({reps}: {self.why})"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _why(meta: Mapping[str, str], expect: Mapping[str, str], same_run: bool) -> str:
+    """In words: how the run that wrote ``meta`` differs from the one expected."""
+    if same_run:
+        return "beyond this run's replicates"
+    if not meta.get("journey.run_id"):
+        return "written by an older version"
+    words = {"scenario_hash": "another scenario text", "engine": "engine {}",
+             "population_scale": "population scale {}", "base_seed": "base seed {}",
+             "rng": "random-number scheme {}"}
+    diffs = [text.format(meta.get(f"journey.{k}", "?")) for k, text in words.items()
+             if k in expect and meta.get(f"journey.{k}") != expect[k]]
+    return ", ".join(diffs) or "another run"
+
+
+def _file_meta(fs: pafs.FileSystem, path: str) -> dict[str, str]:
+    try:
+        raw = pq.read_schema(path, filesystem=fs).metadata or {}
+    except (OSError, pa.ArrowException):
+        return {}
+    return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"journey.")}
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A file found under a table's partition folders."""
+
+    path: str
+    table: str
+    scenario: str
+    variant: str
+    replicate: int
+    run_id: str          # "" for a file of another layout
+    temporary: bool
+    mtime: dt.datetime | None
+
+
+def _scan(root: str | os.PathLike[str], scenario: str | None = None,
+          variant: str | None = None) -> list[_Stored]:
+    """Every run file and temporary under ``root``'s tables (optionally one partition)."""
+    fs, base = _filesystem(root)
+    found: list[_Stored] = []
+    for table in TABLES:
+        folder = f"{base}/{table}"
+        if scenario is not None:
+            folder += f"/scenario={scenario}"
+            if variant is not None:
+                folder += f"/variant={variant}"
+        infos = fs.get_file_info(pafs.FileSelector(folder, recursive=True,
+                                                   allow_not_found=True))
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            parts = dict(p.split("=", 1) for p in info.path[len(base) + 1:].split("/")
+                         if "=" in p)
+            if not {"scenario", "variant", "replicate"} <= parts.keys():
+                continue
+            try:
+                rep = int(parts["replicate"])
+            except ValueError:
+                continue
+            m = _PART_RE.match(info.base_name)
+            temporary = bool(_TEMPORARY_RE.match(info.base_name))
+            if not m and not temporary and not info.base_name.endswith(".parquet"):
+                continue
+            found.append(_Stored(info.path, table, parts["scenario"], parts["variant"], rep,
+                                 m.group(1) if m else "", temporary, info.mtime))
+    return found
+
+
+def _remove(fs: pafs.FileSystem, paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_file(path)
+
+
+def _prune_empty(fs: pafs.FileSystem, files: Iterable[str]) -> None:
+    """Remove the replicate folders that the removal of ``files`` left empty."""
+    for folder in sorted({f.rsplit("/", 1)[0] for f in files}, reverse=True):
+        with contextlib.suppress(OSError):
+            if not fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+                fs.delete_dir(folder)
+
+
+def _drop(fs: pafs.FileSystem, doomed: list[_Stored], expect: Mapping[str, str],
+          run_id: str | None) -> list[Replaced]:
+    """Remove ``doomed`` (kpis files first, so no half-removed replicate looks complete)
+    and say, per run, what was removed and why."""
+    groups: dict[tuple[str, str, str], list[_Stored]] = {}
+    for f in doomed:
+        groups.setdefault((f.scenario, f.variant, f.run_id), []).append(f)
+    out = []
+    for (scen, var, rid), files in groups.items():
+        kpis = [f for f in files if f.table == "kpis"] or files
+        meta = _file_meta(fs, kpis[0].path)
+        out.append(Replaced(scen, var, rid, tuple(sorted({f.replicate for f in files})),
+                            len(files), _why(meta, expect, rid == run_id)))
+    ordered = sorted(doomed, key=lambda f: f.table != "kpis")
+    _remove(fs, (f.path for f in ordered))
+    _prune_empty(fs, (f.path for f in ordered))
+    return out
+
+
+def claim(root: str | os.PathLike[str], scenario: str, variant: str, run_id: str, *,
+          expect: Mapping[str, str], keep: Collection[int] | None = None,
+          tidy: bool = True) -> list[Replaced]:
+    """Make the (scenario, variant) partition hold run ``run_id`` only.
+
+    Removes every file another run wrote there and, with ``keep``, this run's
+    replicates outside ``keep``; with ``tidy``, also the temporaries a killed
+    writer left (only when no other writer works on the partition).
+
+    Args:
+        root: dataset folder or URI.
+        scenario, variant: the partition.
+        run_id: the run that owns it (:func:`make_run_id`).
+        expect: the run's metadata (``scenario_hash``, ``engine``,
+            ``population_scale``, ``base_seed``, ``rng``), to say how a replaced
+            run differed.
+        keep: this run's replicates; None keeps all of them.
+        tidy: remove temporaries.
+
+    Returns:
+        One entry per run (or surplus) removed.
+    """
+    fs, _ = _filesystem(root)
+    stored = _scan(root, scenario, variant)
+    if tidy:
+        _remove(fs, (f.path for f in stored if f.temporary))
+    doomed = [f for f in stored if not f.temporary and (
+        f.run_id != run_id or (keep is not None and f.replicate not in keep))]
+    return _drop(fs, doomed, expect, run_id)
+
+
+def claim_variants(root: str | os.PathLike[str], scenario: str, owned: re.Pattern[str],
+                   runs: Mapping[str, str], *, replicates: int,
+                   expect: Mapping[str, Mapping[str, str]]) -> list[Replaced]:
+    """A sweep's claim: its variants (ids matching ``owned``) hold exactly its runs.
+
+    Variants of the scenario named like the sweep's but not in ``runs`` (a
+    smaller design) are removed whole; each variant in ``runs`` keeps only its
+    run's replicates 0..replicates-1. Other variants (``journey run --variant``)
+    are left alone. Temporaries are removed.
+    """
+    fs, _ = _filesystem(root)
+    stored = [f for f in _scan(root, scenario) if owned.fullmatch(f.variant)]
+    _remove(fs, (f.path for f in stored if f.temporary))
+    doomed = [f for f in stored if not f.temporary and (
+        f.variant not in runs or f.run_id != runs[f.variant] or f.replicate >= replicates)]
+    out = []
+    for var in dict.fromkeys(f.variant for f in doomed):
+        mine = [f for f in doomed if f.variant == var]
+        if var in runs:
+            out.extend(_drop(fs, mine, expect[var], runs[var]))
+        else:
+            dropped = _drop(fs, mine, {}, None)
+            out.extend(Replaced(r.scenario, r.variant, r.run_id, r.replicates, r.files,
+                                "not in this sweep's design") for r in dropped)
+    return out
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run a results folder holds, as its files say (:func:`list_runs`)."""
+
+    scenario: str
+    variant: str
+    run_id: str
+    scenario_hash: str
+    engine: str
+    population_scale: float
+    base_seed: int | None
+    replicates: tuple[int, ...]
+    """Complete replicates (their kpis file is written)."""
+    incomplete: tuple[int, ...]
+    written: dt.datetime | None
+    tables: tuple[str, ...]
+    version: str
+
+    def describe(self) -> str:
+        """One line: what identifies the run and what it holds."""
+        reps = _plural(len(self.replicates), "replicate")
+        if self.incomplete:
+            reps += f" (+{len(self.incomplete)} incomplete)"
+        when = self.written.strftime("%Y-%m-%d %H:%M") if self.written else "?"
+        seed = "?" if self.base_seed is None else str(self.base_seed)
+        return (f"{self.scenario} variant {self.variant}: run {self.run_id or '?'}, engine "
+                f"{self.engine}, population scale {self.population_scale:g}, base seed {seed}, "
+                f"{reps}, written {when}")
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[RunInfo]:
+    """Every run of a results folder, from its files (no side register to drift).
+
+    Runs are grouped by (scenario, variant, run id); the metadata comes from the
+    run's kpis files (written last), or from any of its files when no replicate
+    is complete.
+    """
+    fs, _ = _filesystem(root)
+    groups: dict[tuple[str, str, str], list[_Stored]] = {}
+    for f in _scan(root):
+        if not f.temporary:
+            groups.setdefault((f.scenario, f.variant, f.run_id), []).append(f)
+    out = []
+    for (scen, var, rid), files in sorted(groups.items()):
+        kpis = sorted((f for f in files if f.table == "kpis"), key=lambda f: f.replicate)
+        meta = _file_meta(fs, (kpis or files)[0].path)
+        done = tuple(sorted({f.replicate for f in kpis}))
+        times = [f.mtime for f in files if f.mtime is not None]
+        base_seed = meta.get("journey.base_seed")
+        out.append(RunInfo(
+            scenario=scen, variant=var, run_id=rid,
+            scenario_hash=meta.get("journey.scenario_hash", ""),
+            engine=meta.get("journey.engine", "?"),
+            population_scale=float(meta.get("journey.population_scale", "nan")),
+            base_seed=int(base_seed) if base_seed else None, replicates=done,
+            incomplete=tuple(sorted({f.replicate for f in files} - set(done))),
+            written=max(times) if times else None,
+            tables=tuple(t for t in TABLES if any(f.table == t for f in files)),
+            version=meta.get("journey.version", "?")))
+    return out
+
+
+def runs_table(runs: Iterable[RunInfo]) -> pa.Table:
+    """:func:`list_runs` as a table (for ``journey runs --format csv|json``)."""
+    rows = list(runs)
+    return pa.table({
+        "scenario": pa.array([r.scenario for r in rows], pa.string()),
+        "variant": pa.array([r.variant for r in rows], pa.string()),
+        "run_id": pa.array([r.run_id for r in rows], pa.string()),
+        "scenario_hash": pa.array([r.scenario_hash for r in rows], pa.string()),
+        "engine": pa.array([r.engine for r in rows], pa.string()),
+        "population_scale": pa.array([r.population_scale for r in rows], pa.float64()),
+        "base_seed": pa.array([r.base_seed for r in rows], pa.uint64()),
+        "replicates": pa.array([len(r.replicates) for r in rows], pa.int64()),
+        "incomplete": pa.array([len(r.incomplete) for r in rows], pa.int64()),
+        "written": pa.array([r.written for r in rows], pa.timestamp("us", tz="UTC")),
+        "tables": pa.array([",".join(r.tables) for r in rows], pa.string()),
+        "version": pa.array([r.version for r in rows], pa.string()),
+    })
 
 
 def write_run_table(root: str | os.PathLike[str], name: str, table: pa.Table,
@@ -165,6 +479,54 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def variants_path(scenario: str) -> str:
+    """Where a sweep's variants table of ``scenario`` lives, below the dataset root."""
+    return f"variants/scenario={scenario}/variants.parquet"
+
+
+def sensitivity_path(scenario: str, method: str) -> str:
+    """Where the sensitivity indices of ``scenario`` by ``method`` live, below the root."""
+    return f"sensitivity/scenario={scenario}/{method}.parquet"
+
+
+def read_variants(root: str | os.PathLike[str], scenario: str) -> pa.Table | None:
+    """The sweep's variants table of ``scenario`` (None when no sweep wrote one)."""
+    fs, base = _filesystem(root)
+    path = f"{base}/{variants_path(scenario)}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    return pq.read_table(path, filesystem=fs)
+
+
+def variant_descriptions(root: str | os.PathLike[str], scenario: str) -> dict[str, str]:
+    """Each sweep variant of ``scenario`` by its values, as a sweep sets them
+    (``touchpoints.email.reach.use=0.1, interventions=recall``)."""
+    table = read_variants(root, scenario)
+    if table is None:
+        return {}
+    out = {}
+    for row in table.to_pylist():
+        vid = row.pop("variant")
+        row.pop("scenario", None)
+        out[str(vid)] = ", ".join(f"{k}={_value_text(v)}" for k, v in row.items()
+                                  if v is not None)
+    return out
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def read_file(root: str | os.PathLike[str], path: str) -> pa.Table:
+    """Read one Parquet file of dataset ``root`` (``path`` as :func:`table_path` gives it)."""
+    fs, _ = _filesystem(root)
+    return pq.read_table(path, filesystem=fs)
 
 
 def open_dataset(root: str | os.PathLike[str], table: str) -> ds.Dataset:

@@ -453,7 +453,7 @@ def simulate(model: Any, seed: int) -> dict[str, Any]:
     out["reviews"].append([0, 0])
 
     prior_mean = scn.reviews.prior_mean if scn.reviews else 0.0
-    prior_weight = scn.reviews.prior_weight if scn.reviews else 0.0
+    prior_weight = scn.reviews.prior_weight * model.population_scale if scn.reviews else 0.0
     mid = (m.review_min + m.review_max) / 2.0
     half = (m.review_max - m.review_min) / 2.0
     n_reviews, score_total = 0, 0

@@ -186,7 +186,9 @@ class Driver:
 
         scn = model.scenario
         self.prior_mean = scn.reviews.prior_mean if scn.reviews else 0.0
-        self.prior_weight = scn.reviews.prior_weight if scn.reviews else 0.0
+        # the prior's weight counts reviews of the full population: scaled like them
+        self.prior_weight = (scn.reviews.prior_weight * model.population_scale
+                             if scn.reviews else 0.0)
         self.mid = (m.review_min + m.review_max) / 2.0
         self.half = (m.review_max - m.review_min) / 2.0
         self.n_reviews, self.score_total = 0, 0

@@ -174,6 +174,26 @@ def test_an_interrupted_sweep_resumes_to_the_clean_dataset(tmp_path: Path,
     _assert_same_dataset(tmp_path, serial)
 
 
+def test_a_rerun_with_a_smaller_design_leaves_only_that_designs_variants(
+        tmp_path: Path, serial: Path) -> None:
+    sim.run(_scenario(), variant="mine", out=tmp_path)        # not the sweep's: left alone
+    sweep(_scenario(), _variants(), replicates=REPLICATES, out=tmp_path, workers=1)
+    smaller = design(dict([parse_vary("touchpoints.email.reach.use=0.3")]))
+    again = sweep(_scenario(), smaller, replicates=2, out=tmp_path, workers=1)
+    kpis = _frame(tmp_path, "kpis")
+    assert sorted(set(kpis["variant"])) == ["mine", "v0000"]
+    sweep_rows = kpis[kpis["variant"] == "v0000"]
+    assert sorted(sweep_rows["replicate"]) == [0, 1]
+    assert set(sweep_rows["run_id"]) == {
+        sim.run_identity(smaller[0].scenario(_scenario()), engine="fast", population_scale=1.0,
+                         base_seed=_scenario().seed)[0]}
+    why = {r.variant: r.why for r in again.replaced}
+    assert why["v0001"] == why["v0002"] == "not in this sweep's design"
+    assert why["v0000"] == "another scenario text"
+    for table in TABLES:
+        assert set(_frame(tmp_path, table)["variant"]) == {"mine", "v0000"}, table
+
+
 def test_sweep_command_prints_the_summary(tmp_path: Path) -> None:
     file = tmp_path / "s.yaml"
     file.write_text(JOURNEY.replace("COUNT", "300").replace("HORIZON", "60"))

@@ -126,10 +126,11 @@ def write_queues(folder: Path, result: sim.RunResult) -> None:
     """Write a queues table beside the run through sim.results' writer."""
     scen = result.scenario
     for r, seed in enumerate(result.seeds):
-        key = RunKey(scen.name, "base", r, seed)
+        key = RunKey(scen.name, "base", r, seed, result.run_id)
         meta = run_metadata(scenario_yaml=scen.to_yaml(), scenario_hash=scen.content_hash,
                             seed=seed, base_seed=result.seed, replicate=r, engine="des",
-                            rng="test", version="test", population_scale=1.0)
+                            rng="test", version="test", population_scale=1.0,
+                            run_id=result.run_id)
         write_run_table(folder, "queues", with_keys(queues_table(scen.steps, r), key, meta), key)
 
 

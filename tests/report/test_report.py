@@ -21,13 +21,17 @@ import report
 import sim
 from sim import KPI_NAMES
 from sim.cli import RUN_HOOKS
+from sim.metrics import kpi_bounds
+from sim.model import compile_scenario
 from tests.report.conftest import SCENARIOS, kpi_table
 
 JOURNEY_CHARTS = {"sankey", "funnel", "occupancy", "retention", "money", "cost_by_touchpoint"}
 
 
-def _expected(kpis: pa.Table, name: str) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval, computed here independently of the report."""
+def _expected(kpis: pa.Table, name: str, bounds: tuple[float, float]
+              ) -> tuple[float, float, float]:
+    """Mean and 95% interval inside the KPI's range, computed here independently of the
+    report: Student-t on the logit (two finite ends) or log (a lower end) scale, mapped back."""
     values = np.asarray(kpis.column(name).to_numpy(zero_copy_only=False), dtype=float)
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -35,11 +39,22 @@ def _expected(kpis: pa.Table, name: str) -> tuple[float, float, float]:
     mean = float(values.mean())
     if values.size < 2:
         return mean, math.nan, math.nan
-    if values.std() == 0:
-        return mean, mean, mean
-    low, high = stats.t.interval(0.95, values.size - 1, loc=mean,
-                                 scale=values.std(ddof=1) / math.sqrt(values.size))
-    return mean, float(low), float(high)
+    se = values.std(ddof=1) / math.sqrt(values.size)
+    t = stats.t.ppf(0.975, values.size - 1)
+    a, b = bounds
+    if math.isfinite(a) and math.isfinite(b):
+        u = (mean - a) / (b - a)
+        if not 0 < u < 1:
+            return mean, mean, mean
+        g, h = math.log(u / (1 - u)), t * se / ((b - a) * u * (1 - u))
+        return mean, a + (b - a) * stats.logistic.cdf(g - h), a + (b - a) * stats.logistic.cdf(
+            g + h)
+    if math.isfinite(a):
+        if mean <= a:
+            return mean, mean, mean
+        return mean, a + (mean - a) * math.exp(-t * se / (mean - a)), \
+            a + (mean - a) * math.exp(t * se / (mean - a))
+    return mean, mean - t * se, mean + t * se
 
 
 def _shown(text: str) -> float:
@@ -49,14 +64,15 @@ def _shown(text: str) -> float:
     return float(text[:-1]) / 100 if text.endswith("%") else float(text)
 
 
-def _assert_kpis_match(page: str, kpis: pa.Table) -> None:
+def _assert_kpis_match(page: str, kpis: pa.Table, scenario: sim.Scenario) -> None:
     rows = kpi_table(page)
+    bounds = kpi_bounds(compile_scenario(scenario))
     assert list(rows) == [k for k in KPI_NAMES if k in kpis.column_names]
     assert {"conversion", "retention_90", "retention_180", "retention_365", "clv", "revenue",
             "cost", "roi", "referrals", "rating", "nps"} <= set(rows)
     for name in rows:
-        for col, want in zip(("mean", "ci_low", "ci_high"), _expected(kpis, name),
-                             strict=True):
+        for col, want in zip(("mean", "ci_low", "ci_high"),
+                             _expected(kpis, name, bounds[name]), strict=True):
             value, text = rows[name][col]
             got = float(value)
             if math.isnan(want):
@@ -96,7 +112,7 @@ def test_report_for_every_shipped_scenario(name: str, shipped_runs: dict[str, Pa
     if written.run.table("queues") is not None:  # the event engine's capacity scenarios
         assert {"queue_waits", "queue_utilisation"} <= set(written.charts)
     assert kpis.num_rows == 2
-    _assert_kpis_match(page, kpis)
+    _assert_kpis_match(page, kpis, scenario)
     for key in written.charts:
         assert f'id="fig-{key}"' in page
     # plotly.js is inlined: no script or stylesheet is loaded from anywhere
@@ -109,7 +125,7 @@ def test_kpis_equal_the_kpis_table_and_the_run_summary(tiny_run: tuple[Path, sim
     folder, result = tiny_run
     written = report.write_report(folder, tmp_path / "r.html")
     page = written.path.read_text()
-    _assert_kpis_match(page, result.kpis)
+    _assert_kpis_match(page, result.kpis, result.scenario)
     rows = kpi_table(page)
     for row in result.summary().to_pylist():  # what `journey run` printed
         assert float(rows[row["kpi"]]["mean"][0]) == pytest.approx(row["mean"], rel=1e-12,

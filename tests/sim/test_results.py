@@ -28,9 +28,9 @@ def written(tmp_path_factory: pytest.TempPathFactory, tiny_scenario: sim.Scenari
 def test_layout_is_hive_partitioned(written: tuple[Path, sim.RunResult]) -> None:
     out, result = written
     for table in (*TABLES, "events"):
-        for r, seed in enumerate(result.seeds):
+        for r in range(len(result.seeds)):
             path = out / table / f"scenario={result.scenario.name}" / "variant=base" / \
-                f"replicate={r}" / f"part-{seed}.parquet"
+                f"replicate={r}" / f"part-{result.run_id}.parquet"
             assert path.is_file(), path
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
@@ -70,8 +70,10 @@ def test_rerun_replaces_never_duplicates(tmp_path: Path, tiny_scenario: sim.Scen
     kpis = ds.dataset(tmp_path / "kpis", partitioning="hive").to_table()
     assert kpis.num_rows == 1
     assert kpis.column("conversion")[0].as_py() == first.kpis.column("conversion")[0].as_py()
-    sim.run(tiny_scenario, seed=6, out=tmp_path)  # another run key: a second file
-    assert ds.dataset(tmp_path / "kpis", partitioning="hive").count_rows() == 2
+    other = sim.run(tiny_scenario, seed=6, out=tmp_path)  # another run: it replaces the first
+    kpis = ds.dataset(tmp_path / "kpis", partitioning="hive").to_table()
+    assert kpis.column("run_id").to_pylist() == [other.run_id]
+    assert [r.run_id for r in other.replaced] == [first.run_id]
 
 
 def test_resume_reuses_finished_replicates(tmp_path: Path, tiny_scenario: sim.Scenario) -> None:
@@ -86,7 +88,8 @@ def test_resume_reuses_finished_replicates(tmp_path: Path, tiny_scenario: sim.Sc
         "conversion").to_pylist()
 
 
-def test_summary_has_t_intervals(written: tuple[Path, sim.RunResult]) -> None:
+def test_summary_has_t_intervals_on_the_kpis_own_scale(written: tuple[Path, sim.RunResult]
+                                                        ) -> None:
     _, result = written
     summary = {row["kpi"]: row for row in result.summary().to_pylist()}
     values = result.kpis.column("conversion").to_pylist()
@@ -95,8 +98,19 @@ def test_summary_has_t_intervals(written: tuple[Path, sim.RunResult]) -> None:
     half = 12.706204736174707 * sd / math.sqrt(2)  # t(0.975, 1 df)
     row = summary["conversion"]
     assert row["mean"] == pytest.approx(mean)
-    assert row["ci_high"] - row["mean"] == pytest.approx(half)
-    assert row["n"] == 2
+    # a share: the t interval on the logit scale (delta method), mapped back
+    logit = math.log(mean / (1 - mean))
+    h = half / (mean * (1 - mean))
+    assert row["ci_low"] == pytest.approx(1 / (1 + math.exp(-(logit - h))))
+    assert row["ci_high"] == pytest.approx(1 / (1 + math.exp(-(logit + h))))
+    assert row["n"] == 2 and row["few"]
+    # a quantity without range: the plain t interval
+    revenue = result.kpis.column("revenue").to_pylist()
+    r_mean = sum(revenue) / 2
+    r_half = 12.706204736174707 * math.sqrt(sum((v - r_mean) ** 2 for v in revenue)) / \
+        math.sqrt(2)
+    d = r_mean  # revenue >= 0 here: the log scale
+    assert summary["revenue"]["ci_high"] == pytest.approx(d * math.exp(r_half / d))
 
 
 def test_events_reconcile_with_flows(written: tuple[Path, sim.RunResult]) -> None:
