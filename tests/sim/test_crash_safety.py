@@ -33,15 +33,26 @@ SWEEP = ["sweep", str(SCENARIO), "--replicates", "2", "--workers", "1", "--quiet
          "--vary", "interventions=none,recall_reminders"]
 
 
+def _files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
 def _journey(args: list[str], out: Path, env: dict[str, str] | None = None,
-             kill_after: float | None = None) -> int | None:
+             kill_after: float | None = None, kill_while_writing: float | None = None
+             ) -> int | None:
     """Run ``journey ARGS --out OUT`` in its own process group; SIGKILL the whole group
-    after ``kill_after`` seconds (None: let it finish). Returns the exit code, or None
-    when it was killed."""
+    after ``kill_after`` seconds, or ``kill_while_writing`` seconds after the files under
+    OUT change (the run is writing); neither: let it finish. Returns the exit code, or
+    None when it was killed."""
     proc = subprocess.Popen([sys.executable, "-c", "from sim.cli import main; main()", *args,
                              "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})}, start_new_session=True)
+    if kill_while_writing is not None:
+        before = _files(out)
+        while proc.poll() is None and _files(out) == before:
+            time.sleep(0.001)
+        kill_after = kill_while_writing
     try:
         proc.wait(timeout=kill_after if kill_after is not None else 600)
     except subprocess.TimeoutExpired:
@@ -105,13 +116,17 @@ def test_journey_run_killed_at_random_moments_resumes_to_the_clean_folder(
     for moment in (1.5, 4.0):
         assert _journey([*RUN, "--resume"], out, env=cold, kill_after=moment) is None
         _assert_readable(out)
-    # during simulation and writing
+    # anywhere in the simulation and writing, then while files are being written
     kills = 0
-    for _ in range(10):
+    for _ in range(6):
         if _journey([*RUN, "--resume"], out, kill_after=rng.uniform(0.3, duration)) is None:
             kills += 1
         _assert_readable(out)
-    assert kills >= 5
+    for _ in range(8):
+        if _journey(RUN, out, kill_while_writing=rng.uniform(0.0, 0.02)) is None:
+            kills += 1
+        _assert_readable(out)
+    assert kills >= 8
     _journey([*RUN, "--resume"], out)
     _assert_same_folder(out, clean)
     [run] = list_runs(out)
@@ -125,8 +140,11 @@ def test_a_sweep_killed_at_random_moments_resumes_to_the_clean_dataset(tmp_path:
     duration = _timed(SWEEP, clean)
     out = tmp_path / "killed"
     rng = random.Random(7)
-    for _ in range(4):
+    for _ in range(3):
         _journey(SWEEP, out, kill_after=rng.uniform(0.5, duration))
+        _assert_readable(out)
+    for _ in range(3):
+        _journey(SWEEP, out, kill_while_writing=rng.uniform(0.0, 0.05))
         _assert_readable(out)
     _journey(SWEEP, out)
     _assert_same_folder(out, clean)
