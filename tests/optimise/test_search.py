@@ -192,3 +192,22 @@ def test_two_objectives_give_a_pareto_front(tmp_path: Path, budget: float) -> No
     front_numbers = set(res.pareto.column("trial").to_pylist())
     front = sorted((r["value_2"], r["value"]) for r in done if r["number"] in front_numbers)
     assert [v for _, v in front] == sorted(v for _, v in front)
+
+
+def test_budgets_apply_to_the_full_population_at_any_scale(tmp_path: Path,
+                                                          budget: float) -> None:
+    """A trial run at population scale 0.2 is charged what the full population costs."""
+    res = optimise.optimise(_scenario(budget), out=tmp_path, seed=SEED, trials=6, top_k=1,
+                            population_scale=0.2)
+    done = [t for t in res.trials.to_pylist() if t["state"] == "COMPLETE"]
+    assert done
+    for trial in done:
+        reach = float(trial["param:touchpoints.aftercare_call.reach.customer"])
+        s = _scenario(budget).apply(overrides={"touchpoints.aftercare_call.reach.customer":
+                                               reach})
+        full = float(np.mean(sim.run(s, seed=SEED, replicates=REPLICATES).kpis.column(
+            "cost").to_numpy()))
+        if full > 0:
+            # unscaled, the trial's cost would be a fifth of the full population's
+            assert 0.75 < trial["cost"] / full < 1.33, (reach, trial["cost"], full)
+        assert trial["feasible"] == (trial["cost"] <= budget)

@@ -17,13 +17,15 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
+import optimise
 import report
 import sim
 from sim import KPI_NAMES
 from sim.cli import RUN_HOOKS
 from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
-from tests.report.conftest import SCENARIOS, kpi_table
+from sim.results import list_runs
+from tests.report.conftest import ROOT, SCENARIOS, kpi_table, short
 
 JOURNEY_CHARTS = {"sankey", "funnel", "occupancy", "retention", "money", "cost_by_touchpoint"}
 
@@ -310,3 +312,70 @@ def test_sim_never_imports_the_report() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not [n for n in names if n.split(".")[0] in ("report", "optimise")], path
+
+
+def test_a_run_is_chosen_by_any_of_its_keys_and_the_error_lists_them(
+        cli: typer.Typer, tmp_path: Path, tiny_scenario: sim.Scenario) -> None:
+    out = tmp_path / "ds"
+    base = sim.run(tiny_scenario, seed=1, replicates=2, out=out, population_scale=0.2)
+    other = sim.run(tiny_scenario, seed=4, replicates=2, out=out, variant="slow",
+                    engine="des", population_scale=0.1)
+    res = CliRunner().invoke(cli, ["report", str(out)])
+    assert res.exit_code == 2
+    lines = res.stderr.splitlines()
+    assert "--run, --scenario, --variant, --seed, --engine or --population-scale" in lines[0]
+    listed = [line.strip() for line in lines[1:]]
+    assert listed == [r.describe() for r in list_runs(out)]
+    choices = (
+        (["--run", other.run_id[:6]], {"run_id": other.run_id[:6]}, other),
+        (["--engine", "fast"], {"engine": "fast"}, base),
+        (["--population-scale", "0.1"], {"population_scale": 0.1}, other),
+        (["--seed", "1"], {"seed": 1}, base),
+    )
+    for args, kwargs, want in choices:
+        assert report.load_run(out, **kwargs).run_id == want.run_id  # type: ignore[arg-type]
+        res = CliRunner().invoke(cli, ["report", str(out), *args, "--out",
+                                       str(tmp_path / "r.html")])
+        assert res.exit_code == 0, res.output
+        assert f"run {want.run_id}" in (tmp_path / "r.html").read_text()
+
+
+def test_the_page_says_the_scale_and_shows_full_population_counts(
+        tmp_path: Path, tiny_scenario: sim.Scenario) -> None:
+    out = tmp_path / "ds"
+    result = sim.run(tiny_scenario, seed=1, replicates=2, out=out, population_scale=0.25)
+    written = report.write_report(out, tmp_path / "r.html")
+    page = written.path.read_text()
+    assert "population scale 0.25 (KPIs, money and the charts' counts are for the " \
+           "scenario's full population)" in page
+    assert 'id="few-replicates"' in page
+    # the funnel's first stage: simulated entrants / scale
+    funnel = written.run.tables["occupancy"]
+    start = sum(r["count"] for r in funnel.to_pylist() if r["step"] == 0) / 2
+    assert result.population_scale == 0.25 and start > 0
+    from report._charts import funnel as funnel_chart
+
+    chart = funnel_chart(written.run)
+    assert chart is not None
+    placed = sum(float(trace.x[0]) for trace in chart.figure.data)
+    entered = sum(r["count"] for r in result.flows.to_pylist()
+                  if r["to_stage"] == "aware") / 2
+    assert placed == pytest.approx((start + entered) / 0.25)
+
+
+def test_a_sweep_variant_is_shown_by_its_values_and_sensitivity_has_a_section(
+        tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    pytest.importorskip("SALib")
+    scenario = short(sim.load_scenario(ROOT / "scenarios" / "dental_clinic.yaml"))
+    variants = optimise.design({"touchpoints.care_tips_email.reach.use": [0.015, 0.1]})
+    optimise.sweep(scenario, variants, out=tmp_path, population_scale=0.05, workers=1)
+    written = report.write_report(tmp_path, tmp_path / "v.html", variant="v0001")
+    assert written.run.label == "dental_clinic / v0001 (touchpoints.care_tips_email.reach.use=0.1)"
+    assert "touchpoints.care_tips_email.reach.use=0.1" in written.path.read_text()
+    optimise.sensitivity(scenario, {"touchpoints.care_tips_email.reach.use": (0.0, 0.2),
+                                    "touchpoints.search_ads.reach.discover": (0.05, 0.2)},
+                         method="morris", samples=2, kpis=["retention_365"], out=tmp_path,
+                         population_scale=0.05, workers=1)
+    written = report.write_report(tmp_path, tmp_path / "s.html", variant="m00000")
+    assert "sensitivity_morris_retention_365" in written.charts
