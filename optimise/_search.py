@@ -29,7 +29,6 @@ import numpy as np
 import optuna
 import pyarrow as pa
 import yaml
-from scipy.special import stdtrit
 
 import sim
 from optimise import _workers as _w
@@ -47,7 +46,10 @@ from optimise._workers import (
     violations,
 )
 from sim import Scenario, SimError
+from sim.metrics import kpi_bounds
+from sim.model import compile_scenario
 from sim.results import write_file_atomic
+from sim.stats import UNBOUNDED, Bounds, mean_interval
 
 __all__ = ["Evaluation", "FeasibleMedianPruner", "OptimisationResult", "optimise"]
 
@@ -101,16 +103,11 @@ class OptimisationResult:
             else 0.0
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, tuple[float, float]]:
-    values = values[~np.isnan(values)]
-    n = values.size
-    if n == 0:
-        return math.nan, (math.nan, math.nan)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, (math.nan, math.nan)
-    half = float(stdtrit(n - 1, 0.975) * values.std(ddof=1) / math.sqrt(n))
-    return mean, (mean - half, mean + half)
+def _mean_ci(values: np.ndarray, bounds: Bounds = UNBOUNDED
+             ) -> tuple[float, tuple[float, float]]:
+    """Mean and 95% interval inside ``bounds`` (a KPI's range; none for a difference)."""
+    mean, low, high = mean_interval(values, 0.95, bounds)
+    return float(mean), (float(low), float(high))
 
 
 def _baseline(scenario: Scenario) -> Scenario:
@@ -301,12 +298,13 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     def evaluate(label: str, params: dict[str, Any], variant: Scenario) -> Evaluation:
         vals = base_vals if variant is base else _w.kpis(variant, rseed, reeval,
                                                        population_scale, engine=engine)
-        obj, obj_ci = _mean_ci(vals[kpi])
-        cost, cost_ci = _mean_ci(vals["cost"])
+        bounds = kpi_bounds(compile_scenario(variant))
+        obj, obj_ci = _mean_ci(vals[kpi], bounds[kpi])
+        cost, cost_ci = _mean_ci(vals["cost"], bounds["cost"])
         uplift, uplift_ci = _mean_ci(vals[kpi] - base_vals[kpi])  # paired: same seeds
         meets_all = all(v <= 0 for v in violations(scenario, vals).values())
-        sec, sec_ci = _mean_ci(vals[second.kpi]) if second is not None else (
-            math.nan, (math.nan, math.nan))
+        sec, sec_ci = _mean_ci(vals[second.kpi], bounds[second.kpi]) if second is not None \
+            else (math.nan, (math.nan, math.nan))
         return Evaluation(label, params, obj, obj_ci, cost, cost_ci, uplift, uplift_ci,
                           meets_all, reeval, sec, sec_ci)
 
