@@ -205,8 +205,8 @@ def run(
             err_console.print(f"interrupted: replicates already finished are complete in {out}; "
                               f"nothing partial was left", markup=False)
             raise typer.Exit(130) from None
-    scale = "" if population_scale == 1 else (
-        f", population scale {population_scale:g} (KPIs for the full population)")
+    scale = f", population scale {population_scale:g}" + (
+        "" if population_scale == 1 else " (KPIs for the full population)")
     for replaced in result.replaced:
         err_console.print(str(replaced), markup=False)
     print_kpis(result.summary(), f"{scenario.name}: {replicates} replicate(s), seed "
