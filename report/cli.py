@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sim import SimError
-from sim.cli import RUN_HOOKS, console, guarded
+from sim.cli import RUN_HOOKS, SEED, console, guarded, on_interrupt
+from sim.display import plural
 
 if TYPE_CHECKING:
     from report._build import Report
@@ -51,14 +52,15 @@ def report_command(
     variant: Annotated[str | None, typer.Option(help="Variant to report when DIR holds "
                                                      "several.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed to report when DIR holds "
-                                                  "several runs of one variant.", min=0)
-                    ] = None,
+                                                  "several runs of one variant.",
+                                             callback=SEED)] = None,
 ) -> None:
     """Write one self-contained HTML report (opens offline) of a results dataset."""
+    on_interrupt("no report was written (the results are untouched)")
     written = _write(str(dataset), out, compare=[str(c) for c in compare or []],
                      compare_variants=list(compare_variant or []), png=png,
                      scenario=scenario, variant=variant, seed=seed)
-    console.print(f"wrote {written.path} ({len(written.charts)} charts: "
+    console.print(f"wrote {written.path} ({plural(len(written.charts), 'chart')}: "
                   f"{', '.join(written.charts)})", markup=False)
     for path in written.pngs:
         console.print(f"wrote {path}", markup=False)
