@@ -367,16 +367,17 @@ KPI = check(rule=_kpi)
 FORMAT = check(choices=FORMATS)
 
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="PATH=VALUE: set a dotted scenario path (as in sweep --vary; the value is "
-                  "read like YAML); repeat for several.", show_default=False)]
+    "--set", metavar="PATH=VALUE", show_default=False,
+    help="Set a dotted scenario path (as in sweep --vary; the value is read like YAML); "
+         "repeat for several.")]
 """``--set PATH=VALUE`` (repeatable), for any command that loads a scenario."""
 InterventionOption = Annotated[list[str] | None, typer.Option(
-    "--intervention", help="Enable the scenario's intervention NAME; repeat for several.",
-    show_default=False)]
+    "--intervention", metavar="NAME", show_default=False,
+    help="Enable the scenario's intervention NAME; repeat for several.")]
 """``--intervention NAME`` (repeatable)."""
 FormatOption = Annotated[str, typer.Option(
-    "--format", help="table (for people), or csv / json (the data, for scripts; messages "
-                     "go to stderr).", callback=FORMAT)]
+    "--format", metavar="table|csv|json", callback=FORMAT,
+    help="table (for people), or csv / json (the data, for scripts; messages go to stderr).")]
 
 
 # ---------------------------------------------------- --set, --intervention
