@@ -774,8 +774,8 @@ def calibrate(scenario: Scenario | str | os.PathLike[str],
         DataError: an observed file that breaks its format's rules.
     """
     verbosity = optuna.logging.get_verbosity()
-    if not log.isEnabledFor(logging.DEBUG):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not log.isEnabledFor(logging.DEBUG):  # quieter, never louder than the caller set it
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
         return _calibrate(scenario, observed, fit_periods=fit_periods, trials=trials,
                           replicates=replicates, population_scale=population_scale,

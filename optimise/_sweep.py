@@ -14,13 +14,17 @@ worker's tasks are retried on the others by Dask.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import math
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,7 +46,7 @@ from sim.results import (
     variants_path,
     write_dataset_table,
 )
-from sim.scenario import problems_from_validation, read_yaml
+from sim.scenario import parse_assignment, parse_value, problems_from_validation, read_yaml
 
 __all__ = ["SweepFile", "SweepResult", "Variant", "design", "parse_vary", "read_design", "sweep"]
 
@@ -70,8 +74,23 @@ class Variant:
     id: str
     values: dict[str, Any]
 
+    def describe(self) -> str:
+        """The variant's values as a design writes them: ``path=1.5, interventions=a+b``."""
+        def text(value: Any) -> str:
+            if isinstance(value, list):
+                return "+".join(value) or "none"
+            return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+        return ", ".join(f"{k}={text(v)}" for k, v in self.values.items())
+
     def scenario(self, base: Scenario) -> Scenario:
-        """``base`` with this variant's interventions and paths applied."""
+        """``base`` with this variant's interventions and paths applied.
+
+        Raises:
+            ScenarioError: the variant breaks a rule; each problem names the
+                variant and its values (``variant v0003 (…=1.5): path: message``).
+        """
+        where = f"variant {self.id} ({self.describe()})"
         values = dict(self.values)
         overrides: dict[str, Any] = {}
         if INTERVENTIONS in values:
@@ -80,10 +99,14 @@ class Variant:
             overrides.update({f"interventions.{n}.enabled": n in on for n in base.interventions})
             unknown = sorted(on - set(base.interventions))
             if unknown:
-                raise SimError(f"variant {self.id}: unknown intervention {unknown[0]!r} "
-                               f"(known: {', '.join(base.interventions) or 'none'})")
+                raise ScenarioError.single(
+                    where, f"unknown intervention {unknown[0]!r} (known: "
+                           f"{', '.join(base.interventions) or 'none'})", path=INTERVENTIONS)
         overrides.update(values)
-        return base.apply(overrides=overrides)
+        try:
+            return base.apply(overrides=overrides)
+        except ScenarioError as exc:
+            raise ScenarioError([replace(p, source=where) for p in exc.problems]) from None
 
 
 @dataclass
@@ -102,28 +125,20 @@ class SweepResult:
     """What the sweep removed from the dataset: runs of an earlier design or scenario."""
 
 
-def _value(text: str, spec: str) -> Any:
-    """A value written on the command line, read as a YAML 1.2 scalar like a scenario's."""
-    try:
-        value = read_yaml(text, "--vary").data
-    except ScenarioError as exc:
-        raise SimError(f"--vary {spec!r}: {text!r}: {exc.problems[0].message}") from None
-    return value if isinstance(value, (int, float, str, bool)) else text
-
-
 def parse_vary(spec: str) -> tuple[str, list[Any]]:
-    """``PATH=V1,V2,…`` -> (path, values); ``interventions=a+b,none`` -> sets of names."""
-    path, sep, rest = spec.partition("=")
-    path = path.strip()
-    if not sep or not path or not rest.strip():
-        raise SimError(f"--vary {spec!r}: write PATH=V1,V2,… (e.g. "
-                       f"touchpoints.email.reach.use=0.1,0.2)")
+    """``PATH=V1,V2,…`` -> (path, values); ``interventions=a+b,none`` -> sets of names.
+
+    Each value is read like ``journey run --set`` reads one
+    (:func:`sim.scenario.parse_value`: a YAML 1.2 scalar).
+    """
+    path, rest = parse_assignment(spec, flag="--vary", form="PATH=V1,V2,…",
+                                  example="touchpoints.email.reach.use=0.1,0.2")
     items = [v.strip() for v in rest.split(",")]
     if any(not v for v in items):
-        raise SimError(f"--vary {spec!r}: an empty value between commas")
+        raise SimError(f"--vary {spec}: an empty value between commas")
     if path == INTERVENTIONS:
         return path, [[] if v == "none" else [n.strip() for n in v.split("+")] for v in items]
-    return path, [_value(v, spec) for v in items]
+    return path, [parse_value(v, flag="--vary", spec=spec) for v in items]
 
 
 def design(vary: Mapping[str, Sequence[Any]], *, zip_: bool = False) -> list[Variant]:
@@ -200,9 +215,31 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any, int |
             raise SimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     cores = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     n = workers or max(1, min(cores, os.cpu_count() or 1))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    # the workers log at most what this process lets Dask log, and never below ERROR
+    quiet = max(logging.ERROR, logging.getLogger("distributed").getEffectiveLevel())
+    with _sigint_held():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=quiet)
     return Client(cluster), cluster, max(1, cores // n)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Ignore SIGINT while the local cluster starts its worker processes.
+
+    They inherit the ignored signal (a blocked one they would not), so the
+    terminal's Ctrl-C never reaches them: this process alone handles it and
+    shuts them down, instead of every worker printing its own traceback. The
+    price: a Ctrl-C in the second or two the cluster takes to start is lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Variant], *,

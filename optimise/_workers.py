@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -382,7 +383,9 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_
                     time.sleep(POLL_S)
                 continue
             study.optimize(tracked, n_trials=1, catch=(Surplus,), callbacks=callbacks)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not sim.is_interrupt(exc):
+            raise
         if mine:  # the trial under way; Optuna may already have failed it
             frozen = study.get_trials(deepcopy=False)[mine[-1]]
             if frozen.state == RUNNING:
@@ -415,9 +418,16 @@ class WorkerSpec:
 
 
 def start_worker(spec: WorkerSpec) -> subprocess.Popen[bytes]:
-    """Start a worker process: a new interpreter that reads ``spec`` from its stdin."""
-    proc = subprocess.Popen([sys.executable, "-c", "from optimise._workers import _entry; "
-                             "_entry()"], stdin=subprocess.PIPE)
+    """Start a worker process: a new interpreter that reads ``spec`` from its stdin.
+
+    It runs in a process group of its own, so that a Ctrl-C in the terminal reaches
+    only the parent, which passes it on once (:func:`optimise._search._run_workers`);
+    it holds SIGINT back until it has started, so that it never stops half-way
+    through its imports.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pthread_sigmask("
+                             "signal.SIG_BLOCK, {signal.SIGINT}); from optimise._workers "
+                             "import _entry; _entry()"], stdin=subprocess.PIPE, process_group=0)
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))
     proc.stdin.close()
@@ -425,9 +435,14 @@ def start_worker(spec: WorkerSpec) -> subprocess.Popen[bytes]:
 
 
 def worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process: join the study and run trials."""
-    optuna.logging.set_verbosity(spec.verbosity)
+    """Entry point of a worker process: join the study and run trials.
+
+    Ctrl-C (passed on by the parent) exits 130 quietly, also when it interrupted
+    Optuna half-way through a storage write.
+    """
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see start_worker
+        optuna.logging.set_verbosity(spec.verbosity)
         store, _ = open_storage(spec.storage, Path("."), spec.study_name, spec.heartbeat)
         study = optuna.load_study(study_name=spec.study_name, storage=store,
                                   pruner=FeasibleMedianPruner())
@@ -435,11 +450,13 @@ def worker_main(spec: WorkerSpec) -> None:
         objective = make_objective(spec.scenario, spec.n_trials, spec.replicates, spec.seed,
                                    spec.population_scale, spec.threads, spec.engine)
         run_trials(study, objective, spec.n_trials)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except SimError as exc:
-        print(f"worker {spec.index}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except BaseException as exc:
+        if sim.is_interrupt(exc):
+            sys.exit(130)
+        if isinstance(exc, SimError):
+            print(f"worker {spec.index}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sim import SimError
-from sim.cli import RUN_HOOKS, console, guarded
+from sim.cli import RUN_HOOKS, SEED, console, guarded, on_interrupt
+from sim.display import plural
 
 if TYPE_CHECKING:
     from report._build import Report
@@ -50,8 +51,8 @@ def report_command(
                                                       "several.")] = None,
     variant: Annotated[str | None, typer.Option(help="Variant to report when DIR holds "
                                                      "several.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed of the run to report.", min=0)
-                    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed of the run to report.",
+                                             callback=SEED)] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run id (or its first characters) "
                                                           "as journey runs lists it.")] = None,
     engine: Annotated[str | None, typer.Option(help="Engine of the run to report.")] = None,
@@ -63,11 +64,12 @@ def report_command(
     When the folder holds several runs, choose one with --run, --scenario, --variant,
     --seed, --engine or --population-scale (journey runs DIR lists them).
     """
+    on_interrupt("no report was written (the results are untouched)")
     written = _write(str(dataset), out, compare=[str(c) for c in compare or []],
                      compare_variants=list(compare_variant or []), png=png,
                      scenario=scenario, variant=variant, seed=seed, run_id=run,
                      engine=engine, population_scale=population_scale)
-    console.print(f"wrote {written.path} ({len(written.charts)} charts: "
+    console.print(f"wrote {written.path} ({plural(len(written.charts), 'chart')}: "
                   f"{', '.join(written.charts)})", markup=False)
     for path in written.pngs:
         console.print(f"wrote {path}", markup=False)

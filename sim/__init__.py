@@ -10,7 +10,7 @@ Public API::
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from sim._errors import DataError, Problem, ScenarioError, SimError
+from sim._errors import DataError, Problem, ScenarioError, SimError, is_interrupt
 from sim._kpi_names import KPI_NAMES
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
@@ -46,6 +46,7 @@ __all__ = [
     "__version__",
     "check_scenario_file",
     "derive_seed",
+    "is_interrupt",
     "load_scenario",
     "run",
     "run_identity",

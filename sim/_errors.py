@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DataError", "Problem", "ScenarioError", "SimError"]
+__all__ = ["DataError", "Problem", "ScenarioError", "SimError", "is_interrupt"]
 
 
 class SimError(Exception):
@@ -70,3 +70,18 @@ class DataError(ScenarioError):
     Problems name the file, its line (the CSV line, or the Parquet row + 1
     counting the header as line 1), the column and the rule.
     """
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C, or an error raised while some code handled Ctrl-C.
+
+    A library interrupted half-way may fail in its own cleanup (Optuna's journal
+    storage, for one, then raises an ``UnboundLocalError`` whose context is the
+    ``KeyboardInterrupt``); such an error is still the user's Ctrl-C.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False

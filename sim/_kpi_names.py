@@ -6,7 +6,7 @@ The scenario schema validates ``optimise.objective.kpi`` against these names;
 
 from __future__ import annotations
 
-__all__ = ["KPI_DESCRIPTIONS", "KPI_KINDS", "KPI_NAMES"]
+__all__ = ["KPI_DESCRIPTIONS", "KPI_KINDS", "KPI_NAMES", "kpi_kind"]
 
 KPI_DESCRIPTIONS: dict[str, str] = {
     "entrants": "agents that entered the journey during the run (arrivals and referrals)",
@@ -37,14 +37,40 @@ KPI_DESCRIPTIONS: dict[str, str] = {
 KPI_NAMES: tuple[str, ...] = tuple(KPI_DESCRIPTIONS)
 
 KPI_KINDS: dict[str, str] = {
-    "entrants": "count", "acquired": "count", "conversion": "share",
-    "retention_90": "share", "retention_180": "share", "retention_365": "share",
-    "churned": "count", "won_back": "count", "revenue": "money", "cost": "money",
-    "clv": "money", "roi": "ratio", "referrals": "count", "reviews": "count",
-    "rating": "rating", "nps": "points", "median_days_to_convert": "days",
-    "mean_wait_days": "days", "served_within_target": "share", "abandonment": "share",
+    "entrants": "count",
+    "acquired": "count",
+    "conversion": "share",
+    "retention_90": "share",
+    "retention_180": "share",
+    "retention_365": "share",
+    "churned": "count",
+    "won_back": "count",
+    "revenue": "money",
+    "cost": "money",
+    "clv": "money",
+    "roi": "ratio",
+    "referrals": "count",
+    "reviews": "count",
+    "rating": "number",
+    "nps": "points",
+    "median_days_to_convert": "days",
+    "mean_wait_days": "days",
+    "served_within_target": "share",
+    "abandonment": "share",
 }
-"""What each KPI is: ``count`` (agents or events, expressed for the scenario's full
-population), ``share`` (in [0, 1]), ``money`` (currency, full population; ``clv`` per
-acquired customer), ``ratio``, ``rating`` (on the reviews' scale), ``points`` (NPS,
--100..100) or ``days``. The kind decides a KPI's range, hence its interval."""
+"""What each KPI measures, for display: ``count`` (agents or events), ``share`` (a
+fraction in [0, 1], shown as a percentage), ``money`` (the scenario's
+``economics.currency``), ``days``, ``ratio`` (a plain quotient), ``points`` (NPS
+points) or ``number``. Counts and money are expressed for the scenario's full
+population. The kind also decides a KPI's range, hence its interval
+(``sim.metrics.kpi_bounds``)."""
+
+
+def kpi_kind(name: str) -> str:
+    """The kind of a KPI (see :data:`KPI_KINDS`); ``number`` for a name it does not know.
+
+    Every ``retention_D`` is a share, whatever its lag D.
+    """
+    if name in KPI_KINDS:
+        return KPI_KINDS[name]
+    return "share" if name.startswith("retention_") else "number"

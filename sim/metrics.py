@@ -252,12 +252,13 @@ def kpi_bounds(model: CompiledModel) -> dict[str, Bounds]:
     horizon = model.steps * m.step_days
     by_kind: dict[str, Bounds] = {
         "count": (0.0, math.inf), "share": (0.0, 1.0), "points": (-100.0, 100.0),
-        "rating": (m.review_min, m.review_max),
+        "number": UNBOUNDED,
         "ratio": (-1.0, math.inf) if earns else UNBOUNDED,
         "money": (0.0, math.inf) if earns else UNBOUNDED, "days": (0.0, math.inf),
     }
     out = {name: by_kind[KPI_KINDS[name]] for name in KPI_NAMES}
     out["cost"] = (0.0, math.inf)
+    out["rating"] = (m.review_min, m.review_max)
     out["median_days_to_convert"] = (0.0, horizon)
     return out
 

@@ -10,9 +10,18 @@ from sim.scenario._schema import (
     json_schema,
     split_exit,
 )
+from sim.scenario._settings import (
+    BASE_VARIANT,
+    is_variant_label,
+    parse_assignment,
+    parse_setting,
+    parse_value,
+    variant_label,
+)
 from sim.scenario._yaml import Located, read_yaml
 
 __all__ = [
+    "BASE_VARIANT",
     "Intervention",
     "Located",
     "Scenario",
@@ -20,9 +29,14 @@ __all__ = [
     "Stage",
     "Touchpoint",
     "check_scenario_file",
+    "is_variant_label",
     "json_schema",
     "load_scenario",
+    "parse_assignment",
+    "parse_setting",
+    "parse_value",
     "problems_from_validation",
     "read_yaml",
     "split_exit",
+    "variant_label",
 ]

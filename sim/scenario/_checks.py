@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sim._kpi_names import KPI_NAMES
+from sim.display import format_days
 from sim.scenario._patch import check_path
 
 if TYPE_CHECKING:
@@ -109,8 +110,8 @@ class _Checker:
                 self.stage(loc, target)
                 if rate.mean_days is not None and rate.mean_days < step:
                     self.error((*loc, "mean_days"),
-                               f"a mean dwell of {rate.mean_days:g} days is shorter than one "
-                               f"step ({step:g} days)")
+                               f"a mean dwell of {format_days(rate.mean_days)} is shorter than "
+                               f"one step ({format_days(step)})")
                 total += rate.per_step(step)
             if total > 1.0 + 1e-12:
                 self.error(("stages", name, "exits"),
@@ -200,7 +201,8 @@ class _Checker:
             if iv.window is not None and iv.window.start_day >= s.time.horizon_days:
                 self.warn((*loc, "window", "start_day"),
                           f"the window opens on day {iv.window.start_day:g}, at or after the "
-                          f"horizon ({s.time.horizon_days:g} days): the intervention never acts")
+                          f"horizon ({format_days(s.time.horizon_days)}): the intervention "
+                          f"never acts")
             if data is None:
                 data = s.to_data()
             for path in iv.set:
@@ -268,8 +270,8 @@ class _Checker:
             ratio = cal.period_days / self.s.time.step_days
             if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
                 self.error(("calibrate", "period_days"),
-                           f"a period ({cal.period_days:g} days) must be a whole number of "
-                           f"steps of {self.s.time.step_days:g} days")
+                           f"a period ({format_days(cal.period_days)}) must be a whole number "
+                           f"of steps of {format_days(self.s.time.step_days)}")
 
     def _check_params(self, block: str, field: str, params: Any, verb: str, verbs: str
                       ) -> None:

@@ -21,7 +21,7 @@ from sim.scenario._patch import _unwrap
 from sim.scenario._schema import _EXIT_RE, Scenario
 from sim.scenario._yaml import MAX_BYTES, Located, read_yaml
 
-__all__ = ["check_scenario_file", "load_scenario", "problems_from_validation"]
+__all__ = ["as_written", "check_scenario_file", "load_scenario", "problems_from_validation"]
 
 Loc = tuple[str | int, ...]
 
@@ -71,20 +71,57 @@ def _clean_loc(loc: Loc) -> Loc:
     return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("[")))
 
 
+def as_written(loc: Loc, data: Any) -> Loc:
+    """The part of a validation location that the author wrote, in their spelling.
+
+    The schema reads short forms by expanding them: a bare number for an exit
+    rate becomes ``{p: …}``, one reach for every stage a mapping of stages. A
+    location that goes on below a value written as a scalar points into what
+    the expansion synthesised; it is cut at the scalar, where the author can
+    find (and fix) what they wrote. A key the schema canonicalised (the exit
+    ``'aware -> use'``, validated as ``'aware->use'``) is given as spelled.
+    Places that are not in ``data`` at all (a missing field) keep their path.
+    """
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            key: Any = part
+            if part not in node and isinstance(part, str):
+                key = next((k for k in node if isinstance(k, str)
+                            and _canonical_exit(k) == part), part)
+            out.append(key)
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif node is None:
+            out.append(part)
+        else:
+            break
+    return tuple(out)
+
+
 def problems_from_validation(exc: ValidationError, located: Located | None,
                              source: str, root: type[BaseModel] = Scenario) -> list[Problem]:
     """Turn pydantic's errors into located problems, one per rule broken.
 
     ``root`` is the model that was validated (a scenario unless said otherwise):
-    an unknown field's "did you mean" comes from its fields.
+    an unknown field's "did you mean" comes from its fields. With ``located``
+    (the data as read), each problem is reported at the path the author wrote
+    (see :func:`as_written`); problems that then coincide are reported once.
     """
     out: list[Problem] = []
 
     def add(loc: Loc, message: str, severity: str = "error") -> None:
         loc = _clean_loc(loc)
+        if located is not None:
+            loc = as_written(loc, located.data)
         line, col = located.locate(loc) if located is not None else (0, 0)
         path = ".".join(str(p) for p in loc)
-        out.append(Problem(source, line, col, path, message, severity))
+        problem = Problem(source, line, col, path, message, severity)
+        if problem not in out:
+            out.append(problem)
 
     for err in exc.errors():
         if err["type"] == "scenario_rules":
@@ -174,8 +211,9 @@ def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
     warnings = []
     for check in cross_check(scenario, check_patches=False):
         if check.severity == "warning":
-            line, col = located.locate(check.loc)
-            warnings.append(Problem(source, line, col, ".".join(map(str, check.loc)),
+            loc = as_written(check.loc, located.data)
+            line, col = located.locate(loc)
+            warnings.append(Problem(source, line, col, ".".join(map(str, loc)),
                                     check.message, "warning"))
     return scenario, warnings
 

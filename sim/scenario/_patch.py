@@ -147,6 +147,7 @@ def apply_patches(scenario: Any, patches: Mapping[str, Any], *, patched: bool = 
         ScenarioError: a path leads nowhere, or the result is invalid.
     """
     from sim.scenario._load import problems_from_validation
+    from sim.scenario._yaml import Located
 
     cls = type(scenario)
     data = scenario.to_data()
@@ -161,4 +162,6 @@ def apply_patches(scenario: Any, patches: Mapping[str, Any], *, patched: bool = 
     try:
         return cls.model_validate(data, context={"patched": patched})
     except ValidationError as exc:
-        raise ScenarioError(problems_from_validation(exc, None, "<apply>")) from None
+        # located without positions: problems get the paths as patched, at line 0
+        raise ScenarioError(problems_from_validation(exc, Located(data, source="<apply>"),
+                                                     "<apply>")) from None

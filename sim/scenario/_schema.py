@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from sim.display import format_days
+
 __all__ = [
     "Arrivals",
     "CalibrateParam",
@@ -131,8 +133,8 @@ class Time(_Model):
                 or round(steps) < 1):
             raise PydanticCustomError(
                 "whole_steps", "horizon_days ({h}) must be a positive whole number of "
-                               "steps of {s} days",
-                {"h": f"{self.horizon_days:g}", "s": f"{self.step_days:g}"})
+                               "steps of {s}",
+                {"h": f"{self.horizon_days:g}", "s": format_days(self.step_days)})
         return self
 
     @property

@@ -1,7 +1,9 @@
 """Every file in ``bad/`` is refused, at its line, quickly, and without a traceback.
 
 Each bad file starts with ``# expect: LINE: TEXT``: the problem must be
-reported on 1-based line LINE and its message must contain TEXT.
+reported on 1-based line LINE and its message must contain TEXT. An optional
+second line ``# path: FIELD.PATH`` says the path it is reported at: the path
+the author wrote, also where the schema expands a short form.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ BAD_FILES = sorted((HERE / "bad").glob("*.yaml"))
 WARN_FILES = sorted((HERE / "warn").glob("*.yaml"))
 _EXPECT = re.compile(r"^# expect: (\d+): (.+)$")
 _EXPECT_WARNING = re.compile(r"^# expect-warning: (\d+): (.+)$")
+_PATH = re.compile(r"^# path: (\S+)$")
 
 runner = CliRunner()
 
@@ -35,6 +38,15 @@ def _expectation(path: Path, pattern: re.Pattern[str] = _EXPECT) -> tuple[int, s
 
 def _listing(problems: list[sim.Problem]) -> str:
     return "\n".join(str(p) for p in problems) or "(no problems)"
+
+
+def _expected_path(path: Path) -> str | None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    m = _PATH.match(lines[1]) if len(lines) > 1 else None
+    return m.group(1) if m else None
+
+
+PATH_FILES = [p for p in BAD_FILES if _expected_path(p) is not None]
 
 
 def test_bad_folder_has_a_file_per_error_class() -> None:
@@ -121,3 +133,25 @@ def test_warning_only_scenario_validates_and_warns(path: Path) -> None:
     assert f"{path}: ok" in result.stdout
     assert f"{path}:{line}:" in result.stderr
     assert "warning:" in result.stderr
+
+
+def test_some_bad_files_say_where_the_problem_is_reported() -> None:
+    assert {p.stem for p in PATH_FILES} >= {"scalar_reach_above_one",
+                                             "exit_shorthand_above_one"}
+
+
+@pytest.mark.parametrize("path", PATH_FILES, ids=lambda p: p.stem)
+def test_a_problem_is_reported_at_the_path_the_author_wrote(path: Path) -> None:
+    """A short form the schema expands (one reach for every stage, a bare exit
+    probability) is reported where it was written, once, not at a synthesised path."""
+    line, text = _expectation(path)
+    expected = _expected_path(path)
+
+    scenario, problems = sim.check_scenario_file(path)
+
+    assert scenario is None
+    matching = [p for p in problems if p.line == line and text in p.message]
+    assert [p.path for p in matching] == [expected], _listing(problems)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.stderr.splitlines() == [f"{path}:{line}:{matching[0].column}: {expected}: "
+                                          f"{matching[0].message}"]

@@ -41,11 +41,11 @@ def _line_of(path: Path, text: str) -> int:
 # ------------------------------------------------------------------ validate
 
 
-def test_validate_ok(good_file: Path) -> None:
+def test_validate_ok_counts_with_right_plurals(good_file: Path) -> None:
     result = runner.invoke(app, ["validate", str(good_file)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == (f"{good_file}: ok (4 stages, 2 segments, 1 touchpoints, "
-                                     f"1 interventions, 365 steps)")
+    assert result.stdout.strip() == (f"{good_file}: ok (4 stages, 2 segments, 1 touchpoint, "
+                                     f"1 intervention, 365 steps)")
     assert result.stderr == ""
 
 
@@ -56,7 +56,7 @@ def test_validate_bad_exits_2_with_one_line_per_problem(two_problem_file: Path) 
     reach = _line_of(two_problem_file, "    reach: 1.5")
     cost = _line_of(two_problem_file, "    cost_per_exposure: -1")
     assert result.stderr.splitlines() == [
-        f"{two_problem_file}:{reach}:5: touchpoints.email.reach.use: "
+        f"{two_problem_file}:{reach}:5: touchpoints.email.reach: "
         f"input should be less than or equal to 1",
         f"{two_problem_file}:{cost}:5: touchpoints.email.cost_per_exposure: "
         f"input should be greater than or equal to 0",

@@ -130,12 +130,12 @@ def test_journey_runs_lists_the_folder_as_a_table_csv_and_json(tiny_scenario: si
     runner = CliRunner()
     shown = runner.invoke(app, ["runs", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
-    assert "tiny" in shown.stdout
+    assert result.run_id in shown.stdout and "tiny" in shown.stdout
     as_json = runner.invoke(app, ["runs", str(tmp_path), "--format", "json"])
-    [row] = json.loads(as_json.stdout)
+    [row] = json.loads(as_json.stdout)["runs"]
     assert (row["run_id"], row["replicates"], row["population_scale"]) == (result.run_id, 2,
                                                                            SCALE)
     as_csv = runner.invoke(app, ["runs", str(tmp_path), "--format", "csv"])
-    assert as_csv.stdout.splitlines()[0].startswith('"scenario","variant","run_id"')
+    assert as_csv.stdout.splitlines()[0].startswith("scenario,variant,run_id")
     missing = runner.invoke(app, ["runs", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no such results folder" in missing.stderr

@@ -301,7 +301,8 @@ def test_exit_keys_are_canonical(tiny_scenario_text: str) -> None:
     assert scenario.segments["old"].offsets == {"aware->use": 0.2}
 
 
-def test_spaced_exit_key_problem_points_at_its_own_line(tiny_scenario_text: str) -> None:
+def test_spaced_exit_key_problem_is_reported_as_spelled_on_its_own_line(
+        tiny_scenario_text: str) -> None:
     text = tiny_scenario_text.replace(
         "    offsets: {aware->use: 0.2}\n",
         "    offsets:\n      aware -> use: 0.2\n      aware -> usee: 0.1\n")
@@ -309,7 +310,7 @@ def test_spaced_exit_key_problem_points_at_its_own_line(tiny_scenario_text: str)
         sim.load_scenario(text)
     [problem] = info.value.problems
     line = text.splitlines().index("      aware -> usee: 0.1") + 1
-    assert (problem.path, problem.line) == ("segments.old.offsets.aware->usee", line)
+    assert (problem.path, problem.line) == ("segments.old.offsets.aware -> usee", line)
 
 
 def test_problems_are_all_reported_in_one_pass(tiny_scenario_text: str) -> None:
@@ -319,7 +320,7 @@ def test_problems_are_all_reported_in_one_pass(tiny_scenario_text: str) -> None:
     with pytest.raises(sim.ScenarioError) as info:
         sim.load_scenario(text)
     paths = [p.path for p in info.value.problems]
-    assert paths == ["touchpoints.email.reach.use", "touchpoints.email.cost_per_exposure"]
+    assert paths == ["touchpoints.email.reach", "touchpoints.email.cost_per_exposure"]
     lines = [p.line for p in info.value.problems]
     assert lines == sorted(lines)
 
