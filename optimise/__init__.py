@@ -20,14 +20,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optimise._calibrate import CalibrationResult, FittedParameter, calibrate
     from optimise._search import Evaluation, OptimisationResult, optimise
-    from optimise._sensitivity import SensitivityResult, sensitivity
-    from optimise._sweep import SweepResult, Variant, design, sweep
+    from optimise._sensitivity import SensitivityResult, parse_range, sensitivity
+    from optimise._sweep import (
+        INTERVENTIONS,
+        SweepResult,
+        Variant,
+        design,
+        parse_vary,
+        read_design,
+        sweep,
+    )
 
 _WHERE = {
     "CalibrationResult": "_calibrate", "FittedParameter": "_calibrate", "calibrate": "_calibrate",
     "Evaluation": "_search", "OptimisationResult": "_search", "optimise": "_search",
     "SensitivityResult": "_sensitivity", "sensitivity": "_sensitivity",
+    "parse_range": "_sensitivity",
     "SweepResult": "_sweep", "Variant": "_sweep", "design": "_sweep", "sweep": "_sweep",
+    "INTERVENTIONS": "_sweep", "parse_vary": "_sweep", "read_design": "_sweep",
 }
 
 
@@ -39,6 +49,7 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(f"optimise.{module}"), name)
 
 
-__all__ = ["CalibrationResult", "Evaluation", "FittedParameter", "OptimisationResult",
-           "SensitivityResult", "SweepResult", "Variant", "calibrate", "design", "optimise",
-           "sensitivity", "sweep"]
+__all__ = ["INTERVENTIONS", "CalibrationResult", "Evaluation", "FittedParameter",
+           "OptimisationResult", "SensitivityResult", "SweepResult", "Variant", "calibrate",
+           "design", "optimise", "parse_range", "parse_vary", "read_design", "sensitivity",
+           "sweep"]

@@ -400,7 +400,7 @@ def sweep_command(
     fmt: FormatOption = "table",
 ) -> None:
     """Run variants × replicates on Dask into one dataset; KPI means ± 95% CI per variant."""
-    from optimise._sweep import INTERVENTIONS, design, parse_vary, read_design, sweep
+    from optimise import INTERVENTIONS, design, parse_vary, read_design, sweep
     from sim import KPI_NAMES, SimError, load_scenario
 
     scenario = load_scenario(file)
@@ -493,7 +493,7 @@ def sensitivity_command(
     fmt: FormatOption = "table",
 ) -> None:
     """Global sensitivity of KPIs to parameter ranges (SALib designs run as a sweep)."""
-    from optimise._sensitivity import parse_range, sensitivity
+    from optimise import parse_range, sensitivity
     from sim import SimError, load_scenario
 
     scenario = load_scenario(file)

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -177,3 +178,21 @@ def test_the_quick_start_has_exactly_the_two_commands() -> None:
     assert [c.strip() for c in commands] == [
         "pip install . && journey run scenarios/cosmetic_clinic.yaml --replicates 4",
         "pip install -e '.[dev]' && python -m pytest"]
+
+
+def test_every_whole_scenario_and_sweep_file_in_the_readme_loads(tmp_path: Path) -> None:
+    import sim
+    from optimise import read_design
+
+    text = README.read_text(encoding="utf-8")
+    yaml_blocks = [m.group(2) for m in re.finditer(r"^([ \t]*)```yaml\n(.*?)^\1```", text,
+                                                   re.S | re.M)]
+    scenarios = [b for b in yaml_blocks if b.lstrip().startswith("name:")]
+    sweeps = [b for b in yaml_blocks if b.lstrip().startswith("vary:")]
+    assert scenarios and sweeps
+    for block in scenarios:
+        sim.load_scenario(block)
+    for i, block in enumerate(sweeps):
+        path = tmp_path / f"sweep{i}.yaml"
+        path.write_text(textwrap.dedent(block))
+        read_design(path)
