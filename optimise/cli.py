@@ -144,10 +144,18 @@ def optimise_command(
                           storage=storage, out=out, seed=seed, top_k=top_k,
                           population_scale=population_scale, workers=workers,
                           heartbeat=heartbeat, progress=advance, engine=engine)
-    _print_optimisation(result, scenario, label, Output(fmt, main="designs"))
+    _print_optimisation(result, scenario, label, Output(fmt, main="designs"), population_scale)
 
 
-def _print_optimisation(result: Any, scenario: Scenario, label: str, output: Output) -> None:
+def _scale_note(population_scale: float) -> str:
+    """What the header says of a run at another scale than the scenario's population."""
+    return "" if population_scale == 1 else (
+        f", population scale {population_scale:g} (KPIs, costs and budgets for the full "
+        f"population)")
+
+
+def _print_optimisation(result: Any, scenario: Scenario, label: str, output: Output,
+                        population_scale: float = 1.0) -> None:
     money = scenario.economics.currency
     kpi = result.objective
     second = result.pareto is not None and scenario.optimise is not None and \
@@ -158,7 +166,8 @@ def _print_optimisation(result: Any, scenario: Scenario, label: str, output: Out
         headers.insert(3, kpi2)
     designs = Table("designs", f"{_title(scenario, label)}: {kpi} ({result.direction}), "
                                f"re-evaluated on "
-                               f"{plural(result.baseline.replicates, 'fresh replicate')}",
+                               f"{plural(result.baseline.replicates, 'fresh replicate')}"
+                               f"{_scale_note(population_scale)}",
                     headers)
     for ev in [result.baseline, *result.candidates]:
         uplift = "–" if ev is result.baseline else (
@@ -426,10 +435,8 @@ def sweep_command(
     money = scenario.economics.currency
     shown = kpi or ["conversion", "retention_365", "revenue", "cost"]
     keys = list(dict.fromkeys(k for v in variants for k in v.values))
-    scale = "" if population_scale == 1 else (
-        f", population scale {population_scale:g} (KPIs for the full population)")
     table = Table("summary", f"KPI mean ± 95% CI over {plural(replicates, 'replicate')}"
-                             f"{scale}", ["variant", *keys, *shown])
+                             f"{_scale_note(population_scale)}", ["variant", *keys, *shown])
     rows = {(r["variant"], r["kpi"]): r for r in result.summary.to_pylist()}
     records = []
     for v in variants:
