@@ -28,6 +28,8 @@ __all__ = ["cache_dir", "kernel", "parallel_kernel"]
 
 logger = logging.getLogger(__name__)
 
+_config: Any = numba.config  # numba's settings module; Any, as numba's typing varies by release
+
 _FLAGS: dict[str, Any] = {"nogil": True, "fastmath": False, "error_model": "numpy"}
 
 
@@ -46,7 +48,7 @@ def cache_dir() -> str:
         >>> cache_dir()  # doctest: +SKIP
         '/home/me/.cache/journey-engine/0.1.0/numba'
     """
-    explicit = os.environ.get("NUMBA_CACHE_DIR") or numba.config.CACHE_DIR  # type: ignore[attr-defined]
+    explicit = os.environ.get("NUMBA_CACHE_DIR") or _config.CACHE_DIR
     if explicit:
         return str(explicit)
     import platformdirs
@@ -86,16 +88,16 @@ def _jit(*, parallel: bool) -> Callable[[Callable[..., Any]], Any]:
     """
 
     def decorate(func: Callable[..., Any]) -> Any:
-        if numba.config.DISABLE_JIT:  # type: ignore[attr-defined]
+        if _config.DISABLE_JIT:
             return numba.njit(parallel=parallel, **_FLAGS)(func)
         directory = cache_dir()
         cache = _writable(directory)
-        saved = numba.config.CACHE_DIR  # type: ignore[attr-defined]
-        numba.config.CACHE_DIR = directory  # type: ignore[attr-defined]
+        saved = _config.CACHE_DIR
+        _config.CACHE_DIR = directory
         try:
             return numba.njit(cache=cache, parallel=parallel, **_FLAGS)(func)
         finally:
-            numba.config.CACHE_DIR = saved  # type: ignore[attr-defined]
+            _config.CACHE_DIR = saved
 
     return decorate
 
