@@ -1,19 +1,109 @@
 """JIT flags of every numba kernel, in one place (STYLE.md point 4).
 
-``cache=True`` stores compiled kernels beside the modules so a second process
-starts in a fraction of a second; ``fastmath`` stays off because reordered
-float arithmetic would break bit-for-bit reproducibility.
+``cache=True`` stores compiled kernels on disk so a second process starts in a
+fraction of a second; ``fastmath`` stays off because reordered float
+arithmetic would break bit-for-bit reproducibility.
+
+The on-disk cache lives in a per-user folder keyed by the package version
+(:func:`cache_dir`, e.g. ``~/.cache/journey-engine/0.1.0/numba``), never
+beside the modules: a cache written into an installed package outlives
+``pip uninstall`` and, left behind as a bare ``sim/`` folder, shadows a later
+editable install. A new version compiles into its own folder, so it never
+loads kernels compiled from an older version's helpers. An explicit
+``NUMBA_CACHE_DIR`` (or ``numba.config.CACHE_DIR`` set by the caller) wins.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
 import numba
 
-__all__ = ["kernel", "parallel_kernel"]
+__all__ = ["cache_dir", "kernel", "parallel_kernel"]
 
-kernel = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+logger = logging.getLogger(__name__)
+
+_config: Any = numba.config  # numba's settings module; Any, as numba's typing varies by release
+
+_FLAGS: dict[str, Any] = {"nogil": True, "fastmath": False, "error_model": "numpy"}
+
+
+def cache_dir() -> str:
+    """The folder numba caches this package's compiled kernels in.
+
+    Returns:
+        ``NUMBA_CACHE_DIR`` when that environment variable is set (even after
+        numba was imported), else ``numba.config.CACHE_DIR`` when the caller
+        set it, else ``<user cache dir>/journey-engine/<version>/numba``
+        (platformdirs: ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux,
+        ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows).
+
+    Example:
+        >>> from sim._jit import cache_dir
+        >>> cache_dir()  # doctest: +SKIP
+        '/home/me/.cache/journey-engine/0.1.0/numba'
+    """
+    explicit = os.environ.get("NUMBA_CACHE_DIR") or _config.CACHE_DIR
+    if explicit:
+        return str(explicit)
+    import platformdirs
+
+    import sim
+
+    return os.path.join(platformdirs.user_cache_dir("journey-engine", appauthor=False,
+                                                    version=sim.__version__), "numba")
+
+
+@functools.cache
+def _writable(directory: str) -> bool:
+    """Whether ``directory`` exists or can be made, and takes a file (numba's own test).
+
+    Asked once per folder and process; a folder that fails is logged once.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        logger.warning("numba's cache folder %s is not writable (%s); kernels are compiled "
+                       "in every process (set NUMBA_CACHE_DIR to a writable folder)",
+                       directory, exc)
+        return False
+    return True
+
+
+def _jit(*, parallel: bool) -> Callable[[Callable[..., Any]], Any]:
+    """A decorator that compiles with the shared flags and caches in :func:`cache_dir`.
+
+    numba picks a dispatcher's cache folder once, when the decorator runs, from
+    ``numba.config.CACHE_DIR`` (``numba.core.caching.UserProvidedCacheLocator``);
+    when that folder is not writable it would fall back to ``__pycache__`` beside
+    the module. So the folder is set only while each kernel is decorated (other
+    code's ``cache=True`` functions keep numba's own default) and a kernel whose
+    folder cannot be written is compiled without a cache instead.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        if _config.DISABLE_JIT:
+            return numba.njit(parallel=parallel, **_FLAGS)(func)
+        directory = cache_dir()
+        cache = _writable(directory)
+        saved = _config.CACHE_DIR
+        _config.CACHE_DIR = directory
+        try:
+            return numba.njit(cache=cache, parallel=parallel, **_FLAGS)(func)
+        finally:
+            _config.CACHE_DIR = saved
+
+    return decorate
+
+
+kernel = _jit(parallel=False)
 """Serial kernel: a pure function over arrays."""
 
-parallel_kernel = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True,
-                             error_model="numpy")
+parallel_kernel = _jit(parallel=True)
 """Parallel kernel: ``prange`` over fixed chunks of agents."""

@@ -47,6 +47,9 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 _SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_TOO_DEEP = f"nesting deeper than {MAX_DEPTH} levels is refused"
+_PARSER_NESTING = re.compile(r"nest|depth", re.IGNORECASE)
+"""The parser's own depth limit, in libyaml's words ("exceeded maximum nesting depth")."""
 
 
 @dataclass
@@ -213,8 +216,7 @@ class _Builder:
             return
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             if len(self.stack) >= MAX_DEPTH:
-                raise _fail(self.source, event.start_mark,
-                            f"nesting deeper than {MAX_DEPTH} levels is refused")
+                raise _fail(self.source, event.start_mark, _TOO_DEEP)
             is_map = isinstance(event, yaml.MappingStartEvent)
             path: Path = self._child_path() if self.stack else ()
             if self.stack and self.stack[-1][2] is _NO_KEY and not isinstance(
@@ -284,6 +286,11 @@ def read_yaml(text: str | bytes, source: str = "<string>") -> Located:
             builder.feed(event)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if _PARSER_NESTING.search(str(exc.problem or "")):
+            # libyaml refuses past its own limit (1,000 levels). Its scanner reads a
+            # flow collection ahead of the events the builder sees, so on one long
+            # line of brackets its refusal comes first: report it in our words.
+            raise _fail(source, mark, _TOO_DEEP) from None
         message = " ".join(str(m) for m in (exc.context, exc.problem) if m)
         raise _fail(source, mark, f"YAML syntax: {message}") from None
     except yaml.YAMLError as exc:

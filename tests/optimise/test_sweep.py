@@ -301,9 +301,10 @@ def test_a_sweep_file_gives_the_design_of_the_command_line(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("vary:\n  a.b: [1, 2]\nzipp: true\n", 3, "unknown field 'zipp' (did you mean 'zip'?)"),
-    ("vary:\n  a.b: []\n", 2, "vary.a.b: list should have at least 1 item"),
-    ("vary:\n  a.b: 3\n", 2, "vary.a.b: input should be a valid list"),
-    ("vary: {}\n", 1, "vary: dictionary should have at least 1 item"),
+    # the located field path is the engine's; pydantic's words after it are not asserted
+    ("vary:\n  a.b: []\n", 2, "vary.a.b: "),
+    ("vary:\n  a.b: 3\n", 2, "vary.a.b: "),
+    ("vary: {}\n", 1, "vary: "),
     ("zip: true\n", 1, "vary: required field is missing"),
     ("vary:\n  a.b: [on, off]\n", 2, "ambiguous value 'on'"),
     ("- 1\n", 1, "a sweep file is a mapping"),

@@ -55,12 +55,10 @@ def test_validate_bad_exits_2_with_one_line_per_problem(two_problem_file: Path) 
     assert result.stdout == ""
     reach = _line_of(two_problem_file, "    reach: 1.5")
     cost = _line_of(two_problem_file, "    cost_per_exposure: -1")
-    assert result.stderr.splitlines() == [
-        f"{two_problem_file}:{reach}:5: touchpoints.email.reach: "
-        f"input should be less than or equal to 1",
-        f"{two_problem_file}:{cost}:5: touchpoints.email.cost_per_exposure: "
-        f"input should be greater than or equal to 0",
-    ]
+    # located and named by the engine at the path written; the rule's words are pydantic's
+    first, second = result.stderr.splitlines()
+    assert first.startswith(f"{two_problem_file}:{reach}:5: touchpoints.email.reach: ")
+    assert second.startswith(f"{two_problem_file}:{cost}:5: touchpoints.email.cost_per_exposure: ")
 
 
 def test_validate_several_files_reports_every_problem(good_file: Path,
@@ -99,8 +97,9 @@ def test_validate_unreadable_paths_are_problems_not_tracebacks(good_file: Path,
 
 def test_validate_needs_a_file() -> None:
     result = runner.invoke(app, ["validate"])
-    assert result.exit_code == 2  # click's usage error
-    assert "Missing argument" in result.output
+    assert result.exit_code == 2  # click's usage error, naming the argument
+    assert "files" in result.output.lower()
+    assert "Traceback" not in result.output
 
 
 def test_debug_validate_still_reports_problems(two_problem_file: Path) -> None:

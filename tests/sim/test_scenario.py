@@ -220,7 +220,7 @@ def test_apply_refuses_an_unknown_intervention(tiny_scenario: sim.Scenario) -> N
 
 @pytest.mark.parametrize(("overrides", "path", "text"), [
     ({"touchpoints.email.reach.use": 1.5}, "touchpoints.email.reach.use",
-     "less than or equal to 1"),
+     ""),  # the path is the contract; the rule's words are pydantic's
     ({"stages.aware.exits.use": 0.99}, "stages.aware.exits",
      "exit probabilities sum to"),
     ({"touchpoints.email.lift.use->use": 0.1}, "touchpoints.email.lift.use->use",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
+import yaml
 
 import sim
 from sim.scenario._yaml import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, Located, read_yaml
@@ -190,6 +192,32 @@ def test_thousand_levels_of_block_mappings_are_refused_fast() -> None:
     problem = _refused(text)
     assert time.perf_counter() - start < 1.0
     assert "nesting deeper than" in problem.message
+
+
+def test_the_parsers_own_nesting_limit_reads_as_the_engines_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """libyaml's refusal past 1,000 levels (PyYAML 6.0.4's words) becomes the engine's line."""
+    mark = yaml.Mark("<string>", 1012, 1, 1012, None, 0)
+
+    def refusing_parser(text: str, Loader: object) -> Iterator[object]:
+        yield yaml.StreamStartEvent(mark, mark)
+        raise yaml.scanner.ScannerError("while increasing flow level", mark,
+                                        "exceeded maximum nesting depth", mark)
+
+    monkeypatch.setattr(yaml, "parse", refusing_parser)
+    problem = _refused("a: 1\nb: " + "[" * 1010 + "\n")
+    assert problem.message == f"nesting deeper than {MAX_DEPTH} levels is refused"
+    assert (problem.line, problem.column) == (2, 1013)
+
+
+def test_nesting_past_the_parsers_own_limit_is_one_located_problem() -> None:
+    """However the installed parser words it: one problem, on the line, in well under a second."""
+    text = "a: 1\nb: " + "[" * 5000 + "]" * 5000 + "\n"
+    start = time.perf_counter()
+    problem = _refused(text)
+    assert time.perf_counter() - start < 1.0
+    assert problem.line == 2
+    assert problem.message
 
 
 # ------------------------------------------------------------------- aliases
