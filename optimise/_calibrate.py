@@ -48,8 +48,7 @@ import sim
 from optimise._files import write_parquet_atomic
 from optimise._observed import KINDS, ObservedData, _read_rows, infer_kind, read_observed
 from optimise._workers import _fail_dead, _suggest, _worker_id, open_storage
-from sim import Scenario, SimError
-from sim._errors import DataError, Problem
+from sim import DataError, Problem, Scenario, SimError
 from sim.results import write_file_atomic
 
 __all__ = ["CalibrationResult", "FittedParameter", "calibrate"]

@@ -20,7 +20,6 @@ Formats (README, "Calibration"):
 from __future__ import annotations
 
 import csv
-import difflib
 import math
 import os
 from collections.abc import Iterable
@@ -31,9 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sim import Scenario
-from sim._errors import DataError, Problem
-from sim.scenario._checks import _unknown
+from sim import DataError, Problem, Scenario, closest, unknown_name
 
 __all__ = ["KINDS", "ObservedData", "infer_kind", "read_observed"]
 
@@ -201,9 +198,9 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
     r = _Rows(source)
     unknown = [col for col in header if col not in known]
     for col in unknown:
-        r.error(1, col, _unknown("column", col, known))
+        r.error(1, col, unknown_name("column", col, known))
     # a missing column that an unknown one misspells is reported once, as the misspelling
-    meant = {m for col in unknown for m in difflib.get_close_matches(col, known, n=1)}
+    meant = {m for col in unknown if (m := closest(col, known)) is not None}
     for col in sorted(required - set(header) - meant):
         r.error(1, col, f"missing column {col!r} ({kind} files need "
                         f"{', '.join(sorted(required))})")
@@ -226,7 +223,7 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
         if _empty(value):
             seg.append(None)
         elif str(value).strip() not in segments:
-            r.error(line, "segment", _unknown("segment", str(value).strip(), segments))
+            r.error(line, "segment", unknown_name("segment", str(value).strip(), segments))
             seg.append(None)
         else:
             seg.append(str(value).strip())
@@ -239,7 +236,7 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
             if name is None:
                 r.error(line, "stage", "empty; every row names a stage")
             elif name not in stages:
-                r.error(line, "stage", _unknown("stage", name, stages))
+                r.error(line, "stage", unknown_name("stage", name, stages))
             names.append(name)
         data.labels["stage"] = names
 

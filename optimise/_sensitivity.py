@@ -19,8 +19,7 @@ import pyarrow as pa
 
 import sim
 from optimise._sweep import SweepResult, Variant, mean_kpi, sweep
-from sim import Scenario, SimError
-from sim._kpi_names import KPI_NAMES
+from sim import KPI_NAMES, Scenario, SimError
 from sim.results import sensitivity_path, write_dataset_table
 
 __all__ = ["METHODS", "SensitivityResult", "parse_range", "sensitivity"]

@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 
 import sim
@@ -338,7 +337,9 @@ def _alive(pid: int) -> bool:
 
 def _fail_dead(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> int:
     """Fail and requeue the running trials whose worker is gone; how many were."""
-    if is_heartbeat_enabled(study._storage):
+    storage = study._storage
+    if isinstance(storage, optuna.storages.RDBStorage) and \
+            storage.get_heartbeat_interval() is not None:
         before = sum(t.state == RUNNING for t in trials)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

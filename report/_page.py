@@ -19,8 +19,7 @@ from plotly.offline import get_plotlyjs
 from report._charts import Chart, layout
 from report._compare import Delta
 from report._data import ReportError, RunData
-from sim import KPI_NAMES
-from sim._kpi_names import KPI_DESCRIPTIONS
+from sim import KPI_DESCRIPTIONS, KPI_NAMES
 from sim.metrics import summarise
 from sim.stats import FEW_REPLICATES, too_few
 

@@ -10,8 +10,17 @@ Public API::
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from sim._errors import DataError, Problem, ScenarioError, SimError, is_interrupt
-from sim._kpi_names import KPI_NAMES
+from sim._errors import (
+    DataError,
+    Problem,
+    ScenarioError,
+    SimError,
+    closest,
+    hint,
+    is_interrupt,
+    unknown_name,
+)
+from sim._kpi_names import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
@@ -36,6 +45,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ENGINES",
+    "KPI_DESCRIPTIONS",
+    "KPI_KINDS",
     "KPI_NAMES",
     "DataError",
     "Problem",
@@ -45,9 +56,13 @@ __all__ = [
     "SimError",
     "__version__",
     "check_scenario_file",
+    "closest",
     "derive_seed",
+    "hint",
     "is_interrupt",
+    "kpi_kind",
     "load_scenario",
     "run",
     "run_identity",
+    "unknown_name",
 ]

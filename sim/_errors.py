@@ -6,6 +6,8 @@ the family, prints one line per problem and exits non-zero.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["DataError", "Problem", "ScenarioError", "SimError", "is_interrupt"]
@@ -85,3 +87,31 @@ def is_interrupt(exc: BaseException) -> bool:
             return True
         seen = seen.__context__
     return False
+
+
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option a misspelt ``word`` most likely meant, or None."""
+    found = difflib.get_close_matches(word, list(options), n=1)
+    return found[0] if found else None
+
+
+def hint(word: str, options: Iterable[str], *, listed: str | None = "known",
+         none: str = "none") -> str:
+    """What to tell a user who wrote ``word`` where one of ``options`` belongs:
+    ``did you mean 'x'?``, else the options (``known: a, b``; ``listed=None``: nothing).
+
+    The one "did you mean" of the engine: every message that names an unknown
+    thing words its hint here.
+    """
+    options = list(options)
+    meant = closest(word, options)
+    if meant is not None:
+        return f"did you mean {meant!r}?"
+    if listed is None:
+        return ""
+    return f"{listed}: {', '.join(options) or none}"
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown stage 'x' (did you mean 'y'?)`` (or the known names)."""
+    return f"unknown {kind} {name!r} ({hint(name, known)})"

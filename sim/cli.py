@@ -15,7 +15,6 @@ formatted by :mod:`sim.display`.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import logging
@@ -43,7 +42,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 from typer.core import TyperGroup
 
-from sim._errors import ScenarioError, SimError, is_interrupt
+from sim._errors import ScenarioError, SimError, hint, is_interrupt
 from sim.display import (
     Table,
     format_days,
@@ -304,9 +303,9 @@ def check(*, low: float | None = None, high: float | None = None, whole: bool = 
         if choices is not None:
             allowed = list(choices() if callable(choices) else choices)
             if value not in allowed:
-                close = difflib.get_close_matches(str(value), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise _fail(param, value, f"must be one of {', '.join(allowed)}{hint}")
+                said = hint(str(value), allowed, listed=None)
+                raise _fail(param, value, f"must be one of {', '.join(allowed)}"
+                                          + (f" ({said})" if said else ""))
         if rule is not None:
             why = rule(value)
             if why is not None:
@@ -349,9 +348,7 @@ def _kpi(value: str) -> str | None:
 
     if value in KPI_NAMES:
         return None
-    close = difflib.get_close_matches(value, KPI_NAMES, n=1)
-    return "unknown KPI" + (f" (did you mean {close[0]!r}?)" if close else
-                            f" (known: {', '.join(KPI_NAMES)})")
+    return f"unknown KPI ({hint(value, KPI_NAMES)})"
 
 
 SEED = check(rule=lambda v: None if 0 <= v < 2**63 else "must be a whole number in "
@@ -385,10 +382,7 @@ FormatOption = Annotated[str, typer.Option(
 
 
 def _unknown_intervention(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = (f"did you mean {close[0]!r}?" if close else
-            f"known: {', '.join(known)}" if known else "this scenario has none")
-    return f"unknown intervention ({hint})"
+    return f"unknown intervention ({hint(name, known, none='this scenario has none')})"
 
 
 def _blame(path: str, message: str, written: dict[str, str], names: Sequence[str]) -> str:

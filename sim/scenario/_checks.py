@@ -8,11 +8,11 @@ warnings (an unreachable stage, a scenario with nobody in it) are reported by
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sim._errors import unknown_name
 from sim._kpi_names import KPI_NAMES
 from sim.display import format_days
 from sim.scenario._patch import check_path
@@ -38,13 +38,6 @@ class Check:
     severity: str = "error"
 
 
-def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known) or 'none'})"
-    return f"unknown {kind} {name!r}{hint}"
-
-
 class _Checker:
     def __init__(self, s: Scenario) -> None:
         self.s = s
@@ -64,7 +57,7 @@ class _Checker:
     def stage(self, loc: Loc, name: str) -> bool:
         if name in self.s.stages:
             return True
-        self.error(loc, _unknown("stage", name, self.s.stages))
+        self.error(loc, unknown_name("stage", name, self.s.stages))
         return False
 
     def stages(self, loc: Loc, names: list[str] | None) -> None:
@@ -74,12 +67,12 @@ class _Checker:
     def exit(self, loc: Loc, key: str) -> bool:
         source, target = key.split("->")
         if source not in self.s.stages:
-            self.error(loc, _unknown("stage", source, self.s.stages) + f" in exit {key!r}")
+            self.error(loc, unknown_name("stage", source, self.s.stages) + f" in exit {key!r}")
             return False
         exits = self.s.stages[source].exits
         if target not in exits:
             if target not in self.s.stages:
-                self.error(loc, _unknown("stage", target, self.s.stages) + f" in exit {key!r}")
+                self.error(loc, unknown_name("stage", target, self.s.stages) + f" in exit {key!r}")
             else:
                 have = ", ".join(exits) or "none"
                 self.error(loc, f"stage {source!r} has no exit to {target!r} "
@@ -143,7 +136,8 @@ class _Checker:
             self.exits((*loc, "heterogeneity"), seg.heterogeneity)
             for tp in seg.affinity:
                 if tp not in s.touchpoints:
-                    self.error((*loc, "affinity", tp), _unknown("touchpoint", tp, s.touchpoints))
+                    self.error((*loc, "affinity", tp),
+                               unknown_name("touchpoint", tp, s.touchpoints))
 
     def check_population(self) -> None:
         s = self.s
@@ -154,7 +148,7 @@ class _Checker:
             if placement.segment is not None:
                 if placement.segment not in s.segments:
                     self.error((*loc, "segment"),
-                               _unknown("segment", placement.segment, s.segments))
+                               unknown_name("segment", placement.segment, s.segments))
             elif not have_shares and len(s.segments) > 1:
                 self.error(loc, "a placement without a segment is split by segment share, "
                                 "but the segments have no shares")
@@ -247,7 +241,8 @@ class _Checker:
         for field, objective in (("objective", opt.objective),
                                  ("second_objective", opt.second_objective)):
             if objective is not None and objective.kpi not in KPI_NAMES:
-                self.error(("optimise", field, "kpi"), _unknown("KPI", objective.kpi, KPI_NAMES))
+                self.error(("optimise", field, "kpi"),
+                           unknown_name("KPI", objective.kpi, KPI_NAMES))
         self._check_params("optimise", "search", opt.search, "search", "searches")
 
     def check_calibrate(self) -> None:

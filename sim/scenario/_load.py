@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import typing
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sim._errors import Problem, ScenarioError
+from sim._errors import Problem, ScenarioError, hint
 from sim.scenario._checks import cross_check
 from sim.scenario._patch import _unwrap
 from sim.scenario._schema import _EXIT_RE, Scenario
@@ -56,9 +55,7 @@ def _message(err: Any, root: type[BaseModel] = Scenario) -> str:
         name = str(loc[-1])
         if model is not None:
             fields = list(model.model_fields)
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(fields)}"
-            return f"unknown field {name!r} ({hint})"
+            return f"unknown field {name!r} ({hint(name, fields, listed='allowed')})"
         return f"unknown field {name!r}"
     if kind == "missing":
         return "required field is missing"

@@ -10,7 +10,6 @@ addressed by index (``population.initial.0.count``).
 from __future__ import annotations
 
 import copy
-import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from sim._errors import Problem, ScenarioError
+from sim._errors import Problem, ScenarioError, hint
 
 __all__ = ["PathError", "apply_patches", "check_path", "set_path"]
 
@@ -55,8 +54,8 @@ def _unwrap(tp: Any, value: Any) -> Any:
 
 
 def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    said = hint(word, options, listed=None)
+    return f" ({said})" if said else ""
 
 
 def _walk(data: dict[str, Any], path: str, model: type[BaseModel]) -> tuple[Any, Any, bool]:

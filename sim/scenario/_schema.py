@@ -842,15 +842,14 @@ class Scenario(_Model):
 
         Windows are not consulted: the caller chooses what is active when.
         """
-        from sim._errors import Problem, ScenarioError
-        from sim.scenario._checks import _unknown
+        from sim._errors import Problem, ScenarioError, unknown_name
         from sim.scenario._patch import apply_patches
 
         active = list(active)
         missing = [n for n in active if n not in self.interventions]
         if missing:
             raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{n}",
-                                         _unknown("intervention", n, self.interventions))
+                                         unknown_name("intervention", n, self.interventions))
                                  for n in missing])
         patches: dict[str, Any] = {}
         for name in active:
