@@ -59,7 +59,7 @@ def test_no_private_name_crosses_a_package_and_layers_import_downward(path: Path
                 problems.append(f"{where}: {own} must not import {top} (layers go downward)")
             if any(_private(p) for p in module.split(".")[1:]) or (name and _private(name)):
                 problems.append(f"{where}: a private name of another package")
-        elif top not in PACKAGES and top != "__future__":
-            if any(_private(p) for p in module.split(".")) or (name and _private(name)):
-                problems.append(f"{where}: a private name of a third-party library")
+        elif top not in (*PACKAGES, "__future__") and (
+                any(_private(p) for p in module.split(".")) or (name and _private(name))):
+            problems.append(f"{where}: a private name of a third-party library")
     assert not problems, "\n".join(problems)
