@@ -12,7 +12,9 @@ earlier one wrote. What makes them fit a test run, and nothing else, is changed:
   the Quick start's installs;
 * ``python -m pytest`` is this very suite, so it is not started again;
 * a PostgreSQL URL points at a throwaway cluster (``tests/pgcluster.py``);
-* ``--png`` is dropped where no Chromium is installed (``.ci/run`` installs it).
+* ``--png`` is dropped where no Chromium is installed (``.ci/run`` installs it);
+* ``optuna-dashboard``, a server, is started on a free port, asked for its studies
+  over HTTP (the study must be there) and stopped.
 """
 
 from __future__ import annotations
@@ -137,6 +139,48 @@ def _path() -> str:
     return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dashboard(command: str, cwd: Path, env: dict[str, str], pg_url: str | None) -> None:
+    """Serve a study with optuna-dashboard, as the README says, and see it listed."""
+    import json
+    import time
+    import urllib.request
+
+    words = shlex.split(command)
+    if any(w.startswith("postgresql://") for w in words):
+        if pg_url is None:
+            pytest.skip("PostgreSQL is not available here (.ci/run installs it)")
+        words = [pg_url if w.startswith("postgresql://") else w for w in words]
+    port = _free_port()
+    exe = shutil.which("optuna-dashboard", path=_path()) or "optuna-dashboard"
+    server = subprocess.Popen([exe, *words[1:], "--port", str(port), "--host", "127.0.0.1"],
+                              cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"{command}: {server.communicate()[1]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies",
+                                            timeout=5) as answer:
+                    studies = json.loads(answer.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{command}: no answer on port {port}"
+                time.sleep(0.5)
+        assert studies, f"{command}: the dashboard lists no study"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     work = tmp_path / "reader"
     work.mkdir()
@@ -162,6 +206,9 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
                 assert proc.returncode == 0, f"README.md:{line}: python block\n{proc.stderr}"
                 continue
             for command in _commands(code):
+                if command.startswith("optuna-dashboard "):
+                    _dashboard(command, work, env, pg_url)
+                    continue
                 shell = _bash(command, pg_url, chromium)
                 if shell is None:
                     continue
