@@ -21,7 +21,7 @@ import pyarrow as pa
 from sim._errors import SimError
 from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
-from sim.engines.fast import RawRun
+from sim.engines.raw import RawRun
 from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import compile_scenario
 from sim.results import (
