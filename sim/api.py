@@ -7,7 +7,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,14 +35,12 @@ from sim.results import (
     with_keys,
     write_run_table,
 )
-from sim.scenario import Scenario, load_scenario
+from sim.scenario import Scenario, is_variant_label, load_scenario
 from sim.stats import Bounds
 
 __all__ = ["ENGINES", "RunResult", "derive_seed", "run", "run_identity"]
 
 log = logging.getLogger(__name__)
-
-_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 ENGINES = ("fast", "des")
 """Engines this version can run: ``fast`` (numba kernels) and ``des`` (SimPy events,
@@ -270,7 +267,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     _check_args(scenario, replicates, population_scale, engine, threads)
-    if not isinstance(variant, str) or not _VARIANT_RE.match(variant):
+    if not is_variant_label(variant):
         raise SimError(f"variant {variant!r} is not a valid label: use letters, digits, _, . "
                        f"and -, starting with a letter or digit (it names a folder)")
     if not isinstance(first_replicate, int) or first_replicate < 0:
