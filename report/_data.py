@@ -24,7 +24,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sim import Scenario, SimError, load_scenario
-from sim.display import plural
 from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
 from sim.results import (
@@ -293,8 +292,8 @@ def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
             raise _fail_read(str(folder), exc) from None
         missing = [c for c in FIT_COLUMNS if c not in fit.column_names]
         if missing:
-            raise ReportError(f"{folder / 'fit.parquet'} lacks "
-                              f"{plural(len(missing), 'column')}: {', '.join(missing)}")
+            raise ReportError(f"{folder / 'fit.parquet'} lacks the column(s) "
+                              f"{', '.join(missing)}")
         found.append(Calibration(folder.name, fit, params))
     return found
 
