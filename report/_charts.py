@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
+from report._cube import cube
 from report._data import RunData
-from report._stats import cube
 from sim.stats import mean_interval
 
 __all__ = ["Chart", "funnel", "money_over_time", "occupancy", "retention", "sankey",

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from report._charts import PALETTE, Chart, band_traces, layout, per_replicate, rgba
+from report._cube import cube
 from report._data import Calibration, ReportError, RunData, Sensitivity, Study
-from report._stats import cube
 from sim.display import DASH, format_number, plural
 from sim.stats import mean_interval
 

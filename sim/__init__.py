@@ -20,7 +20,7 @@ from sim._errors import (
     is_interrupt,
     unknown_name,
 )
-from sim._kpi_names import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
+from sim._kpi_catalogue import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sim._kpi_names import KPI_KINDS, KPI_NAMES
+from sim._kpi_catalogue import KPI_KINDS, KPI_NAMES
 from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 from sim.stats import UNBOUNDED, Bounds, mean_interval, too_few

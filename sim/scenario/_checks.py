@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sim._errors import ScenarioError, unknown_name
-from sim._kpi_names import KPI_NAMES
+from sim._kpi_catalogue import KPI_NAMES
 from sim.display import format_days
 from sim.scenario._patch import apply_patches, materialise
 from sim.scenario._paths import Loc, check_path
