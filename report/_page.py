@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 from report._charts import Chart, layout
 from report._compare import Delta
 from report._data import ReportError, RunData
-from sim import KPI_DESCRIPTIONS, KPI_NAMES
+from sim import KPI_DESCRIPTIONS, KPI_NAMES, __version__
 from sim.display import format_interval, format_kpi, kpi_unit, plural
 from sim.metrics import summarise
 from sim.stats import FEW_REPLICATES, too_few
@@ -148,8 +148,6 @@ def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
                 deltas: Sequence[Delta] = (), compared: Sequence[RunData] = (),
                 absent: Sequence[tuple[str, str]] = ()) -> str:
     """The whole report as one HTML document with plotly.js inlined (opens offline)."""
-    from sim import __version__
-
     scen = run.scenario
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     seeds = ", ".join(str(s) for s in run.seeds[:6]) + (" …" if len(run.seeds) > 6 else "")

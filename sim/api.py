@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim._errors import SimError
+from sim._version import __version__
 from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
@@ -289,8 +290,6 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
          engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
          resume: bool, progress: Callable[[int, int], None] | None,
          first_replicate: int = 0, exclusive: bool = True) -> RunResult:
-    from sim import __version__
-
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
