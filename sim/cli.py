@@ -45,6 +45,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from sim._errors import ScenarioError, SimError, hint, is_interrupt
+from sim._kpi_catalogue import KPI_NAMES
 from sim.display import (
     Table,
     format_days,
@@ -60,7 +61,9 @@ from sim.scenario import (
     BASE_VARIANT,
     Scenario,
     check_scenario_file,
+    is_variant_label,
     json_schema,
+    load_scenario,
     parse_setting,
     variant_label,
 )
@@ -334,8 +337,6 @@ def _threads(value: int) -> str | None:
 
 
 def _variant(value: str) -> str | None:
-    from sim.scenario import is_variant_label
-
     return None if is_variant_label(value) else (
         "not a valid label: letters, digits, _, . and -, starting with a letter or digit, "
         "at most 128 characters (it names a folder)")
@@ -348,8 +349,6 @@ def _engines() -> Sequence[str]:
 
 
 def _kpi(value: str) -> str | None:
-    from sim import KPI_NAMES
-
     if value in KPI_NAMES:
         return None
     return f"unknown KPI ({hint(value, KPI_NAMES)})"
@@ -614,7 +613,6 @@ def run(
 ) -> None:
     """Simulate a scenario; print KPIs with 95% CIs; write Parquet tables to --out."""
     from sim.api import run as run_api
-    from sim.scenario import load_scenario
 
     if report and "report" not in RUN_HOOKS:
         raise SimError("--report needs the report extra (plotly, kaleido): "
