@@ -22,11 +22,11 @@ from sim.cli import (
     InterventionOption,
     Output,
     SetOption,
+    add_command,
     apply_settings,
     check,
     err_console,
     few_replicates,
-    guarded,
     on_interrupt,
     progress_bar,
     third_party_level,
@@ -542,8 +542,9 @@ def sensitivity_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `optimise`, `calibrate`, `sweep` and `sensitivity` to the `journey` command."""
-    app.command("optimise")(guarded(optimise_command))
-    app.command("calibrate")(guarded(calibrate_command))
-    app.command("sweep")(guarded(sweep_command))
-    app.command("sensitivity")(guarded(sensitivity_command))
+    """Add `optimise`, `calibrate`, `sweep` and `sensitivity` to the `journey` command
+    (again: no change)."""
+    add_command(app, "optimise", optimise_command)
+    add_command(app, "calibrate", calibrate_command)
+    add_command(app, "sweep", sweep_command)
+    add_command(app, "sensitivity", sensitivity_command)

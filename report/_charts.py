@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
+from report._cube import cube
 from report._data import RunData
-from report._stats import cube
 from sim.stats import mean_interval
 
 __all__ = ["Chart", "funnel", "money_over_time", "occupancy", "retention", "sankey",
@@ -105,7 +105,9 @@ def _days(run: RunData) -> str:
     return f"{run.scenario.time.horizon_days:g}-day horizon"
 
 
-def _per_rep(run: RunData) -> str:
+def per_replicate(run: RunData) -> str:
+    """What a chart of counts per replicate shows: ``one replicate`` or ``mean of N
+    replicates``."""
     n = run.replicates
     return "one replicate" if n == 1 else f"mean of {n} replicates"
 
@@ -178,7 +180,7 @@ def sankey(run: RunData) -> Chart | None:
                   "hovertemplate": "%{source.label} → %{target.label} (%{customdata})<br>"
                                    "%{value:,.0f} agents<extra></extra>"}))
     segment_menu(fig, groups, [1] * len(groups), y=1.12)
-    layout(fig, f"Journey flows over the {_days(run)} (agents, {_per_rep(run)})", height=560,
+    layout(fig, f"Journey flows over the {_days(run)} (agents, {per_replicate(run)})", height=560,
            subtitle="stage → stage moves; churn into lost stages (red), win-back out of them")
     return Chart("sankey", "Journey flows (Sankey)", fig,
                  "Each band is a number of agents that moved from one stage to another over "
@@ -216,7 +218,7 @@ def funnel(run: RunData) -> Chart | None:
                                 hovertemplate=f"{seg}<br>%{{y}}: %{{x:,.0f}} agents"
                                               f"<extra></extra>"))
     fig.update_layout(funnelmode="stack")
-    layout(fig, f"Funnel: agents entering each stage (agents, {_per_rep(run)})",
+    layout(fig, f"Funnel: agents entering each stage (agents, {per_replicate(run)})",
            subtitle=f"over the {_days(run)}, stacked by segment",
            x="agents entering the stage (prospect stages, then customer stages)")
     total = into.sum(axis=0)
@@ -250,7 +252,7 @@ def occupancy(run: RunData) -> Chart | None:
                 hovertemplate=f"{group}<br>{stage}: %{{y:,.0f}} agents on day %{{x:g}}"
                               f"<extra></extra>"))
     segment_menu(fig, groups, [len(stages)] * len(groups))
-    layout(fig, f"Stage occupancy over time (agents, {_per_rep(run)})",
+    layout(fig, f"Stage occupancy over time (agents, {per_replicate(run)})",
            subtitle="agents in each stage at the end of each step, stacked",
            x="day", y="agents in the stage")
     return Chart("occupancy", "Stage occupancy over time", fig,
@@ -316,7 +318,7 @@ def retention(run: RunData) -> Chart | None:
             fig.add_vline(x=d, line={"dash": "dot", "color": "#888", "width": 1},
                           annotation_text=f"{d} d", annotation_position="top")
     fig.update_yaxes(rangemode="tozero", ticksuffix="%")
-    layout(fig, f"Cohort retention (% of acquired customers, {_per_rep(run)}, 95% CI)",
+    layout(fig, f"Cohort retention (% of acquired customers, {per_replicate(run)}, 95% CI)",
            subtitle="share in a customer stage by days since acquisition",
            x="days since acquisition",
            y="retained (% of the cohort)")
@@ -354,7 +356,7 @@ def money_over_time(run: RunData) -> Chart | None:
                                                     strict=True):
         fig.add_traces(band_traces(x, mean, low, high, f"cumulative {name}", colour,
                                    f" {cur}"))
-    layout(fig, f"Cumulative revenue and cost ({cur}, {_per_rep(run)}, 95% CI)",
+    layout(fig, f"Cumulative revenue and cost ({cur}, {per_replicate(run)}, 95% CI)",
            x="day", y=f"cumulative amount ({cur})")
     return Chart("money", "Revenue and cost over time", fig,
                  "Revenue is the stages' values earned (on entry and per day); cost is "
@@ -385,7 +387,7 @@ def spend_by_item(run: RunData) -> Chart | None:
                           for i in order]},
         customdata=[item_kind[items[i]] for i in order],
         hovertemplate=f"%{{y}} (%{{customdata}}): %{{x:,.0f}} {cur}<extra></extra>"))
-    layout(fig, f"Cost by touchpoint and intervention ({cur}, {_per_rep(run)}, 95% CI)",
+    layout(fig, f"Cost by touchpoint and intervention ({cur}, {per_replicate(run)}, 95% CI)",
            subtitle=f"total over the {_days(run)}", x=f"cost ({cur})", y=None,
            height=max(320, 60 + 34 * len(items)))
     return Chart("cost_by_touchpoint", "Cost by touchpoint", fig,

@@ -17,8 +17,8 @@ from report._charts import (
     money_bands,
     retention_bands,
 )
+from report._cube import cube
 from report._data import RunData
-from report._stats import cube
 from sim import KPI_NAMES
 from sim.stats import mean_interval, paired_or_welch
 

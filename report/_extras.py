@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from report._charts import PALETTE, Chart, band_traces, layout, rgba
+from report._charts import PALETTE, Chart, band_traces, layout, per_replicate, rgba
+from report._cube import cube
 from report._data import Calibration, ReportError, RunData, Sensitivity, Study
-from report._stats import cube
+from sim.display import DASH, format_number, plural
 from sim.stats import mean_interval
 
 __all__ = ["calibration_charts", "queue_charts", "sensitivity_charts", "study_charts"]
@@ -98,8 +99,9 @@ def queue_charts(run: RunData) -> list[Chart]:
         counts = {c: float(_num(rows, c).sum() / max(len(reps), 1))
                   for c in ("arrivals", "served", "abandoned") if c in rows.column_names}
         if counts:
-            totals.append(f"{tp}: " + ", ".join(f"{v:,.0f} {k}" for k, v in counts.items()))
-    per = "one replicate" if len(reps) == 1 else f"mean of {len(reps)} replicates"
+            totals.append(f"{tp}: " + ", ".join(f"{format_number(v)} {k}"
+                                                for k, v in counts.items()))
+    per = per_replicate(run)
     every = f"per {span:g} days" if span != 1 else "per day"
     layout(waits, f"Queue waits at capacity-limited touchpoints (days, {per}, 95% CI)",
            subtitle=f"requests served {every}: mean wait (solid) and 90th percentile (dotted), "
@@ -158,9 +160,9 @@ def study_charts(study: Study) -> list[Chart]:
     layout(fig, f"Optimisation history of study {study.name}: {objective} per trial "
                 f"({direction})", x="trial number", y=f"{objective} (trial mean)")
     charts.append(Chart(f"optimise_history_{study.name}", f"Optimisation history: {study.name}",
-                        fig, f"{len(done)} complete trial(s), {pruned} pruned early (no value "
-                             f"shown), of {len(trials)}. The objective is the mean over the "
-                             f"trial's replicates."))
+                        fig, f"{plural(len(done), 'complete trial')}, {pruned} pruned early "
+                             f"(no value shown), of {len(trials)}. The objective is the mean "
+                             f"over the trial's replicates."))
     if study.importances:
         names = sorted(study.importances, key=lambda k: study.importances[k])
         fig = go.Figure(go.Bar(x=[study.importances[n] for n in names], y=names,
@@ -270,17 +272,18 @@ def calibration_charts(cal: Calibration) -> list[Chart]:
     if cal.parameters is not None and cal.parameters.num_rows:
         p = cal.parameters.to_pylist()
 
-        def fmt(v: Any) -> str:
-            return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+        def estimate(r: dict[str, Any]) -> str:
+            shown = format_number(r["value"])
+            return str(r["value_text"]) if shown == DASH and r.get("value_text") else shown
 
         fig = go.Figure(go.Table(
             columnwidth=[4, 1, 1, 1],          # dotted paths are long: keep them whole
             header={"values": ["parameter", "estimate", "95% CI low", "95% CI high"],
                     "align": "left"},
             cells={"values": [[r["parameter"] for r in p],
-                              [fmt(r["value"]) if fmt(r["value"]) != "–" or not r.get(
-                                  "value_text") else str(r["value_text"]) for r in p],
-                              [fmt(r.get("low")) for r in p], [fmt(r.get("high")) for r in p]],
+                              [estimate(r) for r in p],
+                              [format_number(r.get("low")) for r in p],
+                              [format_number(r.get("high")) for r in p]],
                    "align": "left"}))
         layout(fig, f"Calibration {cal.name}: fitted parameters (95% CI)",
                height=max(240, 120 + 28 * len(p)))

@@ -19,7 +19,8 @@ from plotly.offline import get_plotlyjs
 from report._charts import Chart, layout
 from report._compare import Delta
 from report._data import ReportError, RunData
-from sim import KPI_DESCRIPTIONS, KPI_NAMES
+from sim import KPI_DESCRIPTIONS, KPI_NAMES, __version__
+from sim.display import format_interval, format_kpi, kpi_unit, plural
 from sim.metrics import summarise
 from sim.stats import FEW_REPLICATES, too_few
 
@@ -28,14 +29,9 @@ __all__ = ["kpi_rows", "render_page", "write_pngs"]
 CONFIG = {"displaylogo": False, "responsive": True,
           "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-SHARES = {"conversion", "retention_90", "retention_180", "retention_365",
-          "served_within_target", "abandonment"}
-MONEY = {"revenue", "cost", "clv"}
 LOWER_IS_BETTER = {"cost", "churned", "median_days_to_convert", "mean_wait_days",
                    "abandonment"}
 """KPIs whose decrease is an improvement (the others: an increase)."""
-COUNTS = {"entrants": "agents", "acquired": "agents", "churned": "moves",
-          "won_back": "moves", "referrals": "agents", "reviews": "reviews"}
 
 CSS = """
 body { font-family: Arial, Helvetica, sans-serif; margin: 0 auto; max-width: 1200px;
@@ -58,35 +54,6 @@ pre { background: #f6f6f6; padding: 12px; font-size: 12px; overflow-x: auto; }
 """
 
 
-def _unit(name: str, currency: str) -> str:
-    if name in SHARES:
-        return "%"
-    if name in MONEY:
-        return currency
-    if name == "nps":
-        return "points"
-    if name in ("median_days_to_convert", "mean_wait_days"):
-        return "days"
-    if name == "rating":
-        return "rating"
-    if name == "roi":
-        return "ratio"
-    return COUNTS.get(name, "")
-
-
-def fmt(value: float, name: str) -> str:
-    """How the report writes a KPI value (shares in %, money without decimals)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if name in SHARES:
-        return f"{100 * value:.1f}%"
-    if abs(value) >= 1000 or float(value).is_integer():
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:,.1f}"
-    return f"{value:.3f}"
-
-
 def shown_kpis(run: RunData) -> list[str]:
     """KPIs of this version that the run's kpis table has (older datasets lack newer ones)."""
     have = set(run.tables["kpis"].column_names)
@@ -103,9 +70,12 @@ def kpi_rows(run: RunData) -> list[dict[str, float | str]]:
             for k in names]
 
 
-def _num_cell(value: float, name: str, cls: str) -> str:
+def _num_cell(value: float, name: str, cls: str, currency: str) -> str:
+    """A KPI value as `journey run` prints it (:func:`sim.display.format_kpi`), and
+    at full precision in ``data-value``."""
     data = "nan" if math.isnan(value) else repr(float(value))
-    return f'<td class="{cls}" data-value="{data}">{html.escape(fmt(value, name))}</td>'
+    shown = html.escape(format_kpi(name, value, currency))
+    return f'<td class="{cls}" data-value="{data}">{shown}</td>'
 
 
 def _kpi_table(run: RunData) -> str:
@@ -116,10 +86,10 @@ def _kpi_table(run: RunData) -> str:
     for row in kpi_rows(run):
         name = str(row["kpi"])
         out.append(f'<tr data-kpi="{name}"><td>{name}</td>'
-                   f'{_num_cell(float(row["mean"]), name, "mean")}'
-                   f'{_num_cell(float(row["ci_low"]), name, "ci_low")}'
-                   f'{_num_cell(float(row["ci_high"]), name, "ci_high")}'
-                   f'<td>{html.escape(_unit(name, cur))}</td>'
+                   f'{_num_cell(float(row["mean"]), name, "mean", cur)}'
+                   f'{_num_cell(float(row["ci_low"]), name, "ci_low", cur)}'
+                   f'{_num_cell(float(row["ci_high"]), name, "ci_high", cur)}'
+                   f'<td>{html.escape(kpi_unit(name, cur))}</td>'
                    f'<td class="what">{html.escape(KPI_DESCRIPTIONS.get(name, ""))}</td>'
                    f'</tr>')
     out.append("</tbody></table>")
@@ -145,27 +115,18 @@ def _delta_table(deltas: Sequence[Delta], currency: str) -> str:
         if math.isfinite(d.low) and (d.low > 0 or d.high < 0):
             better = (d.low > 0) != (d.kpi in LOWER_IS_BETTER)
             sig = "better" if better else "worse"
-        ci = "–" if math.isnan(d.low) else f"{_fmt_delta(d.low, d.kpi)} … " \
-                                           f"{_fmt_delta(d.high, d.kpi)}"
+        ci = format_interval(d.kpi, d.low, d.high, currency, delta=True)
+        base, value = format_kpi(d.kpi, d.base, currency), format_kpi(d.kpi, d.value, currency)
+        delta = format_kpi(d.kpi, d.delta, currency, delta=True)
         out.append(f'<tr data-kpi="{d.kpi}"><td>{d.kpi}</td><td>{html.escape(d.alternative)}'
-                   f'</td><td>{fmt(d.base, d.kpi)}</td><td>{fmt(d.value, d.kpi)}</td>'
-                   f'<td class="delta {sig}" data-value="{d.delta!r}">'
-                   f'{_fmt_delta(d.delta, d.kpi)}'
-                   f'</td><td class="{sig}">{ci}</td>'
-                   f'<td>{html.escape(_unit(d.kpi, currency))}</td>'
+                   f'</td><td>{html.escape(base)}</td><td>{html.escape(value)}</td>'
+                   f'<td class="delta {sig}" data-value="{d.delta!r}">{html.escape(delta)}'
+                   f'</td><td class="{sig}">{html.escape(ci)}</td>'
+                   f'<td>{html.escape(kpi_unit(d.kpi, currency))}</td>'
                    f'<td>{"paired (same seeds)" if d.paired else "Welch"}</td></tr>')
     out.append("</tbody></table><p class=\"note\">Green: better than the baseline, red: worse, "
                "where the 95% interval of the difference excludes zero.</p>")
     return "".join(out)
-
-
-def _fmt_delta(value: float, name: str) -> str:
-    if math.isnan(value):
-        return "–"
-    if name in SHARES:
-        return f"{100 * value:+.1f} pp"
-    text = fmt(value, name)
-    return text if text.startswith("-") else f"+{text}"
 
 
 def safe_id(text: str) -> str:
@@ -187,8 +148,6 @@ def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
                 deltas: Sequence[Delta] = (), compared: Sequence[RunData] = (),
                 absent: Sequence[tuple[str, str]] = ()) -> str:
     """The whole report as one HTML document with plotly.js inlined (opens offline)."""
-    from sim import __version__
-
     scen = run.scenario
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     seeds = ", ".join(str(s) for s in run.seeds[:6]) + (" …" if len(run.seeds) > 6 else "")
@@ -197,7 +156,7 @@ def render_page(run: RunData, sections: Sequence[tuple[str, Sequence[Chart]]],
              else "population scale 1")
     meta = (f"Dataset {html.escape(run.root)}; run {html.escape(run.run_id)}; variant "
             f"{html.escape(run.variant)}; "
-            f"{run.replicates} replicate(s), base seed {run.base_seed} (replicate seeds "
+            f"{plural(run.replicates, 'replicate')}, base seed {run.base_seed} (replicate seeds "
             f"{seeds}); engine {html.escape(run.engine)}; {scale}; "
             f"{scen.steps} steps of {scen.time.step_days:g} days "
             f"({scen.time.horizon_days:g} days); money in {html.escape(scen.economics.currency)}"
@@ -241,12 +200,12 @@ def kpi_figure(run: RunData) -> go.Figure:
     """The KPI summary as a table figure, for a slide."""
     rows = kpi_rows(run)
     cur = run.scenario.economics.currency
-    values = [[str(r["kpi"]) for r in rows],
-              [fmt(float(r["mean"]), str(r["kpi"])) for r in rows],
-              ["–" if math.isnan(float(r["ci_low"])) else
-               f"{fmt(float(r['ci_low']), str(r['kpi']))} … "
-               f"{fmt(float(r['ci_high']), str(r['kpi']))}" for r in rows],
-              [_unit(str(r["kpi"]), cur) for r in rows]]
+    names = [str(r["kpi"]) for r in rows]
+    values = [names,
+              [format_kpi(n, float(r["mean"]), cur) for n, r in zip(names, rows, strict=True)],
+              [format_interval(n, float(r["ci_low"]), float(r["ci_high"]), cur)
+               for n, r in zip(names, rows, strict=True)],
+              [kpi_unit(n, cur) for n in names]]
     fig = go.Figure(go.Table(header={"values": ["KPI", "mean", "95% CI", "unit"],
                                      "align": "left", "fill_color": "#4C78A8",
                                      "font": {"color": "white"}},
@@ -254,7 +213,8 @@ def kpi_figure(run: RunData) -> go.Figure:
     scale = "" if run.population_scale == 1 else (
         f", simulated at population scale {run.population_scale:g} (full-population figures)")
     few = " — too few replicates for tight intervals" if too_few(run.replicates) else ""
-    return layout(fig, f"{run.label}: KPIs over {run.replicates} replicate(s) (mean, 95% CI)"
+    return layout(fig, f"{run.label}: KPIs over {plural(run.replicates, 'replicate')} "
+                       f"(mean, 95% CI)"
                        f"{scale}{few}", height=720)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sim import SimError
-from sim.cli import RUN_HOOKS, SEED, console, guarded, on_interrupt
+from sim.cli import RUN_HOOKS, SEED, add_command, console, on_interrupt
 from sim.display import plural
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ def report_after_run(out: str, scenario: str, variant: str, seeds: list[int]) ->
 
 
 def register(app: typer.Typer) -> None:
-    """Add `report` to the `journey` command and let `journey run --report` call it."""
-    if not any(c.name == "report" for c in app.registered_commands):
-        app.command("report")(guarded(report_command))
+    """Add `report` to the `journey` command and let `journey run --report` call it
+    (again: no change)."""
+    add_command(app, "report", report_command)
     if importlib.util.find_spec("plotly") is not None:
         RUN_HOOKS["report"] = report_after_run

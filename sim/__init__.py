@@ -7,7 +7,6 @@ Public API::
     variant = scenario.apply(interventions=["recall_reminders"])
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from sim._errors import (
@@ -20,7 +19,8 @@ from sim._errors import (
     is_interrupt,
     unknown_name,
 )
-from sim._kpi_names import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
+from sim._kpi_catalogue import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
+from sim._version import __version__
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
@@ -37,11 +37,6 @@ def __getattr__(name: str) -> Any:
         return getattr(api, name)
     raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
-
-try:
-    __version__ = version("journey-engine")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "ENGINES",

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from sim._errors import SimError
+from sim._version import __version__
 from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
-from sim.engines.fast import RawRun
+from sim.engines.raw import RawRun
 from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import compile_scenario
 from sim.results import (
@@ -36,14 +36,12 @@ from sim.results import (
     with_keys,
     write_run_table,
 )
-from sim.scenario import Scenario, load_scenario
+from sim.scenario import Scenario, is_variant_label, load_scenario
 from sim.stats import Bounds
 
 __all__ = ["ENGINES", "RunResult", "derive_seed", "run", "run_identity"]
 
 log = logging.getLogger(__name__)
-
-_VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 ENGINES = ("fast", "des")
 """Engines this version can run: ``fast`` (numba kernels) and ``des`` (SimPy events,
@@ -270,7 +268,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     _check_args(scenario, replicates, population_scale, engine, threads)
-    if not isinstance(variant, str) or not _VARIANT_RE.match(variant):
+    if not is_variant_label(variant):
         raise SimError(f"variant {variant!r} is not a valid label: use letters, digits, _, . "
                        f"and -, starting with a letter or digit (it names a folder)")
     if not isinstance(first_replicate, int) or first_replicate < 0:
@@ -292,8 +290,6 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
          engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
          resume: bool, progress: Callable[[int, int], None] | None,
          first_replicate: int = 0, exclusive: bool = True) -> RunResult:
-    from sim import __version__
-
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash

@@ -3,7 +3,9 @@
 Thin by design: parse arguments, show progress, call the public API, choose
 the exit code. Higher layers add subcommands through the ``journey.commands``
 entry-point group: each entry point names a callable ``register(app)`` that
-adds commands to the typer app, so ``sim`` never imports upward.
+adds commands to the typer app (:func:`add_command`), so ``sim`` never imports
+upward. Importing this module registers nothing of theirs: :func:`main` calls
+:func:`load_commands` first, and so does whoever wants the complete app.
 
 What every command shares lives here and is public for those layers: the
 error and Ctrl-C handler (:func:`guarded`, :func:`on_interrupt`), the checks
@@ -43,6 +45,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from sim._errors import ScenarioError, SimError, hint, is_interrupt
+from sim._kpi_catalogue import KPI_NAMES
 from sim.display import (
     Table,
     format_days,
@@ -58,7 +61,9 @@ from sim.scenario import (
     BASE_VARIANT,
     Scenario,
     check_scenario_file,
+    is_variant_label,
     json_schema,
+    load_scenario,
     parse_setting,
     variant_label,
 )
@@ -79,6 +84,7 @@ __all__ = [
     "InterventionOption",
     "Output",
     "SetOption",
+    "add_command",
     "app",
     "apply_settings",
     "check",
@@ -87,6 +93,7 @@ __all__ = [
     "few_replicates",
     "guarded",
     "kpi_table",
+    "load_commands",
     "main",
     "on_interrupt",
     "progress_bar",
@@ -330,8 +337,6 @@ def _threads(value: int) -> str | None:
 
 
 def _variant(value: str) -> str | None:
-    from sim.scenario import is_variant_label
-
     return None if is_variant_label(value) else (
         "not a valid label: letters, digits, _, . and -, starting with a letter or digit, "
         "at most 128 characters (it names a folder)")
@@ -344,8 +349,6 @@ def _engines() -> Sequence[str]:
 
 
 def _kpi(value: str) -> str | None:
-    from sim import KPI_NAMES
-
     if value in KPI_NAMES:
         return None
     return f"unknown KPI ({hint(value, KPI_NAMES)})"
@@ -610,7 +613,6 @@ def run(
 ) -> None:
     """Simulate a scenario; print KPIs with 95% CIs; write Parquet tables to --out."""
     from sim.api import run as run_api
-    from sim.scenario import load_scenario
 
     if report and "report" not in RUN_HOOKS:
         raise SimError("--report needs the report extra (plotly, kaleido): "
@@ -706,15 +708,36 @@ def schema() -> None:
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
-def _load_plugins() -> None:
+# ----------------------------------------------------- commands of higher layers
+
+_registered: set[str] = set()
+"""The ``journey.commands`` entry points whose ``register(app)`` has run."""
+
+
+def add_command(app: typer.Typer, name: str, command: Callable[..., Any]) -> None:
+    """Add ``command`` to ``app`` as ``journey NAME`` (run by :func:`guarded`), unless
+    ``app`` has a command of that name already: a higher layer's ``register(app)``
+    calls this, and registering twice changes nothing."""
+    if not any(c.name == name for c in app.registered_commands):
+        app.command(name)(guarded(command))
+
+
+def load_commands() -> typer.Typer:
+    """Register the subcommands of the installed higher layers (the ``journey.commands``
+    entry points: ``optimise``, ``report``…) on :data:`app`, once; returns the app.
+
+    Example:
+        >>> from sim.cli import load_commands
+        >>> app = load_commands()  # the whole `journey` command, for typer's CliRunner
+    """
     for ep in entry_points(group="journey.commands"):
-        register = ep.load()
-        register(app)
-
-
-_load_plugins()
+        if ep.name not in _registered:
+            ep.load()(app)
+            _registered.add(ep.name)
+    return app
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="journey")
+    """Console-script entry point: the ``journey`` command with every installed layer's
+    subcommands."""
+    load_commands()(prog_name="journey")

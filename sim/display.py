@@ -2,7 +2,7 @@
 
 Pure string functions: the CLI modules print what these return. Numbers get
 thousands separators and four significant digits; a KPI gets its unit from its
-kind (:data:`sim._kpi_names.KPI_KINDS`): shares as percentages, money in the
+kind (:data:`sim._kpi_catalogue.KPI_KINDS`): shares as percentages, money in the
 scenario's currency, durations in days. A result :class:`Table` carries both
 the formatted cells a person reads and the full-precision records that
 ``--format csv`` and ``--format json`` print.
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim._kpi_names import kpi_kind
+from sim._kpi_catalogue import kpi_kind
 
 __all__ = [
     "DASH",
@@ -124,7 +124,7 @@ def format_days(value: float | None, *, delta: bool = False, digits: int = 4) ->
 
 def format_kpi(name: str, value: float | None, currency: str = "EUR", *,
                delta: bool = False, digits: int | None = None) -> str:
-    """A KPI's value in its unit (see :func:`sim._kpi_names.kpi_kind`).
+    """A KPI's value in its unit (see :func:`sim._kpi_catalogue.kpi_kind`).
 
     Args:
         name: the KPI (``conversion``, ``revenue``, ``retention_365``…).

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from sim._kpi_names import KPI_KINDS, KPI_NAMES
-from sim.engines.fast import RawRun
+from sim._kpi_catalogue import KPI_KINDS, KPI_NAMES
+from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 from sim.stats import UNBOUNDED, Bounds, mean_interval, too_few
 
@@ -152,7 +152,7 @@ def kpis(raw: RawRun) -> dict[str, float]:
         "roi": (revenue - cost) / cost if cost > 0 else math.nan,
         "referrals": int(raw.referred.sum()) / scale,
         "reviews": int(raw.reviews[:, 0].sum()) / scale,
-        "rating": float(raw.rating[-1]) if model.scenario.reviews else math.nan,
+        "rating": float(raw.rating[-1]) if model.has_reviews else math.nan,
         "nps": 100.0 * (raw.promoters - raw.detractors) / raw.customers_at_end
         if raw.customers_at_end else math.nan,
         "median_days_to_convert": _median_from_hist(raw.to_convert) * m.step_days,

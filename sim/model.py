@@ -132,6 +132,14 @@ class CompiledModel:
     iv_fixed: np.ndarray                 # float64[I]
     iv_per_step: np.ndarray              # float64[I]
     iv_active: np.ndarray                # bool[steps, I]
+    has_reviews: bool
+    """Whether customers post reviews: the driver keeps the public rating between steps."""
+    rating_prior_mean: float             # 0 without reviews
+    rating_prior_weight: float
+    """The rating prior's weight in reviews of the simulated population: the
+    scenario's weight (reviews of the full population) scaled like the reviews."""
+    promoter_above: float                # satisfaction bands of NPS at the horizon
+    detractor_below: float
     retention_lags: dict[int, int] = field(default_factory=dict)  # days -> steps
     queues: list[QueueSpec] = field(default_factory=list)
     queue_arrays: QueueArrays | None = None
@@ -392,11 +400,25 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         ref_entry_stage=ref_entry, con_q=con_q, con_adopter=con_adopter, market_size=market,
         cost_per_exposure=cost_per_exposure, fixed_cost_per_step=fixed_cost,
         iv_fixed=iv_fixed.reshape(len(iv_names)), iv_per_step=iv_per_step.reshape(len(iv_names)),
-        iv_active=iv_active,
+        iv_active=iv_active, **_rating_and_nps(s, population_scale),
         retention_lags={d: max(1, round(d / sd)) for d in RETENTION_DAYS},
         queues=queues, queue_arrays=queue_arrays, queue_settings=settings,
         population_scale=float(population_scale),
     )
+
+
+def _rating_and_nps(s: Scenario, population_scale: float) -> dict[str, Any]:
+    """What the driver reads between steps and at the end besides the arrays: the
+    public rating's prior, and the satisfaction bands of promoters and detractors."""
+    rev = s.reviews
+    return {
+        "has_reviews": rev is not None,
+        "rating_prior_mean": float(rev.prior_mean) if rev is not None else 0.0,
+        "rating_prior_weight": (rev.prior_weight * float(population_scale)
+                                if rev is not None else 0.0),
+        "promoter_above": float(s.satisfaction.promoter_above),
+        "detractor_below": float(s.satisfaction.detractor_below),
+    }
 
 
 def _duration(d: Any) -> tuple[int, float, float]:

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test module: one small, valid scenario."""
+"""Fixtures shared by every test module: one small, valid scenario, and the whole
+`journey` command."""
 
 from __future__ import annotations
 
@@ -78,3 +79,14 @@ def tiny_scenario_text() -> str:
 def tiny_scenario(tiny_scenario_text: str) -> sim.Scenario:
     """The loaded :class:`sim.Scenario` of ``tiny_scenario_text`` (immutable, so shared)."""
     return sim.load_scenario(tiny_scenario_text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def journey_commands() -> None:
+    """Every installed layer's subcommands on ``sim.cli.app`` (``optimise``, ``sweep``,
+    ``report``…), as the `journey` console script has them: tests invoke that app with
+    typer's CliRunner. Importing ``sim.cli`` registers nothing by itself."""
+    from sim.cli import load_commands
+
+    load_commands()
+

@@ -2,9 +2,10 @@
 
 A replicate is a SimPy :class:`~simpy.Environment` whose time is in days. One
 process, the clock, fires at every step boundary and runs the between-step
-feedbacks and the agent-step kernel through the fast engine's
-:class:`~sim.engines.fast.Driver` — the same calls in the same order, so on a
-scenario without capacity limits the two engines give identical outputs. All
+feedbacks and the agent-step kernel through the
+:class:`~sim.engines._driver.Driver` that the fast engine loops over — the same
+calls in the same order, so on a scenario without capacity limits the two
+engines give identical outputs. All
 agents take step t at the boundary t * step_days, in id order, as the fast
 engine does; because agents are independent within a step, stepping them one
 after another at the same instant is the same as one process per agent
@@ -41,8 +42,9 @@ import numpy as np
 import simpy
 
 from sim._errors import SimError
+from sim.engines._driver import Driver
 from sim.engines._kernels import draw_requests
-from sim.engines.fast import Driver, RawRun
+from sim.engines.raw import RawRun
 from sim.model import MAX_QUEUES, CompiledModel, QueueSpec
 
 __all__ = ["OUTCOMES", "QUEUE_COLUMNS", "closed_periods", "simulate"]

@@ -1,296 +1,23 @@
-"""The fast engine: numba kernels over flat agent arrays.
+"""The fast engine: the driver's steps in a plain loop, agents in numba kernels.
 
 :func:`simulate` runs one replicate of a compiled model and returns its raw
-counts (:class:`RawRun`); metrics and tables are built from those elsewhere.
-Between steps it applies the population-level feedbacks: arrivals (Poisson
-by segment, drawn from the counter-based stream), referred prospects, the
-public rating, contagion and the regime of open interventions.
+counts (:class:`~sim.engines.raw.RawRun`); metrics and tables are built from
+those elsewhere. Each step is :class:`~sim.engines._driver.Driver`'s
+``begin`` (the population-level feedbacks between steps: arrivals by segment
+from the counter-based stream, referred prospects, the public rating,
+contagion and the regime of open interventions), ``advance`` (the kernel over
+every agent) and ``end`` (counts).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numba
-import numpy as np
-
-from sim._errors import SimError
-from sim.engines._kernels import (
-    CHUNKS,
-    State,
-    agent_key,
-    birth,
-    make_buffers,
-    make_factors,
-    poisson,
-    step_factors,
-    step_kernel,
-    step_kernel_serial,
-)
+from sim.engines._driver import Driver
+from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 
-__all__ = ["CHUNKS", "Driver", "RawRun", "draw_arrivals", "simulate"]
-
-log = logging.getLogger(__name__)
-
-POPULATION_AGENT = 1 << 62
-"""Agent id used for population-level draws (arrivals): never a real agent."""
-MAX_AGENTS = 2**31 - 1
-PARALLEL_MIN_AGENTS = 32_768
-"""Below this population a step runs on one thread: a parallel launch costs more than
-it saves. Both kernels walk the same chunks in the same order, so results match."""
-
-
-@dataclass
-class RawRun:
-    """Raw counts of one replicate; index ``t`` is step t (0 = initial state).
-
-    Shapes: T1 = steps + 1, G segments, S stages, T touchpoints, L = steps + 1 lags.
-    """
-
-    model: CompiledModel
-    seed: int
-    occupancy: np.ndarray      # int64[T1, G, S] at the end of each step
-    sat_sum: np.ndarray        # float64[T1, G, S]
-    flows: np.ndarray          # int64[T1, G, S, S]
-    arrivals: np.ndarray       # int64[T1, G, S] entrants by entry stage (arrivals)
-    referred: np.ndarray       # int64[T1, G, S] entrants by entry stage (referrals)
-    exposures: np.ndarray      # int64[T1, G, T]
-    acquired: np.ndarray       # int64[T1, G]
-    reviews: np.ndarray        # int64[T1, 2] (count, score sum) posted in step t
-    rating: np.ndarray         # float64[T1] public rating at the end of step t
-    retained: np.ndarray       # int64[L]
-    to_convert: np.ndarray     # int64[L]
-    clv_total: float
-    agents: int
-    promoters: int
-    detractors: int
-    customers_at_end: int
-    events: dict[str, np.ndarray] | None = field(default=None)
-    queues: dict[str, np.ndarray] | None = field(default=None)
-    """Event engine, capacity-limited touchpoints: per-step queue counts
-    (``sim.engines.des.QUEUE_COLUMNS``) and one row per request (``requests``)."""
-
-
-def _grow(st: State, capacity: int) -> State:
-    def grow(a: np.ndarray) -> np.ndarray:
-        if a.shape[0] == 0:  # queue fields of a run without queues stay empty
-            return a
-        out = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
-        out[: a.shape[0]] = a
-        return out
-
-    return State(*(grow(a) for a in st))
-
-
-def _alloc(capacity: int, H: int, queues: bool = False) -> State:
-    q = capacity if queues else 0
-    return State(
-        stage=np.zeros(capacity, np.uint8), seg=np.zeros(capacity, np.uint8),
-        dwell=np.zeros(capacity, np.int32), sat=np.zeros(capacity, np.float32),
-        acq=np.full(capacity, -1, np.int32), born=np.zeros(capacity, np.int32),
-        het=np.zeros((capacity, H), np.float32), clv=np.zeros(capacity),
-        moved=np.full(capacity, -1, np.int8),
-        served=np.zeros(q, np.uint64), wait_sat=np.zeros(q),
-    )
-
-
-def draw_arrivals(model: CompiledModel, seed: int) -> np.ndarray:
-    """Arrivals by step and segment: int64[steps + 1, G] (row 0 is empty)."""
-    G = len(model.segments)
-    out = np.zeros((model.steps + 1, G), np.int64)
-    seed64 = np.uint64(seed)
-    for t in range(1, model.steps + 1):
-        rates = model.arrival_rate[model.regime_of_step[t - 1]]
-        key = np.uint64(agent_key(seed64, POPULATION_AGENT, np.uint64(t)))
-        for g in range(G):
-            if rates[g] > 0:
-                out[t, g] = poisson(float(rates[g]), key, np.uint64(4096 * (g + 1)))
-    return out
-
-
-class Driver:
-    """One replicate step by step: the between-step feedbacks and the kernel.
-
-    Both engines drive a replicate through these calls, in this order, for
-    t = 1 .. steps: :meth:`begin` (arrivals and referred prospects are born,
-    reputation and contagion set this step's factors), :meth:`advance` (every
-    agent takes step t), :meth:`end` (counts, rating, events). The fast engine
-    calls them in a loop; the event engine from a SimPy process at the step
-    boundaries, with its queues' events in between.
-
-    Args:
-        model: the compiled scenario.
-        seed: the replicate's seed (0 <= seed < 2**64).
-        events: also record one row per agent transition and entry.
-        parallel: allow the parallel kernel (for populations past
-            :data:`PARALLEL_MIN_AGENTS`); results are the same either way.
-        queues: allocate the agents' queue fields (``State.served``,
-            ``State.wait_sat``) that the event engine writes.
-
-    Raises:
-        SimError: the population would pass 2**31 - 1 agents.
-    """
-
-    def __init__(self, model: CompiledModel, seed: int, *, events: bool = False,
-                 parallel: bool = True, queues: bool = False) -> None:
-        m = model.arrays
-        self.model = model
-        self.seed = seed
-        self.events = events
-        self.parallel = parallel
-        G, S, T = len(model.segments), len(model.stages), len(model.touchpoints)
-        steps = model.steps
-        T1 = steps + 1
-        H = m.het_kind.shape[2]
-        self.seed64 = seed64 = np.uint64(seed)
-        self.arrivals = draw_arrivals(model, seed)
-        initial = sum(c for _, _, c in model.placements)
-        expected = initial + int(self.arrivals.sum())
-        if expected > MAX_AGENTS:
-            raise SimError(f"the run would hold {expected:,} agents; the engine's limit is "
-                           f"{MAX_AGENTS:,} (lower population_scale)")
-        self.capacity = max(16, expected + expected // 8)
-        self.st = _alloc(self.capacity, H, queues)
-        e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
-        self.buf = make_buffers(G, S, T, T1, e_max)
-        E = m.base_p.shape[1]
-        self.f = make_factors(G, S, E, m.act_tp.shape[0])
-
-        self.occupancy = np.zeros((T1, G, S), np.int64)
-        self.sat_sum = np.zeros((T1, G, S))
-        self.flows = np.zeros((T1, G, S, S), np.int64)
-        self.arrived = np.zeros((T1, G, S), np.int64)
-        self.referred = np.zeros((T1, G, S), np.int64)
-        self.exposures = np.zeros((T1, G, T), np.int64)
-        self.acquired = np.zeros((T1, G), np.int64)
-        self.reviews = np.zeros((T1, 2), np.int64)
-        self.rating = np.zeros(T1)
-        self.ev: list[np.ndarray] = []
-
-        n = 0
-        r0 = int(model.regime_of_step[0])
-        for g, s, count in model.placements:
-            birth(n, n + count, 0, r0, seed64, np.full(count, g, np.int64),
-                  np.full(count, s, np.int64), m, self.st)
-            self.occupancy[0, g, s] += count
-            self.sat_sum[0, g, s] += count * float(np.float32(m.sat_initial[r0]))
-            if events and count:
-                self.ev.append(np.stack([np.zeros(count, np.int64), np.arange(n, n + count),
-                                         np.full(count, g), np.full(count, -1),
-                                         np.full(count, s)]))
-            n += count
-        self.n = n
-
-        scn = model.scenario
-        self.prior_mean = scn.reviews.prior_mean if scn.reviews else 0.0
-        # the prior's weight counts reviews of the full population: scaled like them
-        self.prior_weight = (scn.reviews.prior_weight * model.population_scale
-                             if scn.reviews else 0.0)
-        self.mid = (m.review_min + m.review_max) / 2.0
-        self.half = (m.review_max - m.review_min) / 2.0
-        self.n_reviews, self.score_total = 0, 0
-        self.rating[0] = self.prior_mean
-        self.pending_referrals = np.zeros(G, np.int64)
-        self.con_add = 0.0
-
-    def begin(self, t: int) -> int:
-        """Start step ``t``: births of arrivals and referred prospects, this step's
-        factors (reputation, contagion). Returns the step's regime."""
-        model, m, st = self.model, self.model.arrays, self.st
-        G = len(model.segments)
-        r = int(model.regime_of_step[t - 1])
-        arrivals, pending = self.arrivals, self.pending_referrals
-        new_seg = np.concatenate([np.repeat(np.arange(G), arrivals[t]),
-                                  np.repeat(np.arange(G), pending)]).astype(np.int64)
-        n_arr = int(arrivals[t].sum())
-        new_stage = np.empty(new_seg.shape[0], np.int64)
-        new_stage[:n_arr] = model.entry_stage[r]
-        new_stage[n_arr:] = model.ref_entry_stage[r]
-        self.arrived[t, :, model.entry_stage[r]] = arrivals[t]
-        self.referred[t, :, model.ref_entry_stage[r]] = pending
-        n = self.n
-        if n + new_seg.shape[0] > MAX_AGENTS:
-            raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
-        if n + new_seg.shape[0] > self.capacity:
-            self.capacity = min(MAX_AGENTS, max(n + new_seg.shape[0],
-                                                self.capacity + self.capacity // 2))
-            log.debug("growing agent arrays to %d", self.capacity)
-            self.st = st = _grow(st, self.capacity)
-        if new_seg.shape[0]:
-            birth(n, n + new_seg.shape[0], t, r, self.seed64, new_seg, new_stage, m, st)
-            if self.events:
-                k = new_seg.shape[0]
-                self.ev.append(np.stack([np.full(k, t), np.arange(n, n + k), new_seg,
-                                         np.full(k, -1), new_stage]))
-            self.n = n + new_seg.shape[0]
-
-        reputation = (self.rating[t - 1] - self.mid) / self.half \
-            if model.scenario.reviews else 0.0
-        self.con_add = 0.0
-        if m.con_exit >= 0:
-            adopters = float(self.occupancy[t - 1][:, model.con_adopter == 1].sum())
-            self.con_add = float(model.con_q[r]) * adopters / model.market_size
-        step_factors(r, reputation, self.con_add, m, self.f)
-        return r
-
-    def advance(self, t: int, r: int) -> None:
-        """Every agent takes step ``t`` under regime ``r`` (the kernel)."""
-        kernel = step_kernel if (self.parallel and self.n >= PARALLEL_MIN_AGENTS
-                                 and numba.get_num_threads() > 1) else step_kernel_serial
-        kernel(self.n, t, r, self.seed64, self.con_add, self.f, self.model.arrays, self.st,
-               self.buf)
-
-    def end(self, t: int) -> None:
-        """Finish step ``t``: reduce the kernel's chunks, update the rating, record events."""
-        buf, st = self.buf, self.st
-        self.occupancy[t] = buf.occ.sum(axis=0)
-        self.sat_sum[t] = buf.sat_sum.sum(axis=0)
-        self.flows[t] = buf.flows.sum(axis=0)
-        self.exposures[t] = buf.exposures.sum(axis=0)
-        self.acquired[t] = buf.acquired.sum(axis=0)
-        self.reviews[t] = buf.reviews.sum(axis=0)
-        self.pending_referrals = buf.referrals.sum(axis=0)
-        self.n_reviews += int(self.reviews[t, 0])
-        self.score_total += int(self.reviews[t, 1])
-        if self.model.scenario.reviews:
-            pw = self.prior_weight
-            self.rating[t] = (self.prior_mean * pw + self.score_total) / (pw + self.n_reviews) \
-                if pw + self.n_reviews > 0 else self.prior_mean
-        if self.events:
-            n = self.n
-            idx = np.flatnonzero(st.moved[:n] >= 0)
-            if idx.size:
-                self.ev.append(np.stack([np.full(idx.size, t), idx,
-                                         st.seg[idx].astype(np.int64),
-                                         st.moved[idx].astype(np.int64),
-                                         st.stage[idx].astype(np.int64)]))
-
-    def result(self) -> RawRun:
-        """The raw counts of the finished replicate."""
-        model, st, n, buf = self.model, self.st, self.n, self.buf
-        m = model.arrays
-        kinds = m.kind[st.stage[:n]]
-        customers = kinds == 1
-        sat_end = st.sat[:n][customers]
-        sat_cfg = model.scenario.satisfaction
-        events_out = None
-        if self.events:
-            allev = np.concatenate(self.ev, axis=1) if self.ev else np.zeros((5, 0), np.int64)
-            events_out = {name: allev[j] for j, name in
-                          enumerate(("step", "agent", "segment", "from_stage", "to_stage"))}
-        return RawRun(
-            model=model, seed=self.seed, occupancy=self.occupancy, sat_sum=self.sat_sum,
-            flows=self.flows, arrivals=self.arrived, referred=self.referred,
-            exposures=self.exposures, acquired=self.acquired, reviews=self.reviews,
-            rating=self.rating, retained=buf.retained.sum(axis=0),
-            to_convert=buf.to_convert.sum(axis=0), clv_total=float(st.clv[:n].sum()), agents=n,
-            promoters=int((sat_end > sat_cfg.promoter_above).sum()),
-            detractors=int((sat_end < sat_cfg.detractor_below).sum()),
-            customers_at_end=int(customers.sum()), events=events_out,
-        )
+__all__ = ["simulate"]
 
 
 def simulate(model: CompiledModel, seed: int, *, events: bool = False,
@@ -304,7 +31,8 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         progress: called with the number of steps done after each step; an
             exception it raises stops the run.
         parallel: allow the parallel kernel (for populations past
-            :data:`PARALLEL_MIN_AGENTS`); results are the same either way.
+            :data:`~sim.engines._driver.PARALLEL_MIN_AGENTS`);
+            results are the same either way.
 
     Returns:
         The raw counts of the run.

@@ -1,15 +1,9 @@
 """Scenario files: schema, safe loading, validation and patches."""
 
-from sim.scenario._load import check_scenario_file, load_scenario, problems_from_validation
-from sim.scenario._schema import (
-    Intervention,
-    Scenario,
-    Segment,
-    Stage,
-    Touchpoint,
-    json_schema,
-    split_exit,
-)
+from sim.scenario._load import check_scenario_file, load_scenario
+from sim.scenario._problems import problems_from_validation
+from sim.scenario._scenario import Scenario, json_schema
+from sim.scenario._schema import Intervention, Segment, Stage, Touchpoint, split_exit
 from sim.scenario._settings import (
     BASE_VARIANT,
     is_variant_label,

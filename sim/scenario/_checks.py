@@ -10,19 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sim._errors import unknown_name
-from sim._kpi_names import KPI_NAMES
+from sim._errors import ScenarioError, unknown_name
+from sim._kpi_catalogue import KPI_NAMES
 from sim.display import format_days
-from sim.scenario._patch import check_path
-
-if TYPE_CHECKING:
-    from sim.scenario._schema import Scenario
+from sim.scenario._patch import apply_patches, materialise
+from sim.scenario._paths import Loc, check_path
+from sim.scenario._schema import ScenarioFields
 
 __all__ = ["Check", "cross_check"]
-
-Loc = tuple[str | int, ...]
 
 _SHARE_TOLERANCE = 1e-6
 _NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate")
@@ -39,7 +36,7 @@ class Check:
 
 
 class _Checker:
-    def __init__(self, s: Scenario) -> None:
+    def __init__(self, s: ScenarioFields) -> None:
         self.s = s
         self.out: list[Check] = []
 
@@ -222,18 +219,15 @@ class _Checker:
         if len(enabled) > 1:
             self._check_result(s, enabled, ("interventions",))
 
-    def _check_result(self, s: Scenario, active: list[str], loc: Loc) -> None:
-        from sim._errors import ScenarioError
-
+    def _check_result(self, s: ScenarioFields, active: list[str], loc: Loc) -> None:
         try:
-            s.materialise(active)
+            materialise(s, active)
         except ScenarioError as exc:
             what = "applying it" if len(active) == 1 else f"applying {', '.join(active)} together"
             for p in exc.problems:
                 self.error(loc, f"{what} breaks a rule: {p.path}: {p.message}")
 
     def check_optimise(self) -> None:
-
         s = self.s
         opt = s.optimise
         if opt is None:
@@ -271,9 +265,6 @@ class _Checker:
     def _check_params(self, block: str, field: str, params: Any, verb: str, verbs: str
                       ) -> None:
         """Paths of a search or fit block lead somewhere, and both ends of each range apply."""
-        from sim._errors import ScenarioError
-        from sim.scenario._patch import apply_patches
-
         s = self.s
         data = s.to_data()
         for i, param in enumerate(params):
@@ -324,7 +315,7 @@ class _Checker:
                 self.warn(("stages", name), "unreachable: no exit leads here from any entry stage")
 
 
-def cross_check(s: Scenario, *, check_patches: bool = True) -> list[Check]:
+def cross_check(s: ScenarioFields, *, check_patches: bool = True) -> list[Check]:
     """Every cross-field problem of ``s`` (errors and warnings).
 
     Args:

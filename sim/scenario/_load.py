@@ -8,141 +8,23 @@ from __future__ import annotations
 
 import copy
 import os
-import typing
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from sim._errors import Problem, ScenarioError, hint
+from sim._errors import Problem, ScenarioError
 from sim.scenario._checks import cross_check
-from sim.scenario._patch import _unwrap
-from sim.scenario._schema import _EXIT_RE, Scenario
+from sim.scenario._paths import Loc, model_at
+from sim.scenario._problems import (
+    as_written,
+    clean_loc,
+    index_canonical_exits,
+    problems_from_validation,
+)
+from sim.scenario._scenario import Scenario
 from sim.scenario._yaml import MAX_BYTES, Located, read_yaml
 
-__all__ = ["as_written", "check_scenario_file", "load_scenario", "problems_from_validation"]
-
-Loc = tuple[str | int, ...]
-
-
-def _model_at(loc: Loc, root: type[BaseModel] = Scenario) -> type[BaseModel] | None:
-    """The schema model that the data at ``loc`` is validated against, if any."""
-    tp: Any = root
-    for part in loc:
-        tp = _unwrap(tp, {})
-        origin = typing.get_origin(tp) or tp
-        if isinstance(origin, type) and issubclass(origin, BaseModel):
-            field = origin.model_fields.get(str(part))
-            if field is None:
-                return None
-            tp = field.annotation
-        elif origin is dict:
-            tp = typing.get_args(tp)[1]
-        elif origin is list:
-            tp = typing.get_args(tp)[0]
-        else:
-            return None
-    tp = _unwrap(tp, {})
-    origin = typing.get_origin(tp) or tp
-    return origin if isinstance(origin, type) and issubclass(origin, BaseModel) else None
-
-
-def _message(err: Any, root: type[BaseModel] = Scenario) -> str:
-    kind = err["type"]
-    loc = tuple(err["loc"])
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1], root)
-        name = str(loc[-1])
-        if model is not None:
-            fields = list(model.model_fields)
-            return f"unknown field {name!r} ({hint(name, fields, listed='allowed')})"
-        return f"unknown field {name!r}"
-    if kind == "missing":
-        return "required field is missing"
-    msg: str = err["msg"]
-    return msg[0].lower() + msg[1:] if msg else kind
-
-
-def _clean_loc(loc: Loc) -> Loc:
-    """Drop pydantic's markers (``[key]``, union member names) from a location."""
-    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith("[")))
-
-
-def as_written(loc: Loc, data: Any) -> Loc:
-    """The part of a validation location that the author wrote, in their spelling.
-
-    The schema reads short forms by expanding them: a bare number for an exit
-    rate becomes ``{p: …}``, one reach for every stage a mapping of stages. A
-    location that goes on below a value written as a scalar points into what
-    the expansion synthesised; it is cut at the scalar, where the author can
-    find (and fix) what they wrote. A key the schema canonicalised (the exit
-    ``'aware -> use'``, validated as ``'aware->use'``) is given as spelled.
-    Places that are not in ``data`` at all (a missing field) keep their path.
-    """
-    out: list[str | int] = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict):
-            key: Any = part
-            if part not in node and isinstance(part, str):
-                key = next((k for k in node if isinstance(k, str)
-                            and _canonical_exit(k) == part), part)
-            out.append(key)
-            node = node.get(key)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            out.append(part)
-            node = node[part]
-        elif node is None:
-            out.append(part)
-        else:
-            break
-    return tuple(out)
-
-
-def problems_from_validation(exc: ValidationError, located: Located | None,
-                             source: str, root: type[BaseModel] = Scenario) -> list[Problem]:
-    """Turn pydantic's errors into located problems, one per rule broken.
-
-    ``root`` is the model that was validated (a scenario unless said otherwise):
-    an unknown field's "did you mean" comes from its fields. With ``located``
-    (the data as read), each problem is reported at the path the author wrote
-    (see :func:`as_written`); problems that then coincide are reported once.
-    """
-    out: list[Problem] = []
-
-    def add(loc: Loc, message: str, severity: str = "error") -> None:
-        loc = _clean_loc(loc)
-        if located is not None:
-            loc = as_written(loc, located.data)
-        line, col = located.locate(loc) if located is not None else (0, 0)
-        path = ".".join(str(p) for p in loc)
-        problem = Problem(source, line, col, path, message, severity)
-        if problem not in out:
-            out.append(problem)
-
-    for err in exc.errors():
-        if err["type"] == "scenario_rules":
-            for loc, message in err["ctx"]["problems"]:
-                add(tuple(err["loc"]) + tuple(loc), message)
-        else:
-            add(tuple(err["loc"]), _message(err, root))
-    return sorted(out, key=lambda p: (p.line, p.column))
-
-
-def _index_canonical_exits(located: Located) -> None:
-    """Also locate exit keys by their canonical spelling.
-
-    ``'aware -> use'`` is validated (and reported) as ``'aware->use'``; without
-    this, problems in such an entry would point at the enclosing mapping.
-    """
-    for path, pos in list(located.positions.items()):
-        canonical = tuple(_canonical_exit(p) if isinstance(p, str) else p for p in path)
-        located.positions.setdefault(canonical, pos)
-
-
-def _canonical_exit(key: str) -> str:
-    m = _EXIT_RE.match(key)
-    return f"{m.group(1)}->{m.group(2)}" if m else key
+__all__ = ["check_scenario_file", "load_scenario"]
 
 
 def _related(a: Loc, b: Loc) -> bool:
@@ -162,7 +44,7 @@ def _cross_despite(exc: ValidationError, located: Located, source: str) -> list[
     data = copy.deepcopy(located.data)
     repaired: list[Loc] = []
     for err in exc.errors():
-        loc = _clean_loc(tuple(err["loc"]))
+        loc = clean_loc(tuple(err["loc"]))
         if err["type"] == "scenario_rules" or not loc:
             return []
         parent = data
@@ -172,7 +54,7 @@ def _cross_despite(exc: ValidationError, located: Located, source: str) -> list[
             if not (in_dict or in_list):
                 return []
             parent = parent[part]
-        model = _model_at(loc[:-1])
+        model = model_at(loc[:-1], Scenario)
         field = model.model_fields.get(str(loc[-1])) if model is not None else None
         optional = field is not None and not field.is_required()
         if not isinstance(parent, dict) or loc[-1] not in parent or not (
@@ -198,7 +80,7 @@ def _parse(text: str | bytes, source: str) -> tuple[Scenario, list[Problem]]:
         line, col = located.positions.get((), (1, 1))
         raise ScenarioError.single(source, "a scenario is a mapping of fields (name, time, "
                                            "stages, …)", line=line, column=col)
-    _index_canonical_exits(located)
+    index_canonical_exits(located)
     try:
         scenario = Scenario.model_validate(located.data)
     except ValidationError as exc:

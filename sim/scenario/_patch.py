@@ -1,143 +1,36 @@
-"""Dotted-path patches of a scenario (interventions, overrides, search points).
+"""Patches of a scenario: dotted paths set to new values, the result validated again.
 
-A path such as ``touchpoints.email.reach.use`` walks the scenario's data
-alongside its schema: a name under a model must be one of its fields, a name
-under a collection (``touchpoints``, ``lift``, ``reach``…) must exist unless
-it is the last part of the path, where it adds an entry. List items are
-addressed by index (``population.initial.0.count``).
+Interventions, ``--set`` overrides and the points of a search are all patches
+(:func:`apply_patches`); an intervention's own patches are merged in by
+:func:`materialise`. The paths are walked by :mod:`sim.scenario._paths`; a
+result that breaks a rule is reported through
+:func:`~sim.scenario._problems.problems_from_validation`.
 """
 
 from __future__ import annotations
 
-import copy
-import types
-import typing
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from sim._errors import Problem, ScenarioError, hint
+from sim._errors import Problem, ScenarioError, unknown_name
+from sim.scenario._paths import PathError, set_path
+from sim.scenario._problems import problems_from_validation
+from sim.scenario._schema import ScenarioFields
+from sim.scenario._yaml import Located
 
-__all__ = ["PathError", "apply_patches", "check_path", "set_path"]
+__all__ = ["apply_patches", "materialise"]
 
-_EXCLUSIVE = {"p": "mean_days", "mean_days": "p"}
-"""Setting one of these drops the other: an exit rate is given one way."""
-
-
-class PathError(ValueError):
-    """A dotted path that does not lead anywhere in the scenario."""
+S = TypeVar("S", bound=ScenarioFields)
 
 
-def _unwrap(tp: Any, value: Any) -> Any:
-    """Strip Annotated/Optional and pick the union member that fits ``value``."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-            continue
-        if origin is Union or origin is types.UnionType:
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            chosen = members[0]
-            for member in members:
-                m_origin = typing.get_origin(member) or member
-                if isinstance(value, dict) and (m_origin is dict or (
-                        isinstance(m_origin, type) and issubclass(m_origin, BaseModel))):
-                    chosen = member
-                    break
-                if isinstance(value, list) and m_origin is list:
-                    chosen = member
-                    break
-            tp = chosen
-            continue
-        return tp
-
-
-def _suggest(word: str, options: list[str]) -> str:
-    said = hint(word, options, listed=None)
-    return f" ({said})" if said else ""
-
-
-def _walk(data: dict[str, Any], path: str, model: type[BaseModel]) -> tuple[Any, Any, bool]:
-    """Find the container of ``path``'s last part.
-
-    Returns:
-        (container, last key, whether the last key may be new).
-    """
-    parts = path.split(".")
-    if not path or any(not p for p in parts):
-        raise PathError(f"{path!r} is not a dotted path")
-    node: Any = data
-    tp: Any = model
-    walked: list[str] = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        tp = _unwrap(tp, node)
-        origin = typing.get_origin(tp) or tp
-        where = ".".join(walked) or "the scenario"
-        if isinstance(origin, type) and issubclass(origin, BaseModel):
-            fields = list(origin.model_fields)
-            if part not in fields:
-                raise PathError(f"{where} has no field {part!r}{_suggest(part, fields)}")
-            if not isinstance(node, dict):
-                raise PathError(f"{where} is not set in this scenario")
-            if last:
-                return node, part, True
-            if node.get(part) is None:
-                here = ".".join([*walked, part])
-                raise PathError(f"{here} is not set in this scenario; set it whole")
-            tp = origin.model_fields[part].annotation
-            node = node[part]
-        elif origin is dict:
-            if not isinstance(node, dict):
-                raise PathError(f"{where} is not a collection")
-            if last:
-                return node, part, True
-            if part not in node:
-                raise PathError(f"{where} has no entry {part!r}"
-                                f"{_suggest(part, [str(k) for k in node])}")
-            tp = typing.get_args(tp)[1]
-            node = node[part]
-        elif origin is list:
-            if (not isinstance(node, list) or not (part.isascii() and part.isdigit())
-                    or int(part) >= len(node)):
-                raise PathError(f"{where} has no item {part!r}")
-            if last:
-                return node, int(part), False
-            tp = typing.get_args(tp)[0]
-            node = node[int(part)]
-        else:
-            raise PathError(f"{where} is a value, not a collection: cannot go into {part!r}")
-        walked.append(part)
-    raise AssertionError("unreachable")
-
-
-def set_path(data: dict[str, Any], path: str, value: Any, model: type[BaseModel]) -> None:
-    """Set ``path`` in plain scenario ``data`` (in place).
-
-    Raises:
-        PathError: the path does not lead anywhere.
-    """
-    container, key, _ = _walk(data, path, model)
-    if isinstance(container, dict) and key in _EXCLUSIVE:
-        container.pop(_EXCLUSIVE[key], None)
-    container[key] = copy.deepcopy(value)
-
-
-def check_path(data: dict[str, Any], path: str, model: type[BaseModel]) -> str | None:
-    """Why ``path`` does not lead anywhere in ``data``, or None when it does."""
-    try:
-        _walk(data, path, model)
-    except PathError as exc:
-        return str(exc)
-    return None
-
-
-def apply_patches(scenario: Any, patches: Mapping[str, Any], *, patched: bool = False) -> Any:
+def apply_patches(scenario: S, patches: Mapping[str, Any], *, patched: bool = False) -> S:
     """Validate a new scenario: ``scenario`` with each dotted path set.
 
     Args:
-        scenario: the base :class:`~sim.scenario.Scenario`.
+        scenario: the base :class:`~sim.scenario.Scenario`; the result has its type
+            (and is validated by it).
         patches: dotted path -> value, applied in order.
         patched: the result is an intervention's materialisation, whose own
             intervention entries are not re-checked.
@@ -145,9 +38,6 @@ def apply_patches(scenario: Any, patches: Mapping[str, Any], *, patched: bool = 
     Raises:
         ScenarioError: a path leads nowhere, or the result is invalid.
     """
-    from sim.scenario._load import problems_from_validation
-    from sim.scenario._yaml import Located
-
     cls = type(scenario)
     data = scenario.to_data()
     problems: list[Problem] = []
@@ -163,4 +53,24 @@ def apply_patches(scenario: Any, patches: Mapping[str, Any], *, patched: bool = 
     except ValidationError as exc:
         # located without positions: problems get the paths as patched, at line 0
         raise ScenarioError(problems_from_validation(exc, Located(data, source="<apply>"),
-                                                     "<apply>")) from None
+                                                     "<apply>", cls)) from None
+
+
+def materialise(scenario: S, active: Iterable[str]) -> S:
+    """``scenario`` with the ``set`` patches of the ``active`` interventions merged in.
+
+    Windows are not consulted: the caller chooses what is active when.
+
+    Raises:
+        ScenarioError: an unknown intervention, or a result that breaks a rule.
+    """
+    active = list(active)
+    missing = [n for n in active if n not in scenario.interventions]
+    if missing:
+        raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{n}",
+                                     unknown_name("intervention", n, scenario.interventions))
+                             for n in missing])
+    patches: dict[str, Any] = {}
+    for name in active:
+        patches.update(scenario.interventions[name].set)
+    return apply_patches(scenario, patches, patched=True) if patches else scenario

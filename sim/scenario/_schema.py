@@ -3,7 +3,9 @@
 What the fields mean is fixed by DESIGN.md ("The model"). Structural rules
 (types, ranges, one-of choices) live on the models; rules that relate fields
 to each other (names that must exist, shares that must sum to one) live in
-:mod:`sim.scenario._checks` and run from :meth:`Scenario._cross_fields`.
+:mod:`sim.scenario._checks`. The models here are pure data: the public
+:class:`~sim.scenario.Scenario` (:mod:`sim.scenario._scenario`) is
+:class:`ScenarioFields` with those cross-field rules and its variants added.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -20,7 +21,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationInfo,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -49,7 +49,7 @@ __all__ = [
     "Referrals",
     "Reviews",
     "Satisfaction",
-    "Scenario",
+    "ScenarioFields",
     "SearchParam",
     "Segment",
     "ServiceTime",
@@ -61,7 +61,7 @@ __all__ = [
     "Value",
     "Window",
     "WordOfMouth",
-    "json_schema",
+    "canonical_exit",
     "split_exit",
 ]
 
@@ -79,13 +79,19 @@ def _name(value: Any) -> Any:
 
 def _exit_key(value: Any) -> Any:
     if isinstance(value, str):
-        m = _EXIT_RE.match(value)
-        if not m:
+        if not _EXIT_RE.match(value):
             raise PydanticCustomError(
                 "exit_key", "{value} does not name an exit: write 'from_stage->to_stage'",
                 {"value": repr(value)})
-        return f"{m.group(1)}->{m.group(2)}"
+        return canonical_exit(value)
     return value
+
+
+def canonical_exit(key: str) -> str:
+    """An exit key as the schema stores it (``'aware -> use'`` -> ``'aware->use'``);
+    text that does not name an exit is returned as it is."""
+    m = _EXIT_RE.match(key)
+    return f"{m.group(1)}->{m.group(2)}" if m else key
 
 
 def split_exit(key: str) -> tuple[str, str]:
@@ -717,26 +723,13 @@ def _default_segments() -> dict[str, Segment]:
     return {"all": Segment(share=1.0)}
 
 
-class Scenario(_Model):
-    """A customer journey: the whole input of a run.
+class ScenarioFields(_Model):
+    """The fields of a scenario and the facts derived from them.
 
-    Load one with :func:`sim.load_scenario`; derive variants with
-    :meth:`apply`. A scenario is immutable, has a canonical YAML text
-    (:meth:`to_yaml`) and a content hash (:attr:`content_hash`).
-
-    Example:
-        >>> import sim
-        >>> s = sim.load_scenario('''
-        ... name: tiny
-        ... time: {horizon_days: 30}
-        ... population: {initial: [{stage: browsing, count: 100}]}
-        ... stages:
-        ...   browsing: {kind: prospect, exits: {buying: 0.1}}
-        ...   buying: {kind: customer}
-        ... ''')
-        >>> faster = s.apply(overrides={"stages.browsing.exits.buying.p": 0.2})
-        >>> faster.stage_exit_p("browsing", "buying")
-        0.2
+    Pure data: each field is valid on its own, but nothing here relates fields to
+    each other. :class:`sim.scenario.Scenario` is this with the cross-field rules
+    (:mod:`sim.scenario._checks`) and its variants (:mod:`sim.scenario._patch`);
+    use that.
     """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")]
@@ -755,20 +748,6 @@ class Scenario(_Model):
     interventions: dict[Name, Intervention] = Field(default_factory=dict)
     optimise: Optimise | None = None
     calibrate: Calibration | None = None
-
-    @model_validator(mode="after")
-    def _cross_fields(self, info: ValidationInfo) -> Scenario:
-        from sim.scenario._checks import cross_check
-
-        context = info.context if isinstance(info.context, dict) else {}
-        problems = [p for p in cross_check(self, check_patches=not context.get("patched"))
-                    if p.severity == "error"]
-        if problems:
-            summary = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.message}" for p in problems)
-            raise PydanticCustomError("scenario_rules", "{summary}",
-                                      {"summary": summary,
-                                       "problems": [(p.loc, p.message) for p in problems]})
-        return self
 
     # --- derived facts -------------------------------------------------
 
@@ -809,73 +788,3 @@ class Scenario(_Model):
     def content_hash(self) -> str:
         """SHA-256 of the canonical YAML text (hex)."""
         return hashlib.sha256(self.to_yaml().encode("utf-8")).hexdigest()
-
-    # --- variants --------------------------------------------------------
-
-    def apply(self, interventions: Iterable[str] = (),
-              overrides: Mapping[str, Any] | None = None) -> Scenario:
-        """A new scenario with interventions enabled and parameters overridden.
-
-        Args:
-            interventions: names of interventions to enable.
-            overrides: dotted path -> value, e.g.
-                ``{"touchpoints.email.reach.use": 0.3}``; a path may end in a
-                new name under a collection (a new lift, a new touchpoint).
-
-        Returns:
-            The validated new scenario.
-
-        Raises:
-            ScenarioError: an unknown intervention or path, or a result that
-                breaks a rule of the schema.
-        """
-        from sim.scenario._patch import apply_patches
-
-        patches: dict[str, Any] = {}
-        for name in interventions:
-            patches[f"interventions.{name}.enabled"] = True
-        patches.update(overrides or {})
-        return apply_patches(self, patches)
-
-    def materialise(self, active: Iterable[str]) -> Scenario:
-        """The scenario with the ``set`` patches of ``active`` interventions merged in.
-
-        Windows are not consulted: the caller chooses what is active when.
-        """
-        from sim._errors import Problem, ScenarioError, unknown_name
-        from sim.scenario._patch import apply_patches
-
-        active = list(active)
-        missing = [n for n in active if n not in self.interventions]
-        if missing:
-            raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{n}",
-                                         unknown_name("intervention", n, self.interventions))
-                                 for n in missing])
-        patches: dict[str, Any] = {}
-        for name in active:
-            patches.update(self.interventions[name].set)
-        return apply_patches(self, patches, patched=True) if patches else self
-
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of scenario files, short forms included.
-
-    pydantic describes the canonical form; the file format also accepts a bare
-    number for an exit rate (its ``p``) and one number for a touchpoint's reach
-    (every active stage), so those two places get an ``anyOf``.
-    """
-    doc = Scenario.model_json_schema()
-    defs = doc["$defs"]
-    exits = defs["Stage"]["properties"]["exits"]
-    exits["additionalProperties"] = {"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1,
-         "description": "per-step probability (short for {p: ...})"},
-        exits["additionalProperties"]]}
-    reach = defs["Touchpoint"]["properties"]["reach"]
-    defs["Touchpoint"]["properties"]["reach"] = {"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1,
-         "description": "one exposure probability for every active stage"}, reach]}
-    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    doc["title"] = "Journey engine scenario"
-    return doc

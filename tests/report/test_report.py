@@ -22,6 +22,7 @@ import report
 import sim
 from sim import KPI_NAMES
 from sim.cli import RUN_HOOKS
+from sim.cli import kpi_table as print_kpis
 from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
 from sim.results import list_runs
@@ -59,16 +60,31 @@ def _expected(kpis: pa.Table, name: str, bounds: tuple[float, float]
     return mean, mean - t * se, mean + t * se
 
 
-def _shown(text: str) -> float:
-    text = text.replace(",", "")
+def _shown(text: str, currency: str) -> tuple[float, float]:
+    """The number a reader sees in a KPI cell, in the KPI's own unit (a share as a
+    fraction), and half the place value of its last digit: how far rounding for
+    display may have moved it. Cells are written like `journey run` prints them
+    (``71.2%``, ``€655,008``, ``1,234 CHF``, ``12.5 days``, ``34.2 pts``, ``0.0012``,
+    ``1.235e-05``; ``–`` when undefined)."""
     if text == "–":
-        return math.nan
-    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return math.nan, 0.0
+    number, scale = text.replace(",", ""), 1.0
+    if number.endswith("%"):
+        number, scale = number[:-1], 0.01
+    for unit in (" days", " day", " pts", f" {currency}"):
+        number = number.removesuffix(unit)
+    number = number.translate({ord(c): None for c in "€$£¥"})
+    if number.lstrip("+-") == "∞":
+        return float(number.replace("∞", "inf")), 0.0
+    mantissa, _, exponent = number.lower().partition("e")
+    half = 0.5 * 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
+    return float(number) * scale, half * scale
 
 
 def _assert_kpis_match(page: str, kpis: pa.Table, scenario: sim.Scenario) -> None:
     rows = kpi_table(page)
     bounds = kpi_bounds(compile_scenario(scenario))
+    currency = scenario.economics.currency
     assert list(rows) == [k for k in KPI_NAMES if k in kpis.column_names]
     assert {"conversion", "retention_90", "retention_180", "retention_365", "clv", "revenue",
             "cost", "roi", "referrals", "rating", "nps"} <= set(rows)
@@ -81,12 +97,11 @@ def _assert_kpis_match(page: str, kpis: pa.Table, scenario: sim.Scenario) -> Non
                 assert math.isnan(got) and text == "–", (name, col)
                 continue
             assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (name, col)
-            # what a reader sees is the same number, rounded for display
-            shown = _shown(text)
-            if name.startswith(("conversion", "retention")):
-                half_unit = 0.0005                          # 0.1 percentage point shown
-            else:
-                half_unit = 0.5 if abs(want) >= 1000 else 0.05 if abs(want) >= 10 else 0.0005
+            # what a reader sees is the same number, rounded for display to its last digit
+            shown, half_unit = _shown(text, currency)
+            if math.isinf(want):
+                assert shown == want, (name, col, text)
+                continue
             assert abs(shown - want) <= half_unit + 1e-9, (name, col, text, want)
 
 
@@ -132,6 +147,12 @@ def test_kpis_equal_the_kpis_table_and_the_run_summary(tiny_run: tuple[Path, sim
     for row in result.summary().to_pylist():  # what `journey run` printed
         assert float(rows[row["kpi"]]["mean"][0]) == pytest.approx(row["mean"], rel=1e-12,
                                                                    nan_ok=True)
+    # ... and in the same words: each mean and interval as `journey run` writes them
+    printed = print_kpis(result.summary(), "", result.scenario.economics.currency)
+    for name, mean, interval in printed.cells:
+        low, high = rows[name]["ci_low"][1], rows[name]["ci_high"][1]
+        assert rows[name]["mean"][1] == mean, name
+        assert (f"{low} … {high}" if low != "–" else low) == interval, name
 
 
 def test_sankey_flows_add_up_to_the_flows_table(tiny_run: tuple[Path, sim.RunResult],

@@ -157,3 +157,23 @@ def test_journey_runs_as_a_real_process(good_file: Path) -> None:
     assert f"{good_file}: ok" in done.stdout
     assert done.stderr.startswith(f"{bad}:17:7: stages.use.exits.use: an exit to the stage")
     assert "Traceback" not in done.stderr
+
+
+def test_importing_registers_no_command_and_loading_them_twice_changes_nothing() -> None:
+    """Nothing happens at import: a higher layer's CLI module imports on its own (it
+    imports ``sim.cli``, which used to load it back half-made), and the commands of the
+    ``journey.commands`` entry points arrive only through ``load_commands``, once."""
+    code = """
+import optimise.cli
+import sim.cli
+named = lambda: sorted(c.name for c in sim.cli.app.registered_commands if c.name)
+assert named() == [], named()
+sim.cli.load_commands()
+once = named()
+sim.cli.load_commands()
+optimise.cli.register(sim.cli.app)
+assert named() == once and {"optimise", "sweep", "report"} <= set(once), named()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 import sim
-from sim.engines.fast import RawRun, simulate
+from sim.engines.fast import simulate
+from sim.engines.raw import RawRun
 from sim.model import CompiledModel, compile_scenario
 
 SCALE = 5          # 1,000 agents at step 0, ~20 arrivals a day

@@ -28,7 +28,7 @@ import yaml
 
 import sim
 from sim import metrics
-from sim.engines import des, fast
+from sim.engines import _driver, des
 from sim.engines._kernels import draw_requests
 from sim.model import compile_scenario
 from tests import naive
@@ -167,7 +167,7 @@ def test_request_draws_match_their_plain_python_twin(journey_text: str) -> None:
         "    service_time: {distribution: fixed, mean_days: 0.05}\n")
     model = compile_scenario(sim.load_scenario(text))
     assert len(model.queues) == 3
-    drv = fast.Driver(model, 77, queues=True)
+    drv = _driver.Driver(model, 77, queues=True)
     n = drv.n
     st = drv.st
     st.stage[:n:5] = model.stages.index("trial")  # the initial population has none there

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import sim
-from sim.engines.fast import PARALLEL_MIN_AGENTS, simulate
+from sim.engines._driver import PARALLEL_MIN_AGENTS
+from sim.engines.fast import simulate
 from sim.model import compile_scenario
 
 SEED = 17

@@ -59,7 +59,7 @@ def test_every_kpi_reads_in_its_unit(kpi: str, value: float, text: str) -> None:
 
 
 def test_every_kpi_has_a_kind() -> None:
-    from sim._kpi_names import KPI_KINDS
+    from sim._kpi_catalogue import KPI_KINDS
 
     assert set(KPI_KINDS) == set(sim.KPI_NAMES)
 

@@ -19,7 +19,8 @@ import pytest
 
 import sim
 from sim.engines import _kernels as K
-from sim.engines.fast import POPULATION_AGENT, _alloc, draw_arrivals, simulate
+from sim.engines._driver import POPULATION_AGENT, _alloc, draw_arrivals
+from sim.engines.fast import simulate
 from sim.model import CompiledModel, compile_scenario
 from tests import naive
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import sim
-from sim.engines.fast import RawRun, simulate
+from sim.engines.fast import simulate
+from sim.engines.raw import RawRun
 from sim.model import CompiledModel, compile_scenario
 
 STAGES = ["lead", "trial", "active", "won", "gone"]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import sim
-from sim.engines.fast import RawRun, simulate
+from sim.engines.fast import simulate
+from sim.engines.raw import RawRun
 from sim.model import CompiledModel, compile_scenario
 
 N = 50_000

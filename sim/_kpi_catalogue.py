@@ -1,7 +1,8 @@
-"""Names and meanings of the per-run KPIs (one row of the ``kpis`` table).
+"""The catalogue of per-run KPIs (one row of the ``kpis`` table): names, meanings, kinds.
 
-The scenario schema validates ``optimise.objective.kpi`` against these names;
-``sim.metrics`` computes them.
+The scenario's cross-field checks validate ``optimise.objective.kpi`` against
+these names; ``sim.metrics`` computes them; ``sim.display`` writes each in the
+unit of its kind.
 """
 
 from __future__ import annotations
