@@ -24,9 +24,17 @@ from sim._kpi_names import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
-    from sim.api import ENGINES, RunResult, derive_seed, run, run_identity
+    from sim.api import (
+        ENGINES,
+        RunCounts,
+        RunResult,
+        derive_seed,
+        run,
+        run_identity,
+        simulate,
+    )
 
-_LAZY = {"ENGINES", "RunResult", "derive_seed", "run", "run_identity"}
+_LAZY = {"ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity", "simulate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +58,7 @@ __all__ = [
     "KPI_NAMES",
     "DataError",
     "Problem",
+    "RunCounts",
     "RunResult",
     "Scenario",
     "ScenarioError",
@@ -64,5 +73,6 @@ __all__ = [
     "load_scenario",
     "run",
     "run_identity",
+    "simulate",
     "unknown_name",
 ]

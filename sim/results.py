@@ -20,6 +20,19 @@ lists what a folder holds, from the files themselves.
 Files appear atomically (written under a hidden temporary name, then
 renamed); readers skip the hidden names, and the next run that claims the
 partition removes temporaries a killed writer left.
+
+Beside the run tables a results folder holds what the experiments of
+``optimise`` wrote: sweeps' ``variants`` and ``sensitivity`` tables
+(:func:`variants_path`, :func:`sensitivity_path`), optimisation studies
+(:func:`study_folder`, files :data:`STUDY_FILES`) and calibrations
+(:func:`calibration_folder`, files :data:`CALIBRATION_FILES`), each study with
+its Optuna journal beside its folder (:func:`journal_file`)::
+
+    results/optimise/<study>/trials.parquet      results/optimise/<study>.journal
+    results/calibrate/<study>/fit.parquet        results/calibrate/<study>.journal
+
+This module is the one owner of these names: writers and readers take them
+from here.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +56,22 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "CALIBRATIONS",
+    "CALIBRATION_FILES",
+    "STUDIES",
+    "STUDY_FILES",
     "TABLES",
+    "CalibrationFiles",
     "Replaced",
     "RunInfo",
     "RunKey",
+    "StudyFiles",
+    "calibration_folder",
+    "calibration_folders",
     "claim",
     "claim_variants",
     "is_complete",
+    "journal_file",
     "list_runs",
     "make_run_id",
     "open_dataset",
@@ -58,6 +81,8 @@ __all__ = [
     "run_metadata",
     "runs_table",
     "sensitivity_path",
+    "study_folder",
+    "study_folders",
     "variant_descriptions",
     "variants_path",
     "write_dataset_table",
@@ -489,6 +514,78 @@ def variants_path(scenario: str) -> str:
 def sensitivity_path(scenario: str, method: str) -> str:
     """Where the sensitivity indices of ``scenario`` by ``method`` live, below the root."""
     return f"sensitivity/scenario={scenario}/{method}.parquet"
+
+
+STUDIES = "optimise"
+"""The folder of optimisation studies below a results root."""
+
+CALIBRATIONS = "calibrate"
+"""The folder of calibrations below a results root."""
+
+JOURNAL_SUFFIX = ".journal"
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """The files of one optimisation study, in its folder (:func:`study_folder`)."""
+
+    trials: str = "trials.parquet"
+    importances: str = "importances.json"
+    summary: str = "summary.json"
+    pareto: str = "pareto.parquet"
+    """Only with two objectives."""
+    best_scenario: str = "best_scenario.yaml"
+    """Only when a re-evaluated design met the constraints."""
+
+
+@dataclass(frozen=True)
+class CalibrationFiles:
+    """The files of one calibration, in its folder (:func:`calibration_folder`)."""
+
+    parameters: str = "parameters.parquet"
+    fit: str = "fit.parquet"
+    trials: str = "trials.parquet"
+    scenario: str = "calibrated_scenario.yaml"
+    summary: str = "summary.json"
+    profiles: str = "profiles.parquet"
+    """Only with profile-likelihood intervals."""
+    evaluations: str = "evaluations.jsonl"
+    """Every evaluated point's loss, appended as it is computed (a resumed fit replays it)."""
+
+
+STUDY_FILES = StudyFiles()
+CALIBRATION_FILES = CalibrationFiles()
+
+
+def study_folder(root: str | os.PathLike[str], study: str) -> Path:
+    """Where optimisation study ``study`` writes its files: ``ROOT/optimise/<study>/``."""
+    return Path(root) / STUDIES / study
+
+
+def calibration_folder(root: str | os.PathLike[str], study: str) -> Path:
+    """Where calibration ``study`` writes its files: ``ROOT/calibrate/<study>/``."""
+    return Path(root) / CALIBRATIONS / study
+
+
+def journal_file(folder: str | os.PathLike[str]) -> Path:
+    """The Optuna journal file of a study by default: beside its folder, ``<folder>.journal``.
+
+    optuna-dashboard opens it (``optuna-dashboard results/optimise/<study>.journal``).
+    """
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}{JOURNAL_SUFFIX}"
+
+
+def study_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The optimisation studies of a results root (folders holding a trials file), by name."""
+    return sorted(p for p in (Path(root) / STUDIES).glob("*")
+                  if (p / STUDY_FILES.trials).is_file())
+
+
+def calibration_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The calibrations of a results root (folders holding a fit file), by name."""
+    return sorted(p for p in (Path(root) / CALIBRATIONS).glob("*")
+                  if (p / CALIBRATION_FILES.fit).is_file())
 
 
 def read_variants(root: str | os.PathLike[str], scenario: str) -> pa.Table | None:
