@@ -87,6 +87,7 @@ __all__ = [
     "variants_path",
     "write_dataset_table",
     "write_file_atomic",
+    "write_files",
     "write_run_table",
 ]
 
@@ -504,6 +505,29 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_files(folder: str | os.PathLike[str], files: Mapping[str, pa.Table | bytes | None]
+                ) -> list[str]:
+    """Write the files of a local folder, each whole or not at all, in the order given.
+
+    Args:
+        folder: the folder (made when missing).
+        files: file name -> a table (written as Parquet) or bytes; None writes nothing.
+
+    Returns:
+        The paths written (``folder/name``), in order.
+    """
+    written = []
+    for name, data in files.items():
+        if data is None:
+            continue
+        if isinstance(data, pa.Table):
+            write_dataset_table(folder, name, data)
+        else:
+            write_file_atomic(Path(folder) / name, data)
+        written.append(str(Path(folder) / name))
+    return written
 
 
 def variants_path(scenario: str) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sim import DataError, Problem, Scenario, closest, unknown_name
+from sim import DataError, Problem, Scenario, SimError, closest, unknown_name
 
-__all__ = ["KINDS", "ObservedData", "infer_kind", "read_observed"]
+__all__ = ["KINDS", "ObservedData", "infer_kind", "kind_of", "read_observed",
+           "resolve_observed"]
 
 KINDS = ("survival", "funnel", "occupancy")
 
@@ -122,6 +123,51 @@ def infer_kind(header: Iterable[str]) -> str | None:
     if {"stage", "count"} <= cols:
         return "funnel"
     return None
+
+
+def kind_of(path: Path) -> str | None:
+    """The kind an observed file's columns describe, or None."""
+    header, _ = _read_rows(path)
+    return infer_kind(header)
+
+
+def resolve_observed(scenario: Scenario, observed: Any, base_dir: Path
+                     ) -> dict[str, tuple[Path, Any]]:
+    """Kind -> (file, target settings) from the block and the ``observed`` argument."""
+    block = scenario.calibrate
+    assert block is not None
+    settings = {k: getattr(block.observed, k) for k in KINDS}
+    files: dict[str, Path] = {}
+    for kind, target in settings.items():
+        if target is not None and target.file is not None:
+            files[kind] = Path(target.file) if Path(target.file).is_absolute() \
+                else base_dir / target.file
+    given: list[tuple[str | None, Path]] = []
+    if isinstance(observed, Mapping):
+        given = [(str(k), Path(v)) for k, v in observed.items()]
+    elif isinstance(observed, (str, os.PathLike)):
+        given = [(None, Path(observed))]
+    elif observed is not None:
+        given = [(None, Path(v)) for v in observed]
+    if given:
+        files = {}
+        for given_kind, path in given:
+            if given_kind is None:
+                given_kind = kind_of(path)
+                if given_kind is None:
+                    raise DataError([Problem(str(path), 1, 0, "",
+                                             "cannot tell what the file holds: survival files "
+                                             "have a period column, occupancy files a step "
+                                             "column, funnel files stage and count")])
+            if given_kind not in KINDS:
+                raise SimError(f"unknown observed kind {given_kind!r}: use {', '.join(KINDS)}")
+            if given_kind in files:
+                raise SimError(f"two observed {given_kind} files: {files[given_kind]} and "
+                               f"{path}")
+            files[given_kind] = path
+    if not files:
+        raise SimError("no observed data: give --observed FILE or calibrate.observed.<kind>.file")
+    return {k: (p, settings[k]) for k, p in files.items()}
 
 
 def _empty(value: Any) -> bool:
