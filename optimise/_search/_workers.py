@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 
 import sim
-from optimise._objective import FeasibleMedianPruner, make_objective
+from optimise._search._objective import FeasibleMedianPruner, make_objective
 from optimise._study import POLL_S, counted, open_storage, run_trials, tpe_sampler
 from sim import Scenario, SimError
 
@@ -57,7 +57,7 @@ def start_worker(spec: WorkerSpec) -> subprocess.Popen[bytes]:
     back until it has started, so that it never stops half-way through its imports.
     """
     proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pthread_sigmask("
-                             "signal.SIG_BLOCK, {signal.SIGINT}); from optimise._workers "
+                             "signal.SIG_BLOCK, {signal.SIGINT}); from optimise._search._workers "
                              "import _entry; _entry()"], stdin=subprocess.PIPE, process_group=0)
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(spec))

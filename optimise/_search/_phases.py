@@ -1,36 +1,42 @@
-"""Search the interventions of a scenario's ``optimise:`` block with Optuna.
+""":func:`optimise` and its phases: validate → search → re-evaluate → write.
 
-A trial is the scenario with the trial's parameters applied, simulated with R
-replicates on the same seeds for every trial (common random numbers); its
-value is the mean of the objective KPI over the replicates
-(:mod:`optimise._objective`). Budget and cost-per-acquisition limits go
-through Optuna's constraints mechanism. After the search the best trials are
-re-evaluated on fresh seeds with more replicates, beside the baseline (no
-interventions), and the answer is the best re-evaluated feasible design.
-
-:func:`optimise` reads as its phases: validate, search, re-evaluate, and
-write the study's files (:data:`sim.results.STUDY_FILES`) in one call at the end.
+* **validate** the request: an ``optimise:`` block, counts, an objective the
+  baseline defines;
+* **search**: the study's trials, in this process or in worker processes, through
+  the study core's trial loop (:func:`optimise._study.run_trials`);
+* **re-evaluate** the best feasible trials beside the baseline on fresh seeds;
+* **write** the study's files (:data:`sim.results.STUDY_FILES`) in one call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
-import pyarrow as pa
-import yaml
 
 import sim
-from optimise._objective import FeasibleMedianPruner, feasible, make_objective, violations
+from optimise._search._objective import (
+    FeasibleMedianPruner,
+    feasible,
+    make_objective,
+    violations,
+)
+from optimise._search._result import (
+    Evaluation,
+    OptimisationResult,
+    files,
+    importances,
+    pareto_table,
+    trials_table,
+)
+from optimise._search._workers import WorkerSpec, run_workers
 from optimise._study import (
     Storage,
     counted,
@@ -39,67 +45,17 @@ from optimise._study import (
     run_trials,
     tpe_sampler,
 )
-from optimise._workers import WorkerSpec, run_workers
 from sim import Scenario, SimError
 from sim.display import format_kpi
-from sim.results import STUDY_FILES, journal_file, study_folder, write_files
+from sim.results import journal_file, study_folder, write_files
 from sim.stats import UNBOUNDED, Bounds, mean_interval
 
-__all__ = ["Evaluation", "FeasibleMedianPruner", "OptimisationResult", "optimise"]
+__all__ = ["optimise"]
 
 log = logging.getLogger(__name__)
 
 REEVAL_SEED_OFFSET = 0x5EED_0000
 """Re-evaluation runs on base seed + this: seeds no trial has seen."""
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A design evaluated on the re-evaluation seeds (mean and 95% CI)."""
-
-    label: str
-    params: dict[str, Any]
-    objective: float
-    objective_ci: tuple[float, float]
-    cost: float
-    cost_ci: tuple[float, float]
-    uplift: float
-    uplift_ci: tuple[float, float]
-    feasible: bool
-    replicates: int
-    second: float = math.nan
-    second_ci: tuple[float, float] = (math.nan, math.nan)
-
-
-@dataclass
-class OptimisationResult:
-    """What :func:`optimise` found.
-
-    ``storage`` is the study's storage: the journal file (which optuna-dashboard
-    opens) or the RDB URL; ``paths`` the files written under
-    ``OUT/optimise/<study>/``.
-    """
-
-    study_name: str
-    storage: str
-    objective: str
-    direction: str
-    trials: pa.Table
-    baseline: Evaluation
-    candidates: list[Evaluation]
-    best: Evaluation | None
-    best_scenario: Scenario | None
-    importances: dict[str, float]
-    pareto: pa.Table | None = None
-    replicates_run: int = 0
-    replicates_full: int = 0
-    paths: list[str] = field(default_factory=list)
-
-    @property
-    def pruning_saving(self) -> float:
-        """Share of trial replicates that pruning did not have to simulate."""
-        return 1.0 - self.replicates_run / self.replicates_full if self.replicates_full \
-            else 0.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +144,7 @@ def optimise(scenario: Scenario | str | os.PathLike[str], *, trials: int | None 
     study = _search(request, store, progress)
     baseline, candidates = _reevaluate(request, study)
     result = _result(request, store, study, baseline, candidates)
-    result.paths = write_files(folder, _files(result))
+    result.paths = write_files(folder, files(result))
     return result
 
 
@@ -338,81 +294,13 @@ def _result(request: _Request, store: Storage, study: optuna.Study, baseline: Ev
     ran = [t for t in study.get_trials(deepcopy=False) if "replicates_run" in t.user_attrs]
     return OptimisationResult(
         study_name=request.name, storage=store.label, objective=kpi, direction=direction,
-        trials=_trials_table(study), baseline=baseline, candidates=candidates, best=best,
-        best_scenario=request.scenario.apply(overrides=best.params) if best else None,
-        importances=_importances(study, sign, opt.second_objective is not None),
-        pareto=_pareto_table(request, candidates) if opt.second_objective else None,
+        trials=trials_table(study), baseline=baseline, candidates=candidates, best=best,
+        best_scenario=request.scenario.apply(overrides=best.params) if best is not None
+        else None,
+        importances=importances(study, sign, opt.second_objective is not None),
+        pareto=pareto_table(kpi, opt.second_objective.kpi, candidates)
+        if opt.second_objective else None,
         replicates_run=sum(int(t.user_attrs["replicates_run"]) for t in ran),
         replicates_full=len(ran) * request.replicates)
 
 
-def _importances(study: optuna.Study, sign: float, two: bool) -> dict[str, float]:
-    """Optuna's parameter importances (of the first objective); none when too few trials."""
-    try:
-        # with two objectives, rank by the first; the evaluator reads low as good
-        target = (lambda t: -sign * t.values[0]) if two else None
-        with warnings.catch_warnings():  # the sign is handled: low target is good
-            warnings.filterwarnings("ignore", message=".*low `target` values")
-            found = optuna.importance.get_param_importances(study, target=target)
-        return {k: float(v) for k, v in found.items()}
-    except (ValueError, RuntimeError) as exc:  # too few complete trials, no variation
-        log.info("no parameter importances: %s", exc)
-        return {}
-
-
-def _trials_table(study: optuna.Study) -> pa.Table:
-    """One row per trial: state, values, cost, constraints, replicates run and parameters."""
-    trials = study.get_trials(deepcopy=False)
-    names = sorted({k for t in trials for k in t.params})
-    cols: dict[str, list[Any]] = {"number": [], "state": [], "value": [], "value_2": [],
-                                  "cost": [],
-                                  "feasible": [], "constraints": [], "replicates_run": [],
-                                  "error": []}
-    for name in names:
-        cols[f"param:{name}"] = []
-    for t in trials:
-        cols["number"].append(t.number)
-        cols["state"].append(t.state.name)
-        cols["value"].append(t.values[0] if t.values else None)
-        cols["value_2"].append(t.values[1] if t.values and len(t.values) > 1 else None)
-        cols["cost"].append(t.user_attrs.get("cost"))
-        cons = t.user_attrs.get("constraints")
-        cols["constraints"].append(json.dumps(cons) if cons is not None else None)
-        cols["feasible"].append(None if cons is None else all(v <= 0 for v in cons.values()))
-        cols["replicates_run"].append(t.user_attrs.get("replicates_run"))
-        cols["error"].append(t.user_attrs.get("error"))
-        for name in names:
-            value = t.params.get(name)
-            cols[f"param:{name}"].append(None if value is None else json.dumps(value))
-    return pa.table(cols)
-
-
-def _pareto_table(request: _Request, candidates: list[Evaluation]) -> pa.Table:
-    """The re-evaluated front of a two-objective study."""
-    opt = request.scenario.optimise
-    assert opt is not None and opt.second_objective is not None
-    kpi, second = opt.objective.kpi, opt.second_objective.kpi
-    return pa.table({
-        "trial": [int(c.label.split()[-1]) for c in candidates],
-        "params": [json.dumps(c.params) for c in candidates],
-        kpi: [c.objective for c in candidates],
-        f"{kpi}_ci_low": [c.objective_ci[0] for c in candidates],
-        f"{kpi}_ci_high": [c.objective_ci[1] for c in candidates],
-        second if second != kpi else f"{kpi}_2": [c.second for c in candidates],
-        "feasible": [c.feasible for c in candidates],
-    })
-
-
-def _files(result: OptimisationResult) -> dict[str, pa.Table | bytes | None]:
-    """The study's files (:data:`sim.results.STUDY_FILES`), in the order they are written."""
-    summary = {"objective": result.objective, "direction": result.direction,
-               "baseline": result.baseline.__dict__,
-               "candidates": [c.__dict__ for c in result.candidates],
-               "best": None if result.best is None else result.best.__dict__}
-    best = None if result.best_scenario is None else yaml.safe_dump(
-        result.best_scenario.to_data(), sort_keys=False, allow_unicode=True).encode()
-    return {STUDY_FILES.trials: result.trials,
-            STUDY_FILES.importances: json.dumps(result.importances, indent=2).encode(),
-            STUDY_FILES.pareto: result.pareto,
-            STUDY_FILES.summary: json.dumps(summary, indent=2, default=str).encode(),
-            STUDY_FILES.best_scenario: best}
