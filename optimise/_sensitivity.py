@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 import sim
-from optimise._sweep import SweepResult, Variant, mean_kpi, sweep
+from optimise._design import Variant
+from optimise._sweep import SweepResult, mean_kpi, sweep
 from sim import KPI_NAMES, Scenario, SimError
 from sim.results import sensitivity_path, write_dataset_table
 

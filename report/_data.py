@@ -28,6 +28,7 @@ from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
 from sim.results import (
     CALIBRATION_FILES,
+    CORE_TABLES,
     STUDY_FILES,
     RunInfo,
     RunKey,
@@ -46,7 +47,7 @@ __all__ = ["Calibration", "ReportError", "RunData", "Sensitivity", "Study", "loa
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("occupancy", "flows", "retention", "ledger")
+REQUIRED = CORE_TABLES
 """Tables every run writes besides ``kpis``."""
 
 OPTIONAL = ("queues",)

@@ -26,6 +26,7 @@ from sim.engines.fast import RawRun
 from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
 from sim.model import CompiledModel, compile_scenario
 from sim.results import (
+    CORE_TABLES,
     Replaced,
     RunKey,
     claim,
@@ -342,7 +343,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
                                   base_seed=base_seed)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
-    names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
+    names = [*CORE_TABLES, *(["events"] if events else [])]
     queued = engine == "des" and bool(model.queues)
     if queued:
         names.append("queues")

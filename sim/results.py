@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 __all__ = [
     "CALIBRATIONS",
     "CALIBRATION_FILES",
+    "CORE_TABLES",
     "STUDIES",
     "STUDY_FILES",
     "TABLES",
@@ -94,6 +95,10 @@ __all__ = [
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
 """Tables a run writes (``events`` only on request; ``queues`` from the event engine
 on a scenario with capacity-limited touchpoints)."""
+
+CORE_TABLES = ("occupancy", "flows", "retention", "ledger")
+"""Tables every replicate writes besides ``kpis``, which it writes last: its presence
+marks a complete replicate."""
 
 PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant", pa.string()),
                                           ("replicate", pa.int32())]), flavor="hive")
