@@ -116,9 +116,9 @@ class Storage:
     label: str
 
     @property
-    def journal(self) -> Path | None:
+    def journal(self) -> str | None:
         """The journal file (which optuna-dashboard opens), None for an RDB storage."""
-        return None if "://" in self.label else Path(self.label)
+        return None if "://" in self.label else self.label
 
     @property
     def heartbeats(self) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 import sim
 from optimise._design import INTERVENTIONS, Variant
@@ -274,8 +275,6 @@ def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant,
 def _summary(out: str, scenario: str, scenarios: Mapping[str, Scenario],
              runs: Mapping[str, str], replicates: int) -> pa.Table:
     """KPI mean and 95% CI (inside the KPI's range) per variant, read back from the dataset."""
-    import pyarrow.dataset as ds
-
     table = open_dataset(out, "kpis").to_table(
         filter=(ds.field("scenario") == scenario) & ds.field("run_id").isin(list(runs.values()))
         & (ds.field("replicate") < replicates))

@@ -239,6 +239,23 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
                                                        "occupancy files a step column, funnel "
                                                        "files stage and count")])
         kind = found
+    _check_header(source, kind, header)
+    if not rows:
+        raise DataError([Problem(source, 1, 0, "", "the file has no data rows")])
+    r = _Rows(source)
+    data = ObservedData(kind, source, np.array([line for line, _ in rows], np.int64))
+    _read_labels(data, rows, r, scenario)
+    _read_values(data, rows, r)
+    if r.problems:
+        raise DataError(r.problems)
+    _check_structure(data, r, scenario)
+    if r.problems:
+        raise DataError(r.problems)
+    return data
+
+
+def _check_header(source: str, kind: str, header: list[str]) -> None:
+    """Unknown, missing (or misspelt) and repeated columns."""
     required, optional = _COLUMNS[kind]
     known = sorted(required | optional)
     r = _Rows(source)
@@ -257,12 +274,12 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
         r.error(1, "", "a column name appears twice")
     if r.problems:
         raise DataError(r.problems)
-    if not rows:
-        raise DataError([Problem(source, 1, 0, "", "the file has no data rows")])
 
+
+def _read_labels(data: ObservedData, rows: list[tuple[int, dict[str, Any]]], r: _Rows,
+                 scenario: Scenario) -> None:
+    """The ``segment`` column (None: all segments) and, where required, ``stage``."""
     stages, segments = list(scenario.stages), list(scenario.segments)
-    lines = np.array([line for line, _ in rows], np.int64)
-    data = ObservedData(kind, source, lines)
     seg: list[str | None] = []
     for line, row in rows:
         value = row.get("segment")
@@ -274,7 +291,7 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
         else:
             seg.append(str(value).strip())
     data.labels["segment"] = seg
-    if "stage" in required:
+    if "stage" in _COLUMNS[data.kind][0]:
         names: list[str | None] = []
         for line, row in rows:
             value = row.get("stage")
@@ -286,31 +303,30 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
             names.append(name)
         data.labels["stage"] = names
 
+
+def _read_values(data: ObservedData, rows: list[tuple[int, dict[str, Any]]], r: _Rows
+                 ) -> None:
+    """The numeric columns of the file's kind, each cell checked; required ones given."""
+
     def column(name: str, **rule: Any) -> np.ndarray:
         return np.array([r.number(line, name, row.get(name), **rule) for line, row in rows])
 
-    if kind == "survival":
+    if data.kind == "survival":
         data.values["period"] = column("period", whole=True, low=0)
         data.values["active"] = column("active", whole=True, low=0)
         data.values["share"] = column("share", low=0, high=1)
         data.values["cohort_size"] = column("cohort_size", whole=True, low=0, positive=True)
         data.values["sd"] = column("sd", positive=True)
-    elif kind == "funnel":
+    elif data.kind == "funnel":
         data.values["count"] = column("count", whole=True, low=0)
     else:
         data.values["step"] = column("step", whole=True, low=0)
         data.values["count"] = column("count", low=0)
         data.values["sd"] = column("sd", positive=True)
-    for name in sorted(required - {"stage"}):
+    for name in sorted(_COLUMNS[data.kind][0] - {"stage"}):
         for line, row in rows:
             if _empty(row.get(name)):
                 r.error(line, name, "empty; every row gives it")
-    if r.problems:
-        raise DataError(r.problems)
-    _check_structure(data, r, scenario)
-    if r.problems:
-        raise DataError(r.problems)
-    return data
 
 
 def _check_structure(data: ObservedData, r: _Rows, scenario: Scenario) -> None:

@@ -124,7 +124,7 @@ def _calibrate(setup: _Setup, store: Storage, tick: Tick) -> CalibrationResult:
     point, profiles = _intervals(setup, ev, point, tick)
     fit = fit_at(setup.targets, ev.simulate(point.values), len(setup.space.continuous))
     result = CalibrationResult(
-        study_name=setup.name, storage=store.label,
+        study_name=setup.name, storage=store.label, journal=store.journal,
         parameters=fitted_parameters(setup.space, point, profiles), loss=point.loss,
         fit=fit.table, gof=fit.gof, scenario=calibrated(setup.scenario, point.values),
         trials=trials_table(study), evaluations=len(ev.cache),

@@ -32,8 +32,9 @@ class CalibrationResult:
             ``holdout``) and a 95% band of the fitted value at the observed scale.
         gof: Pearson χ² over the fitted observations, its degrees of freedom and p-value.
         scenario: the calibrated scenario (without its ``calibrate`` block).
-        storage: the study's storage: the journal file (which optuna-dashboard
-            opens) or the RDB URL.
+        storage: the study's storage: the journal file or the RDB URL.
+        journal: the journal file (None with an RDB storage), which
+            optuna-dashboard opens.
         paths: the files written under ``OUT/calibrate/<study>/``.
     """
 
@@ -49,6 +50,7 @@ class CalibrationResult:
     profiles: pa.Table | None = None
     holdout: dict[str, float] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
+    journal: str | None = None
 
     @property
     def values(self) -> dict[str, Any]:

@@ -293,7 +293,8 @@ def _result(request: _Request, store: Storage, study: optuna.Study, baseline: Ev
     best = max(meets, key=lambda c: sign * c.objective) if meets else None
     ran = [t for t in study.get_trials(deepcopy=False) if "replicates_run" in t.user_attrs]
     return OptimisationResult(
-        study_name=request.name, storage=store.label, objective=kpi, direction=direction,
+        study_name=request.name, storage=store.label, journal=store.journal,
+        objective=kpi, direction=direction,
         trials=trials_table(study), baseline=baseline, candidates=candidates, best=best,
         best_scenario=request.scenario.apply(overrides=best.params) if best is not None
         else None,

@@ -44,9 +44,9 @@ class Evaluation:
 class OptimisationResult:
     """What :func:`optimise` found.
 
-    ``storage`` is the study's storage: the journal file (which optuna-dashboard
-    opens) or the RDB URL; ``paths`` the files written under
-    ``OUT/optimise/<study>/``.
+    ``storage`` is the study's storage: the journal file or the RDB URL; ``journal``
+    the journal file (None with an RDB storage), which optuna-dashboard opens;
+    ``paths`` the files written under ``OUT/optimise/<study>/``.
     """
 
     study_name: str
@@ -63,6 +63,7 @@ class OptimisationResult:
     replicates_run: int = 0
     replicates_full: int = 0
     paths: list[str] = field(default_factory=list)
+    journal: str | None = None
 
     @property
     def pruning_saving(self) -> float:
