@@ -40,6 +40,7 @@ from sim.display import (
     kpi_unit,
     plural,
 )
+from sim.results import CALIBRATIONS
 from sim.scenario import BASE_VARIANT
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def calibrate_command(
         data: Any = observed or _observed_of(file, scenario)
     else:
         target, label, data = file, BASE_VARIANT, observed or None
-    on_interrupt(f"finished trials and evaluations are stored under {out}/calibrate")
+    on_interrupt(f"finished trials and evaluations are stored under {out / CALIBRATIONS}")
     quiet_libraries()
     names = {"search": "global search", "refine": "local refinement",
              "intervals": "profile intervals"}

@@ -552,15 +552,17 @@ CALIBRATIONS = "calibrate"
 """The folder of calibrations below a results root."""
 
 JOURNAL_SUFFIX = ".journal"
+_TRIALS, _SUMMARY = "trials.parquet", "summary.json"
+"""Files both a study and a calibration write."""
 
 
 @dataclass(frozen=True)
 class StudyFiles:
     """The files of one optimisation study, in its folder (:func:`study_folder`)."""
 
-    trials: str = "trials.parquet"
+    trials: str = _TRIALS
     importances: str = "importances.json"
-    summary: str = "summary.json"
+    summary: str = _SUMMARY
     pareto: str = "pareto.parquet"
     """Only with two objectives."""
     best_scenario: str = "best_scenario.yaml"
@@ -573,9 +575,9 @@ class CalibrationFiles:
 
     parameters: str = "parameters.parquet"
     fit: str = "fit.parquet"
-    trials: str = "trials.parquet"
+    trials: str = _TRIALS
     scenario: str = "calibrated_scenario.yaml"
-    summary: str = "summary.json"
+    summary: str = _SUMMARY
     profiles: str = "profiles.parquet"
     """Only with profile-likelihood intervals."""
     evaluations: str = "evaluations.jsonl"
@@ -605,16 +607,18 @@ def journal_file(folder: str | os.PathLike[str]) -> Path:
     return folder.parent / f"{folder.name}{JOURNAL_SUFFIX}"
 
 
+def _folders_with(folder: Path, marker: str) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if (p / marker).is_file())
+
+
 def study_folders(root: str | os.PathLike[str]) -> list[Path]:
     """The optimisation studies of a results root (folders holding a trials file), by name."""
-    return sorted(p for p in (Path(root) / STUDIES).glob("*")
-                  if (p / STUDY_FILES.trials).is_file())
+    return _folders_with(Path(root) / STUDIES, STUDY_FILES.trials)
 
 
 def calibration_folders(root: str | os.PathLike[str]) -> list[Path]:
     """The calibrations of a results root (folders holding a fit file), by name."""
-    return sorted(p for p in (Path(root) / CALIBRATIONS).glob("*")
-                  if (p / CALIBRATION_FILES.fit).is_file())
+    return _folders_with(Path(root) / CALIBRATIONS, CALIBRATION_FILES.fit)
 
 
 def read_variants(root: str | os.PathLike[str], scenario: str) -> pa.Table | None:
