@@ -1,12 +1,19 @@
-"""Time per optimisation trial spent outside the simulation (sampler, storage, bookkeeping).
+"""Time per optimisation trial spent outside the kernel (sampler, storage, tables, bookkeeping).
 
 Runs a study on a small scenario with each storage and subtracts the time spent in
-simulations (measured around every call into the engine) from the wall time of the
-search. Not a test: compare storages as ratios within one run.
+the engine's kernel (measured around every per-replicate ``simulate`` call of the fast
+engine, as the wall time during which at least one replicate runs) from the wall time
+of the whole search, and divides by the trials. What remains is everything a trial
+costs besides simulating: Optuna, the storage, compiling and patching the scenario,
+tables and KPIs. Not a test: compare storages, or two versions of the code, as ratios
+within one session.
 
 Usage::
 
-    python benchmarks/optimise_overhead.py [--trials N] [--repeats K] [--json]
+    python benchmarks/optimise_overhead.py [--trials N] [--repeats K] [--storages S,...] [--json]
+
+To compare two versions, run this same file against each (``PYTHONPATH=<checkout>``)
+in one session.
 
 Storages: the journal file (the embedded default), SQLite, and PostgreSQL on a
 throwaway cluster on loopback (``tests/pgcluster.py``; skipped, saying why, where
@@ -21,12 +28,15 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # tests.pgcluster; sim and optimise as installed or on PYTHONPATH
 
 SCENARIO = """\
 name: overhead
@@ -47,32 +57,76 @@ optimise:
 """
 
 
-def measure(storage: str | None, trials: int, out: Path, study: str) -> dict[str, float]:
-    import sim
-    from optimise import _workers, optimise
+class KernelClock:
+    """Wall time during which at least one replicate is inside the engine's ``simulate``.
 
-    spent = {"sim": 0.0, "calls": 0}
-    real = _workers.kpis
+    Replicates may run side by side on threads; the clock counts the time any of them
+    runs once, so ``wall - kernel`` is the time nothing was simulating.
+    """
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            spent["sim"] += time.perf_counter() - t0
-            spent["calls"] += 1
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._active = 0
+        self._since = 0.0
+        self._lock = threading.Lock()
 
-    _workers.kpis = timed
+    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                if self._active == 0:
+                    self._since = time.perf_counter()
+                self._active += 1
+                self.calls += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._active -= 1
+                    if self._active == 0:
+                        self.seconds += time.perf_counter() - self._since
+
+        return timed
+
+
+@contextlib.contextmanager
+def clocked_kernel() -> Iterator[KernelClock]:
+    """Time every call of the fast engine's per-replicate ``simulate``.
+
+    ``sim.api`` binds the engines' functions in its dispatch table when it is
+    imported, so the probe replaces the function there as well as on its module.
+    """
+    import sim.api
+    import sim.engines.fast as fast
+
+    clock = KernelClock()
+    real = fast.simulate
+    timed = clock.wrap(real)
+    table = getattr(sim.api, "_SIMULATE", {})
+    bound = [k for k, v in table.items() if v is real]
+    fast.simulate = timed  # type: ignore[assignment]
+    for k in bound:
+        table[k] = timed
     try:
-        scenario = sim.load_scenario(SCENARIO)
-        t0 = time.perf_counter()
-        optimise(scenario, trials=trials, storage=storage, out=out, seed=1, top_k=1,
-                 study_name=study)
-        wall = time.perf_counter() - t0
+        yield clock
     finally:
-        _workers.kpis = real
-    return {"wall_s": wall, "simulation_s": spent["sim"],
-            "overhead_per_trial_ms": 1000 * (wall - spent["sim"]) / trials}
+        fast.simulate = real  # type: ignore[assignment]
+        for k in bound:
+            table[k] = real
+
+
+def measure(storage: str | None, trials: int, out: Path, study: str) -> dict[str, float]:
+    import optimise
+    import sim
+
+    scenario = sim.load_scenario(SCENARIO)
+    with clocked_kernel() as clock:
+        t0 = time.perf_counter()
+        optimise.optimise(scenario, trials=trials, storage=storage, out=out, seed=1, top_k=1,
+                          study_name=study)
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "kernel_s": clock.seconds, "kernel_calls": clock.calls,
+            "overhead_per_trial_ms": 1000 * (wall - clock.seconds) / trials}
 
 
 _cluster: dict[str, str] = {}
@@ -95,15 +149,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--storages", default="journal,sqlite,postgresql",
+                        help="comma-separated: journal, sqlite, postgresql")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    import optuna
+
+    import optimise
     import sim
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"sim from {Path(sim.__file__).parent}, optimise from "
+          f"{Path(optimise.__file__).parent}")
     sim.run(sim.load_scenario(SCENARIO))  # load the kernels before timing
+    with tempfile.TemporaryDirectory() as tmp:  # and the sampler, storage and study code
+        measure(None, 3, Path(tmp), "warm-up")
     report: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        for label in ("journal", "sqlite", "postgresql"):
-            overheads = []
+        for label in args.storages.split(","):
+            overheads, kernel = [], []
             for k in range(args.repeats):
                 with tempfile.TemporaryDirectory() as tmp:
                     try:
@@ -111,15 +175,17 @@ def main() -> None:
                     except RuntimeError as exc:  # PostgreSQL unavailable
                         print(f"{label:10s} skipped: {exc}")
                         break
-                    overheads.append(measure(storage, args.trials, Path(tmp), f"run{k}")
-                                     ["overhead_per_trial_ms"])
+                    got = measure(storage, args.trials, Path(tmp), f"run{k}")
+                    overheads.append(got["overhead_per_trial_ms"])
+                    kernel.append(1000 * got["kernel_s"] / args.trials)
             if not overheads:
                 continue
             report[label] = {"overhead_per_trial_ms": statistics.median(overheads),
-                             "runs_ms": overheads}
+                             "runs_ms": overheads,
+                             "kernel_per_trial_ms": statistics.median(kernel)}
             print(f"{label:10s} {statistics.median(overheads):7.1f} ms per trial outside "
-                  f"the simulation (runs: {', '.join(f'{o:.1f}' for o in overheads)}; "
-                  f"{args.trials} trials)")
+                  f"the kernel (runs: {', '.join(f'{o:.1f}' for o in overheads)}; "
+                  f"{args.trials} trials; kernel {statistics.median(kernel):.1f} ms per trial)")
     if args.json:
         print(json.dumps(report))
 

@@ -37,23 +37,19 @@ def _agent_steps(out: str) -> int:
 
 
 def measure(workers: int, variants: int, replicates: int, scale: float) -> dict[str, float]:
+    import optimise
     import sim
-    from optimise._sweep import _client, design, sweep
 
     scenario = sim.load_scenario(ROOT / "scenarios" / "dental_clinic.yaml")
     reach = [round(0.05 + 0.4 * i / max(1, variants - 1), 4) for i in range(variants)]
-    grid = design({"touchpoints.search_ads.reach.discover": reach})
-    t0 = time.perf_counter()
-    client, cluster, _ = _client(workers, None)
-    client.close()
-    cluster.close()
-    start = time.perf_counter() - t0
+    grid = optimise.design({"touchpoints.search_ads.reach.discover": reach})
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = sweep(scenario, grid, replicates=replicates, out=out,
-                       population_scale=scale, workers=workers)
+        result = optimise.sweep(scenario, grid, replicates=replicates, out=out,
+                                population_scale=scale, workers=workers)
         wall = time.perf_counter() - t0
         steps = _agent_steps(out) * scenario.steps
+    start = result.connect_s
     tasks = result.ran
     return {"workers": workers, "tasks": tasks, "wall_s": wall, "cluster_start_s": start,
             "tasks_per_min": 60 * tasks / wall, "agent_steps_per_s": steps / wall,
@@ -61,12 +57,12 @@ def measure(workers: int, variants: int, replicates: int, scale: float) -> dict[
 
 
 def serial(variants: int, replicates: int, scale: float) -> float:
+    import optimise
     import sim
-    from optimise._sweep import design
 
     scenario = sim.load_scenario(ROOT / "scenarios" / "dental_clinic.yaml")
     reach = [round(0.05 + 0.4 * i / max(1, variants - 1), 4) for i in range(variants)]
-    grid = design({"touchpoints.search_ads.reach.discover": reach})
+    grid = optimise.design({"touchpoints.search_ads.reach.discover": reach})
     sim.run(grid[0].scenario(scenario), population_scale=scale, threads=1)  # compile / load
     t0 = time.perf_counter()
     steps = 0

@@ -19,25 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optimise._calibrate import CalibrationResult, FittedParameter, calibrate
+    from optimise._design import INTERVENTIONS, Variant, design, parse_vary, read_design
     from optimise._search import Evaluation, OptimisationResult, optimise
     from optimise._sensitivity import SensitivityResult, parse_range, sensitivity
-    from optimise._sweep import (
-        INTERVENTIONS,
-        SweepResult,
-        Variant,
-        design,
-        parse_vary,
-        read_design,
-        sweep,
-    )
+    from optimise._sweep import SweepResult, sweep
 
 _WHERE = {
     "CalibrationResult": "_calibrate", "FittedParameter": "_calibrate", "calibrate": "_calibrate",
     "Evaluation": "_search", "OptimisationResult": "_search", "optimise": "_search",
     "SensitivityResult": "_sensitivity", "sensitivity": "_sensitivity",
     "parse_range": "_sensitivity",
-    "SweepResult": "_sweep", "Variant": "_sweep", "design": "_sweep", "sweep": "_sweep",
-    "INTERVENTIONS": "_sweep", "parse_vary": "_sweep", "read_design": "_sweep",
+    "SweepResult": "_sweep", "sweep": "_sweep",
+    "Variant": "_design", "design": "_design", "INTERVENTIONS": "_design",
+    "parse_vary": "_design", "read_design": "_design",
 }
 
 

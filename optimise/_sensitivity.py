@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 import sim
-from optimise._sweep import SweepResult, Variant, mean_kpi, sweep
+from optimise._design import Variant
+from optimise._sweep import SweepResult, mean_kpi, sweep
 from sim import KPI_NAMES, Scenario, SimError
 from sim.results import sensitivity_path, write_dataset_table
 
@@ -108,7 +109,7 @@ def sensitivity(scenario: Scenario | str | os.PathLike[str],
     names = list(params)
     problem = {"num_vars": len(names), "names": names,
                "bounds": [list(params[n]) for n in names]}
-    sobol_sample, sobol_analyze, morris_sample, morris_analyze = _salib()
+    sobol_sample, _, morris_sample, _ = _salib()
     rng_seed = (scenario.seed if seed is None else int(seed)) % 2**32
     if method == "sobol":
         X = sobol_sample.sample(problem, samples, calc_second_order=False, seed=rng_seed)
@@ -120,7 +121,17 @@ def sensitivity(scenario: Scenario | str | os.PathLike[str],
     result = sweep(scenario, variants, replicates=replicates, out=out, seed=seed,
                    population_scale=population_scale, workers=workers, scheduler=scheduler,
                    progress=progress)
-    ids = [v.id for v in variants]
+    cols = _indices(method, problem, X, kpis, result, [v.id for v in variants], rng_seed)
+    table = pa.table(cols)
+    final = write_dataset_table(out, sensitivity_path(scenario.name, method), table)
+    return SensitivityResult(method=method, indices=table, sweep=result, path=final)
+
+
+def _indices(method: str, problem: dict[str, Any], X: np.ndarray, kpis: Sequence[str],
+             result: SweepResult, ids: list[str], rng_seed: int) -> dict[str, list[Any]]:
+    """SALib's indices of each KPI's mean over the design's points, as table columns."""
+    _, sobol_analyze, _, morris_analyze = _salib()
+    names = problem["names"]
     cols: dict[str, list[Any]] = {"kpi": [], "parameter": [], "method": []}
     stats = (("s1", "S1"), ("s1_conf", "S1_conf"), ("st", "ST"), ("st_conf", "ST_conf")) \
         if method == "sobol" else (("mu_star", "mu_star"), ("mu_star_conf", "mu_star_conf"),
@@ -144,7 +155,4 @@ def sensitivity(scenario: Scenario | str | os.PathLike[str],
             cols["method"].append(method)
             for col, key in stats:
                 cols[col].append(float(res[key][j]))
-    table = pa.table(cols)
-    final = write_dataset_table(out, sensitivity_path(scenario.name, method),
-                               table)
-    return SensitivityResult(method=method, indices=table, sweep=result, path=final)
+    return cols

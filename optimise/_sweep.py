@@ -15,29 +15,29 @@ worker's tasks are retried on the others by Dask.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import logging
 import math
 import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pyarrow.dataset as ds
 
 import sim
-from sim import Scenario, ScenarioError, SimError
+from optimise._design import INTERVENTIONS, Variant
+from sim import Scenario, SimError
 from sim.metrics import kpi_bounds, summarise
 from sim.model import compile_scenario
 from sim.results import (
+    CORE_TABLES,
     Replaced,
     RunKey,
     claim_variants,
@@ -46,11 +46,11 @@ from sim.results import (
     variants_path,
     write_dataset_table,
 )
-from sim.scenario import parse_assignment, parse_value, problems_from_validation, read_yaml
 
-__all__ = ["SweepFile", "SweepResult", "Variant", "design", "parse_vary", "read_design", "sweep"]
+__all__ = ["SweepResult", "mean_kpi", "sweep"]
 
 log = logging.getLogger(__name__)
+
 
 def _owned(variants: Sequence[Variant]) -> re.Pattern[str]:
     """The variant ids a sweep owns: its design's family (``v0000``…, or a sensitivity
@@ -61,52 +61,6 @@ def _owned(variants: Sequence[Variant]) -> re.Pattern[str]:
         return re.compile(rf"{re.escape(prefixes.pop())}\d+")
     return re.compile("|".join(re.escape(v.id) for v in variants))
 
-
-INTERVENTIONS = "interventions"
-"""The design key whose values are sets of interventions to enable (``a+b``, ``none``)."""
-_TABLES = ("occupancy", "flows", "retention", "ledger")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One point of a sweep design: an id and the values it sets."""
-
-    id: str
-    values: dict[str, Any]
-
-    def describe(self) -> str:
-        """The variant's values as a design writes them: ``path=1.5, interventions=a+b``."""
-        def text(value: Any) -> str:
-            if isinstance(value, list):
-                return "+".join(value) or "none"
-            return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
-
-        return ", ".join(f"{k}={text(v)}" for k, v in self.values.items())
-
-    def scenario(self, base: Scenario) -> Scenario:
-        """``base`` with this variant's interventions and paths applied.
-
-        Raises:
-            ScenarioError: the variant breaks a rule; each problem names the
-                variant and its values (``variant v0003 (…=1.5): path: message``).
-        """
-        where = f"variant {self.id} ({self.describe()})"
-        values = dict(self.values)
-        overrides: dict[str, Any] = {}
-        if INTERVENTIONS in values:
-            chosen = values.pop(INTERVENTIONS)
-            on = set(chosen)
-            overrides.update({f"interventions.{n}.enabled": n in on for n in base.interventions})
-            unknown = sorted(on - set(base.interventions))
-            if unknown:
-                raise ScenarioError.single(
-                    where, f"unknown intervention {unknown[0]!r} (known: "
-                           f"{', '.join(base.interventions) or 'none'})", path=INTERVENTIONS)
-        overrides.update(values)
-        try:
-            return base.apply(overrides=overrides)
-        except ScenarioError as exc:
-            raise ScenarioError([replace(p, source=where) for p in exc.problems]) from None
 
 
 @dataclass
@@ -123,43 +77,9 @@ class SweepResult:
     paths: list[str] = field(default_factory=list)
     replaced: list[Replaced] = field(default_factory=list)
     """What the sweep removed from the dataset: runs of an earlier design or scenario."""
-
-
-def parse_vary(spec: str) -> tuple[str, list[Any]]:
-    """``PATH=V1,V2,…`` -> (path, values); ``interventions=a+b,none`` -> sets of names.
-
-    Each value is read like ``journey run --set`` reads one
-    (:func:`sim.scenario.parse_value`: a YAML 1.2 scalar).
-    """
-    path, rest = parse_assignment(spec, flag="--vary", form="PATH=V1,V2,…",
-                                  example="touchpoints.email.reach.use=0.1,0.2")
-    items = [v.strip() for v in rest.split(",")]
-    if any(not v for v in items):
-        raise SimError(f"--vary {spec}: an empty value between commas")
-    if path == INTERVENTIONS:
-        return path, [[] if v == "none" else [n.strip() for n in v.split("+")] for v in items]
-    return path, [parse_value(v, flag="--vary", spec=spec) for v in items]
-
-
-def design(vary: Mapping[str, Sequence[Any]], *, zip_: bool = False) -> list[Variant]:
-    """The variants of a grid (every combination) or of zipped lists (position by position).
-
-    Variant ids are ``v0000``, ``v0001``… in design order, so the same design
-    gives the same ids.
-    """
-    if not vary:
-        raise SimError("a sweep needs at least one --vary PATH=V1,V2,…")
-    keys = list(vary)
-    lists = [list(vary[k]) for k in keys]
-    if zip_:
-        sizes = {len(v) for v in lists}
-        if len(sizes) != 1:
-            lengths = ", ".join(f"{k}: {len(v)}" for k, v in zip(keys, lists, strict=True))
-            raise SimError(f"--zip needs lists of one length; got {lengths}")
-        rows: Iterator[tuple[Any, ...]] = zip(*lists, strict=True)
-    else:
-        rows = itertools.product(*lists)
-    return [Variant(f"v{i:04d}", dict(zip(keys, row, strict=True))) for i, row in enumerate(rows)]
+    connect_s: float = 0.0
+    """Seconds it took to start the local cluster (or reach the scheduler); 0 when every
+    task was already stored."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +215,7 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
     todo: list[tuple[Variant, int]] = []
     skipped = 0
     for v in variants:
-        names = list(_TABLES)
+        names = list(CORE_TABLES)
         if engine == "des" and any(tp.capacity for tp in scenarios[v.id].touchpoints.values()):
             names.append("queues")
         for r in range(replicates):
@@ -309,20 +229,22 @@ def sweep(scenario: Scenario | str | os.PathLike[str], variants: Sequence[Varian
         progress(skipped, total)
     paths = [write_dataset_table(out_s, variants_path(scenario.name),
                                 _variants_table(variants, scenario).drop_columns(["scenario"]))]
-    if todo:
-        _submit_all(scenarios, todo, base_seed, out_s, population_scale, engine, workers,
-                    scheduler, skipped, total, progress)
+    connect_s = _submit_all(scenarios, todo, base_seed, out_s, population_scale, engine,
+                            workers, scheduler, skipped, total, progress) if todo else 0.0
     summary = _summary(out_s, scenario.name, scenarios, runs, replicates)
     return SweepResult(out=out_s, variants=list(variants), replicates=replicates,
                        summary=summary, ran=len(todo), skipped=skipped, paths=paths,
-                       replaced=replaced)
+                       replaced=replaced, connect_s=connect_s)
 
 
 def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant, int]],
                 base_seed: int, out: str, population_scale: float, engine: str,
                 workers: int | None, scheduler: str | None, skipped: int, total: int,
-                progress: Callable[[int, int], None] | None) -> None:
+                progress: Callable[[int, int], None] | None) -> float:
+    """Run the tasks on Dask; returns the seconds the cluster took to start."""
+    started = time.perf_counter()
     client, cluster, threads = _client(workers, scheduler)
+    connect_s = time.perf_counter() - started
     from distributed import as_completed
 
     try:
@@ -347,13 +269,12 @@ def _submit_all(scenarios: Mapping[str, Scenario], todo: Sequence[tuple[Variant,
         client.close()
         if cluster is not None:
             cluster.close()
+    return connect_s
 
 
 def _summary(out: str, scenario: str, scenarios: Mapping[str, Scenario],
              runs: Mapping[str, str], replicates: int) -> pa.Table:
     """KPI mean and 95% CI (inside the KPI's range) per variant, read back from the dataset."""
-    import pyarrow.dataset as ds
-
     table = open_dataset(out, "kpis").to_table(
         filter=(ds.field("scenario") == scenario) & ds.field("run_id").isin(list(runs.values()))
         & (ds.field("replicate") < replicates))
@@ -369,58 +290,6 @@ def _summary(out: str, scenario: str, scenarios: Mapping[str, Scenario],
             for col in ("mean", "ci_low", "ci_high", "n", "few"):
                 cols[col].append(s[col])
     return pa.table(cols)
-
-
-class SweepFile(BaseModel):
-    """A sweep file: the design ``journey sweep --design FILE`` runs.
-
-    ``vary`` maps dotted scenario paths (or ``interventions``) to the values
-    a variant takes; ``zip: true`` pairs the lists position by position
-    instead of taking every combination.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    vary: dict[str, Annotated[list[bool | int | float | str | list[str] | None],
-                              Field(min_length=1)]] = Field(min_length=1)
-    zip: bool = False
-
-    @field_validator("vary")
-    @classmethod
-    def _paths(cls, vary: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        if any(not key.strip() for key in vary):
-            raise ValueError("a path must not be empty")
-        return vary
-
-
-def read_design(path: str | os.PathLike[str]) -> tuple[dict[str, list[Any]], bool]:
-    """Read a sweep file (see :class:`SweepFile`); every problem names its line.
-
-    Raises:
-        ScenarioError: unreadable, not YAML, or breaking the sweep file's schema.
-    """
-    p = Path(path)
-    source = str(p)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ScenarioError.single(source, f"cannot read the sweep file: "
-                                           f"{exc.strerror or exc}") from None
-    located = read_yaml(raw, source)
-    if not isinstance(located.data, dict):
-        raise ScenarioError.single(source, "a sweep file is a mapping: vary: {PATH: [V1, V2, "
-                                           "…]} and optional zip: true", line=1, column=1)
-    try:
-        spec = SweepFile.model_validate(located.data)
-    except ValidationError as exc:
-        raise ScenarioError(problems_from_validation(exc, located, source, SweepFile)) from None
-    vary: dict[str, list[Any]] = {}
-    for key, values in spec.vary.items():
-        if key == INTERVENTIONS:
-            values = [[] if v in ("none", None) else
-                      ([v] if isinstance(v, str) else list(v)) for v in values]  # type: ignore
-        vary[key] = list(values)
-    return vary, spec.zip
 
 
 def mean_kpi(summary: pa.Table, kpi: str, ids: Sequence[str]) -> np.ndarray:

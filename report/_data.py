@@ -27,11 +27,16 @@ from sim import Scenario, SimError, load_scenario
 from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
 from sim.results import (
+    CALIBRATION_FILES,
+    CORE_TABLES,
+    STUDY_FILES,
     RunInfo,
     RunKey,
+    calibration_folders,
     list_runs,
     open_dataset,
     sensitivity_path,
+    study_folders,
     table_path,
     variant_descriptions,
 )
@@ -42,7 +47,7 @@ __all__ = ["Calibration", "ReportError", "RunData", "Sensitivity", "Study", "loa
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("occupancy", "flows", "retention", "ledger")
+REQUIRED = CORE_TABLES
 """Tables every run writes besides ``kpis``."""
 
 OPTIONAL = ("queues",)
@@ -250,15 +255,14 @@ class Study:
 
 def load_studies(root: str | os.PathLike[str]) -> list[Study]:
     """Every optimisation study under ``root/optimise`` (none when the folder is absent)."""
-    base = Path(root) / "optimise"
     studies = []
-    for folder in sorted(p for p in base.glob("*") if (p / "trials.parquet").is_file()):
+    for folder in study_folders(root):
         try:
-            trials = pq.read_table(folder / "trials.parquet")
-            imp_file, sum_file = folder / "importances.json", folder / "summary.json"
+            trials = pq.read_table(folder / STUDY_FILES.trials)
+            imp_file, sum_file = folder / STUDY_FILES.importances, folder / STUDY_FILES.summary
             importances = json.loads(imp_file.read_text()) if imp_file.is_file() else {}
             summary = json.loads(sum_file.read_text()) if sum_file.is_file() else {}
-            pareto_file = folder / "pareto.parquet"
+            pareto_file = folder / STUDY_FILES.pareto
             pareto = pq.read_table(pareto_file) if pareto_file.is_file() else None
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise _fail_read(str(folder), exc) from None
@@ -281,18 +285,17 @@ FIT_COLUMNS = ("target", "segment", "stage", "x", "observed", "fitted", "low", "
 
 def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
     """Every calibration under ``root/calibrate`` (none when the folder is absent)."""
-    base = Path(root) / "calibrate"
     found = []
-    for folder in sorted(p for p in base.glob("*") if (p / "fit.parquet").is_file()):
+    for folder in calibration_folders(root):
         try:
-            fit = pq.read_table(folder / "fit.parquet")
-            par_file = folder / "parameters.parquet"
+            fit = pq.read_table(folder / CALIBRATION_FILES.fit)
+            par_file = folder / CALIBRATION_FILES.parameters
             params = pq.read_table(par_file) if par_file.is_file() else None
         except (OSError, pa.ArrowException) as exc:
             raise _fail_read(str(folder), exc) from None
         missing = [c for c in FIT_COLUMNS if c not in fit.column_names]
         if missing:
-            raise ReportError(f"{folder / 'fit.parquet'} lacks the column(s) "
+            raise ReportError(f"{folder / CALIBRATION_FILES.fit} lacks the column(s) "
                               f"{', '.join(missing)}")
         found.append(Calibration(folder.name, fit, params))
     return found

@@ -24,9 +24,17 @@ from sim._version import __version__
 from sim.scenario import Scenario, check_scenario_file, load_scenario
 
 if TYPE_CHECKING:
-    from sim.api import ENGINES, RunResult, derive_seed, run, run_identity
+    from sim.api import (
+        ENGINES,
+        RunCounts,
+        RunResult,
+        derive_seed,
+        run,
+        run_identity,
+        simulate,
+    )
 
-_LAZY = {"ENGINES", "RunResult", "derive_seed", "run", "run_identity"}
+_LAZY = {"ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity", "simulate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +53,7 @@ __all__ = [
     "KPI_NAMES",
     "DataError",
     "Problem",
+    "RunCounts",
     "RunResult",
     "Scenario",
     "ScenarioError",
@@ -59,5 +68,6 @@ __all__ = [
     "load_scenario",
     "run",
     "run_identity",
+    "simulate",
     "unknown_name",
 ]

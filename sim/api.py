@@ -8,10 +8,11 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
@@ -23,8 +24,9 @@ from sim.engines import des, fast
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
 from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
-from sim.model import compile_scenario
+from sim.model import CompiledModel, compile_scenario
 from sim.results import (
+    CORE_TABLES,
     Replaced,
     RunKey,
     claim,
@@ -39,7 +41,8 @@ from sim.results import (
 from sim.scenario import Scenario, is_variant_label, load_scenario
 from sim.stats import Bounds
 
-__all__ = ["ENGINES", "RunResult", "derive_seed", "run", "run_identity"]
+__all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity",
+           "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ ENGINES = ("fast", "des")
 capacity-limited touchpoints)."""
 
 _SIMULATE = {"fast": fast.simulate, "des": des.simulate}
+
+T = TypeVar("T")
 
 
 def derive_seed(seed: int, replicate: int) -> int:
@@ -211,9 +216,55 @@ def _check_args(scenario: Scenario, replicates: int, population_scale: float, en
                            f"(--engine des)")
 
 
+def _base_seed(scenario: Scenario, seed: int | None, first_replicate: int) -> int:
+    """The run's base seed, once ``first_replicate`` and ``seed`` are checked."""
+    if not isinstance(first_replicate, int) or first_replicate < 0:
+        raise SimError(f"first_replicate must be a whole number >= 0, not {first_replicate!r}")
+    base_seed = scenario.seed if seed is None else int(seed)
+    if not 0 <= base_seed < 2**63:
+        raise SimError(f"seed must lie in 0..2**63-1, not {base_seed}")
+    return base_seed
+
+
+@contextmanager
+def _numba_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` numba threads (all when None), then restore the caller's."""
+    previous_threads = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous_threads)
+
+
 class _Cancelled(Exception):
     """Raised inside a replicate when another one failed or the run was interrupted."""
 
+
+def _side_by_side(replicates: int) -> int:
+    """How many replicates run at once: one per numba thread (each on a serial kernel)."""
+    return min(replicates, numba.get_num_threads())
+
+
+def _each_replicate(one: Callable[[int], T], replicates: int, stop: threading.Event) -> list[T]:
+    """``one(r)`` for r = 0 .. replicates-1, side by side when there are threads to spare.
+
+    Serial kernels release the GIL, so replicates run side by side on the cores. When
+    one fails or the caller is interrupted, ``stop`` is set so the others end at their
+    next step.
+    """
+    workers = _side_by_side(replicates)
+    if workers == 1:
+        return [one(r) for r in range(replicates)]
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replicate")
+    try:
+        return list(pool.map(one, range(replicates)))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
@@ -271,19 +322,10 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     if not is_variant_label(variant):
         raise SimError(f"variant {variant!r} is not a valid label: use letters, digits, _, . "
                        f"and -, starting with a letter or digit (it names a folder)")
-    if not isinstance(first_replicate, int) or first_replicate < 0:
-        raise SimError(f"first_replicate must be a whole number >= 0, not {first_replicate!r}")
-    base_seed = scenario.seed if seed is None else int(seed)
-    if not 0 <= base_seed < 2**63:
-        raise SimError(f"seed must lie in 0..2**63-1, not {base_seed}")
-    previous_threads = numba.get_num_threads()
-    if threads is not None:
-        numba.set_num_threads(threads)
-    try:
+    base_seed = _base_seed(scenario, seed, first_replicate)
+    with _numba_threads(threads):
         return _run(scenario, base_seed, replicates, population_scale, engine, variant,
                     events, out, resume, progress, first_replicate, exclusive)
-    finally:
-        numba.set_num_threads(previous_threads)
 
 
 def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: float,
@@ -297,14 +339,14 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
                                   base_seed=base_seed)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
-    names = ["occupancy", "flows", "retention", "ledger"] + (["events"] if events else [])
+    names = [*CORE_TABLES, *(["events"] if events else [])]
     queued = engine == "des" and bool(model.queues)
     if queued:
         names.append("queues")
     done = [0] * replicates
     lock = threading.Lock()
     stop = threading.Event()
-    workers = min(replicates, numba.get_num_threads())
+    workers = _side_by_side(replicates)
     replaced: list[Replaced] = []
     claimed = threading.Event()
 
@@ -347,19 +389,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             files = [write_run_table(out, n, tables[n], key) for n in [*names, "kpis"]]
         return tables, files
 
-    results: list[tuple[dict[str, pa.Table], list[str]]] = []
-    if workers == 1:
-        results = [one(r) for r in range(replicates)]
-    else:
-        # serial kernels release the GIL: replicates run side by side on the cores
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replicate")
-        try:
-            results = list(pool.map(one, range(replicates)))
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    results = _each_replicate(one, replicates, stop)
     own_partition()      # also when every replicate was resumed
     collected: dict[str, list[pa.Table]] = {}
     paths: list[str] = []
@@ -381,3 +411,112 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
         population_scale=float(population_scale), variant=variant, bounds=kpi_bounds(model),
         replaced=replaced,
     )
+
+
+@dataclass
+class RunCounts:
+    """The engine's dense counts of a run's replicates, before any table is built.
+
+    What :func:`simulate` returns: the numbers :func:`run` turns into tables, as
+    arrays indexed by replicate, for callers that only read them (an optimisation
+    trial, a calibration's evaluation). Counts are simulated agents
+    (``population_scale`` times the scenario's); KPIs and money are expressed for the
+    scenario's full population, as in :class:`RunResult`.
+
+    Shapes: R replicates, T1 = steps + 1 (index 0 is the initial state), G segments,
+    S stages, L = steps + 1 lags.
+    """
+
+    scenario: Scenario
+    model: CompiledModel
+    seed: int
+    seeds: list[int]
+    engine: str
+    raw: list[RawRun] = field(repr=False)
+    """Each replicate's raw counts, as the engine returned them."""
+
+    @functools.cached_property
+    def kpis(self) -> dict[str, np.ndarray]:
+        """Every KPI of :data:`sim.KPI_NAMES` and ``agents``: float64[R] each (NaN where
+        undefined), the columns of :attr:`RunResult.kpis`."""
+        rows = [{**kpis(raw), "agents": float(raw.agents)} for raw in self.raw]
+        return {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
+
+    @property
+    def occupancy(self) -> np.ndarray:
+        """Agents in each segment and stage at the end of each step: int64[R, T1, G, S]."""
+        return np.stack([raw.occupancy for raw in self.raw])
+
+    @property
+    def entries(self) -> np.ndarray:
+        """Agents entering each stage in each step (moves, arrivals, referrals):
+        int64[R, T1, G, S]."""
+        return np.stack([raw.flows.sum(axis=2) + raw.arrivals + raw.referred
+                         for raw in self.raw])
+
+    @property
+    def retention(self) -> tuple[np.ndarray, np.ndarray]:
+        """Acquired customers eligible at each lag and those still customers there:
+        (eligible, retained), int64[R, L] each (the ``retention`` table's columns)."""
+        curves = [retention_curve(raw) for raw in self.raw]
+        return (np.stack([c["eligible"] for c in curves]),
+                np.stack([c["retained"] for c in curves]))
+
+    @property
+    def bounds(self) -> dict[str, Bounds]:
+        """Each KPI's range (:func:`sim.metrics.kpi_bounds`)."""
+        return kpi_bounds(self.model)
+
+
+def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
+             replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
+             threads: int | None = None, first_replicate: int = 0) -> RunCounts:
+    """Simulate a scenario and keep its dense counts: :func:`run` without tables or files.
+
+    The same replicates, seeds and numbers as :func:`run` with the same arguments; for
+    loops that run many simulations and read a few numbers of each (optimisation
+    trials, calibration evaluations), where building tables would cost more than
+    reading the counts.
+
+    Args:
+        scenario: a :class:`Scenario`, or a path / YAML text to load.
+        seed: base seed (default: the scenario's); replicate r runs on
+            :func:`derive_seed` (seed, r).
+        replicates: independent runs.
+        population_scale: as in :func:`run`.
+        engine: ``"fast"`` or ``"des"``.
+        threads: numba threads (default: all cores); results do not depend on it.
+        first_replicate: number of the first replicate, as in :func:`run`.
+
+    Returns:
+        The counts and KPIs of each replicate.
+
+    Raises:
+        SimError: bad arguments, or a scenario the engine cannot run.
+
+    Example:
+        >>> import sim
+        >>> counts = sim.simulate("scenarios/dental_clinic.yaml", replicates=2)  # doctest: +SKIP
+        >>> counts.kpis["retention_365"].mean()  # doctest: +SKIP
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    _check_args(scenario, replicates, population_scale, engine, threads)
+    base_seed = _base_seed(scenario, seed, first_replicate)
+    seeds = [derive_seed(base_seed, first_replicate + r) for r in range(replicates)]
+    with _numba_threads(threads):
+        model = compile_scenario(scenario, population_scale)
+        stop = threading.Event()
+        parallel = _side_by_side(replicates) == 1
+
+        def checked(_step: int) -> None:
+            if stop.is_set():
+                raise _Cancelled
+
+        def one(r: int) -> RawRun:
+            return _SIMULATE[engine](model, seeds[r], events=False, parallel=parallel,
+                                     progress=checked)
+
+        raw = _each_replicate(one, replicates, stop)
+    return RunCounts(scenario=scenario, model=model, seed=base_seed, seeds=seeds,
+                     engine=engine, raw=raw)

@@ -20,6 +20,19 @@ lists what a folder holds, from the files themselves.
 Files appear atomically (written under a hidden temporary name, then
 renamed); readers skip the hidden names, and the next run that claims the
 partition removes temporaries a killed writer left.
+
+Beside the run tables a results folder holds what the experiments of
+``optimise`` wrote: sweeps' ``variants`` and ``sensitivity`` tables
+(:func:`variants_path`, :func:`sensitivity_path`), optimisation studies
+(:func:`study_folder`, files :data:`STUDY_FILES`) and calibrations
+(:func:`calibration_folder`, files :data:`CALIBRATION_FILES`), each study with
+its Optuna journal beside its folder (:func:`journal_file`)::
+
+    results/optimise/<study>/trials.parquet      results/optimise/<study>.journal
+    results/calibrate/<study>/fit.parquet        results/calibrate/<study>.journal
+
+This module is the one owner of these names: writers and readers take them
+from here.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +56,23 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "CALIBRATIONS",
+    "CALIBRATION_FILES",
+    "CORE_TABLES",
+    "STUDIES",
+    "STUDY_FILES",
     "TABLES",
+    "CalibrationFiles",
     "Replaced",
     "RunInfo",
     "RunKey",
+    "StudyFiles",
+    "calibration_folder",
+    "calibration_folders",
     "claim",
     "claim_variants",
     "is_complete",
+    "journal_file",
     "list_runs",
     "make_run_id",
     "open_dataset",
@@ -58,16 +82,23 @@ __all__ = [
     "run_metadata",
     "runs_table",
     "sensitivity_path",
+    "study_folder",
+    "study_folders",
     "variant_descriptions",
     "variants_path",
     "write_dataset_table",
     "write_file_atomic",
+    "write_files",
     "write_run_table",
 ]
 
 TABLES = ("occupancy", "flows", "kpis", "retention", "ledger", "events", "queues")
 """Tables a run writes (``events`` only on request; ``queues`` from the event engine
 on a scenario with capacity-limited touchpoints)."""
+
+CORE_TABLES = ("occupancy", "flows", "retention", "ledger")
+"""Tables every replicate writes besides ``kpis``, which it writes last: its presence
+marks a complete replicate."""
 
 PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant", pa.string()),
                                           ("replicate", pa.int32())]), flavor="hive")
@@ -481,6 +512,29 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def write_files(folder: str | os.PathLike[str], files: Mapping[str, pa.Table | bytes | None]
+                ) -> list[str]:
+    """Write the files of a local folder, each whole or not at all, in the order given.
+
+    Args:
+        folder: the folder (made when missing).
+        files: file name -> a table (written as Parquet) or bytes; None writes nothing.
+
+    Returns:
+        The paths written (``folder/name``), in order.
+    """
+    written = []
+    for name, data in files.items():
+        if data is None:
+            continue
+        if isinstance(data, pa.Table):
+            write_dataset_table(folder, name, data)
+        else:
+            write_file_atomic(Path(folder) / name, data)
+        written.append(str(Path(folder) / name))
+    return written
+
+
 def variants_path(scenario: str) -> str:
     """Where a sweep's variants table of ``scenario`` lives, below the dataset root."""
     return f"variants/scenario={scenario}/variants.parquet"
@@ -489,6 +543,82 @@ def variants_path(scenario: str) -> str:
 def sensitivity_path(scenario: str, method: str) -> str:
     """Where the sensitivity indices of ``scenario`` by ``method`` live, below the root."""
     return f"sensitivity/scenario={scenario}/{method}.parquet"
+
+
+STUDIES = "optimise"
+"""The folder of optimisation studies below a results root."""
+
+CALIBRATIONS = "calibrate"
+"""The folder of calibrations below a results root."""
+
+JOURNAL_SUFFIX = ".journal"
+_TRIALS, _SUMMARY = "trials.parquet", "summary.json"
+"""Files both a study and a calibration write."""
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """The files of one optimisation study, in its folder (:func:`study_folder`)."""
+
+    trials: str = _TRIALS
+    importances: str = "importances.json"
+    summary: str = _SUMMARY
+    pareto: str = "pareto.parquet"
+    """Only with two objectives."""
+    best_scenario: str = "best_scenario.yaml"
+    """Only when a re-evaluated design met the constraints."""
+
+
+@dataclass(frozen=True)
+class CalibrationFiles:
+    """The files of one calibration, in its folder (:func:`calibration_folder`)."""
+
+    parameters: str = "parameters.parquet"
+    fit: str = "fit.parquet"
+    trials: str = _TRIALS
+    scenario: str = "calibrated_scenario.yaml"
+    summary: str = _SUMMARY
+    profiles: str = "profiles.parquet"
+    """Only with profile-likelihood intervals."""
+    evaluations: str = "evaluations.jsonl"
+    """Every evaluated point's loss, appended as it is computed (a resumed fit replays it)."""
+
+
+STUDY_FILES = StudyFiles()
+CALIBRATION_FILES = CalibrationFiles()
+
+
+def study_folder(root: str | os.PathLike[str], study: str) -> Path:
+    """Where optimisation study ``study`` writes its files: ``ROOT/optimise/<study>/``."""
+    return Path(root) / STUDIES / study
+
+
+def calibration_folder(root: str | os.PathLike[str], study: str) -> Path:
+    """Where calibration ``study`` writes its files: ``ROOT/calibrate/<study>/``."""
+    return Path(root) / CALIBRATIONS / study
+
+
+def journal_file(folder: str | os.PathLike[str]) -> Path:
+    """The Optuna journal file of a study by default: beside its folder, ``<folder>.journal``.
+
+    optuna-dashboard opens it (``optuna-dashboard results/optimise/<study>.journal``).
+    """
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}{JOURNAL_SUFFIX}"
+
+
+def _folders_with(folder: Path, marker: str) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if (p / marker).is_file())
+
+
+def study_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The optimisation studies of a results root (folders holding a trials file), by name."""
+    return _folders_with(Path(root) / STUDIES, STUDY_FILES.trials)
+
+
+def calibration_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The calibrations of a results root (folders holding a fit file), by name."""
+    return _folders_with(Path(root) / CALIBRATIONS, CALIBRATION_FILES.fit)
 
 
 def read_variants(root: str | os.PathLike[str], scenario: str) -> pa.Table | None:

@@ -433,11 +433,11 @@ def test_an_interrupted_calibration_resumes_to_the_clean_answer(tmp_path: Path,
                                                                 ) -> None:
     """Ctrl-C in the middle of a trial: the rerun ends with exactly N counted trials and the
     same answer as a run that was never interrupted."""
-    from optimise import _calibrate
+    from optimise._calibrate._evaluator import Evaluator
 
     kwargs = {"trials": 8, "intervals": "none"}
     clean = optimise.calibrate(SHIPPED, out=tmp_path / "clean", **kwargs)
-    real = _calibrate._Evaluator.simulate
+    real = Evaluator.simulate
     calls = [0]
 
     def interrupt_on_the_fourth(self: object, values: dict[str, float]) -> object:
@@ -446,10 +446,10 @@ def test_an_interrupted_calibration_resumes_to_the_clean_answer(tmp_path: Path,
             raise KeyboardInterrupt
         return real(self, values)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_calibrate._Evaluator, "simulate", interrupt_on_the_fourth)
+    monkeypatch.setattr(Evaluator, "simulate", interrupt_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         optimise.calibrate(SHIPPED, out=tmp_path / "cut", **kwargs)
-    monkeypatch.setattr(_calibrate._Evaluator, "simulate", real)
+    monkeypatch.setattr(Evaluator, "simulate", real)
     resumed = optimise.calibrate(SHIPPED, out=tmp_path / "cut", **kwargs)
     states = resumed.trials.column("state").to_pylist()
     assert states.count("COMPLETE") == 8 and states.count("FAIL") == 1

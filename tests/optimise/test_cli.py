@@ -46,6 +46,18 @@ def sweep_file(tmp_path: Path) -> Path:
 # -------------------------------------------------------------------- sweep
 
 
+def test_registering_the_commands_twice_adds_each_once() -> None:
+    import typer
+
+    from optimise.cli import register
+
+    fresh = typer.Typer()
+    register(fresh)
+    register(fresh)
+    names = [c.name for c in fresh.registered_commands]
+    assert sorted(names) == ["calibrate", "optimise", "sensitivity", "sweep"]
+
+
 def test_a_bad_variant_names_its_values(sweep_file: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["sweep", str(sweep_file), "--vary",
                               "touchpoints.email.reach.use=0.1,1.5", "--vary",
@@ -120,6 +132,8 @@ def test_optimise_with_settings_keeps_its_own_study_and_prints_csv(tmp_path: Pat
     assert 0 < float(rows[0]["value"]) < 1
     assert (out / "optimise" / "tiny-touchpoints.email.satisfaction-0.2").is_dir()
     assert "wrote " in res.stderr
+    journal = out / "optimise" / "tiny-touchpoints.email.satisfaction-0.2.journal"
+    assert f"the study is in {journal} (optuna-dashboard {journal}" in res.stderr
     assert optuna.logging.get_verbosity() == optuna.logging.CRITICAL
     try:
         loud = runner.invoke(app, ["--verbose", "optimise", str(file), "--trials", "2",

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 import optimise
 import sim
-from optimise import _workers
 from sim.cli import app
 
 AFTERCARE = """\
@@ -110,7 +109,7 @@ def test_same_seed_same_study(tmp_path: Path, budget: float) -> None:
 def test_interrupt_and_resume(tmp_path: Path, budget: float,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     scenario = _scenario(budget)
-    real = _workers.kpis
+    real = sim.simulate
     calls = {"n": 0}
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -119,10 +118,10 @@ def test_interrupt_and_resume(tmp_path: Path, budget: float,
             raise KeyboardInterrupt
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_workers, "kpis", flaky)
+    monkeypatch.setattr(sim, "simulate", flaky)
     with pytest.raises(KeyboardInterrupt):
         optimise.optimise(scenario, trials=8, out=tmp_path, seed=SEED)
-    monkeypatch.setattr(_workers, "kpis", real)
+    monkeypatch.setattr(sim, "simulate", real)
     res = optimise.optimise(scenario, trials=8, out=tmp_path, seed=SEED)
     trials = res.trials.to_pylist()
     counted = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]

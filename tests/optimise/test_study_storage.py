@@ -36,7 +36,7 @@ def test_a_finished_optimisation_opens_from_its_journal_file_with_plain_optuna(
                                reeval_replicates=2, population_scale=0.2, out=tmp_path, seed=1)
 
     journal = tmp_path / "optimise" / f"{scenario.name}.journal"
-    assert result.storage == str(journal)
+    assert result.storage == result.journal == str(journal)
     storage = _open_journal(journal)
     assert result.study_name in optuna.get_all_study_names(storage)
     study = optuna.load_study(study_name=result.study_name, storage=storage)
@@ -59,7 +59,7 @@ def test_a_finished_calibration_opens_from_its_journal_file_with_plain_optuna(
                                 trials=5, intervals="none")
 
     journal = tmp_path / "calibrate" / f"{result.study_name}.journal"
-    assert result.storage == str(journal)
+    assert result.storage == result.journal == str(journal)
     study = optuna.load_study(study_name=result.study_name, storage=_open_journal(journal))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 5

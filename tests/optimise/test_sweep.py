@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 import sim
-from optimise._sensitivity import sensitivity
-from optimise._sweep import Variant, _variants_table, design, parse_vary, read_design, sweep
+from optimise import Variant, design, parse_vary, read_design, sensitivity, sweep
+from optimise._sweep import _variants_table
 from sim.cli import app
 from sim.results import open_dataset
 

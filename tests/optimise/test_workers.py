@@ -17,10 +17,10 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.storages.journal import JournalFileBackend
 
 import optimise
 import sim
-from optimise._workers import open_storage
 from tests.optimise.test_search import AFTERCARE
 from tests.pgcluster import Unavailable, throwaway_cluster
 
@@ -44,6 +44,11 @@ def _scenario() -> sim.Scenario:
     # no binding budget: every design is feasible; one replicate: no pruning, so every
     # counted trial is COMPLETE
     return sim.load_scenario(AFTERCARE.replace("BUDGET", "1e12"))
+
+
+def _journal(path: str | Path) -> optuna.storages.JournalStorage:
+    """A journal file opened with plain Optuna, as optuna-dashboard opens it."""
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _check_exact(trials: list[optuna.trial.FrozenTrial], n: int) -> None:
@@ -127,13 +132,13 @@ def test_killed_worker_on_postgres_is_failed_by_heartbeat_and_retried(
 
 def test_killed_worker_on_journal_is_found_by_process_id_and_retried(tmp_path: Path) -> None:
     path = str(tmp_path / "study.journal")
-    storage, _ = open_storage(path, tmp_path, "unused")
+    storage = _journal(path)
     _run_and_kill(path, storage, tmp_path, "killed", heartbeat=None)
 
 
 def test_two_workers_on_the_journal_file(tmp_path: Path) -> None:
     optimise.optimise(_scenario(), trials=8, replicates=1, workers=2, out=tmp_path, top_k=1)
-    storage, _ = open_storage(None, tmp_path, "aftercare")
+    storage = _journal(tmp_path / "optimise" / "aftercare.journal")
     _check_exact(optuna.load_study(study_name="aftercare", storage=storage).get_trials(), 8)
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim
-from optimise._sweep import parse_vary
+from optimise import parse_vary
 from sim.scenario import (
     BASE_VARIANT,
     is_variant_label,

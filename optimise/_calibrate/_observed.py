@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sim import DataError, Problem, Scenario, closest, unknown_name
+from sim import DataError, Problem, Scenario, SimError, closest, unknown_name
 
-__all__ = ["KINDS", "ObservedData", "infer_kind", "read_observed"]
+__all__ = ["KINDS", "ObservedData", "infer_kind", "kind_of", "read_observed",
+           "resolve_observed"]
 
 KINDS = ("survival", "funnel", "occupancy")
 
@@ -124,6 +125,51 @@ def infer_kind(header: Iterable[str]) -> str | None:
     return None
 
 
+def kind_of(path: Path) -> str | None:
+    """The kind an observed file's columns describe, or None."""
+    header, _ = _read_rows(path)
+    return infer_kind(header)
+
+
+def resolve_observed(scenario: Scenario, observed: Any, base_dir: Path
+                     ) -> dict[str, tuple[Path, Any]]:
+    """Kind -> (file, target settings) from the block and the ``observed`` argument."""
+    block = scenario.calibrate
+    assert block is not None
+    settings = {k: getattr(block.observed, k) for k in KINDS}
+    files: dict[str, Path] = {}
+    for kind, target in settings.items():
+        if target is not None and target.file is not None:
+            files[kind] = Path(target.file) if Path(target.file).is_absolute() \
+                else base_dir / target.file
+    given: list[tuple[str | None, Path]] = []
+    if isinstance(observed, Mapping):
+        given = [(str(k), Path(v)) for k, v in observed.items()]
+    elif isinstance(observed, (str, os.PathLike)):
+        given = [(None, Path(observed))]
+    elif observed is not None:
+        given = [(None, Path(v)) for v in observed]
+    if given:
+        files = {}
+        for given_kind, path in given:
+            if given_kind is None:
+                given_kind = kind_of(path)
+                if given_kind is None:
+                    raise DataError([Problem(str(path), 1, 0, "",
+                                             "cannot tell what the file holds: survival files "
+                                             "have a period column, occupancy files a step "
+                                             "column, funnel files stage and count")])
+            if given_kind not in KINDS:
+                raise SimError(f"unknown observed kind {given_kind!r}: use {', '.join(KINDS)}")
+            if given_kind in files:
+                raise SimError(f"two observed {given_kind} files: {files[given_kind]} and "
+                               f"{path}")
+            files[given_kind] = path
+    if not files:
+        raise SimError("no observed data: give --observed FILE or calibrate.observed.<kind>.file")
+    return {k: (p, settings[k]) for k, p in files.items()}
+
+
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (
         isinstance(value, float) and math.isnan(value))
@@ -193,6 +239,23 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
                                                        "occupancy files a step column, funnel "
                                                        "files stage and count")])
         kind = found
+    _check_header(source, kind, header)
+    if not rows:
+        raise DataError([Problem(source, 1, 0, "", "the file has no data rows")])
+    r = _Rows(source)
+    data = ObservedData(kind, source, np.array([line for line, _ in rows], np.int64))
+    _read_labels(data, rows, r, scenario)
+    _read_values(data, rows, r)
+    if r.problems:
+        raise DataError(r.problems)
+    _check_structure(data, r, scenario)
+    if r.problems:
+        raise DataError(r.problems)
+    return data
+
+
+def _check_header(source: str, kind: str, header: list[str]) -> None:
+    """Unknown, missing (or misspelt) and repeated columns."""
     required, optional = _COLUMNS[kind]
     known = sorted(required | optional)
     r = _Rows(source)
@@ -211,12 +274,12 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
         r.error(1, "", "a column name appears twice")
     if r.problems:
         raise DataError(r.problems)
-    if not rows:
-        raise DataError([Problem(source, 1, 0, "", "the file has no data rows")])
 
+
+def _read_labels(data: ObservedData, rows: list[tuple[int, dict[str, Any]]], r: _Rows,
+                 scenario: Scenario) -> None:
+    """The ``segment`` column (None: all segments) and, where required, ``stage``."""
     stages, segments = list(scenario.stages), list(scenario.segments)
-    lines = np.array([line for line, _ in rows], np.int64)
-    data = ObservedData(kind, source, lines)
     seg: list[str | None] = []
     for line, row in rows:
         value = row.get("segment")
@@ -228,7 +291,7 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
         else:
             seg.append(str(value).strip())
     data.labels["segment"] = seg
-    if "stage" in required:
+    if "stage" in _COLUMNS[data.kind][0]:
         names: list[str | None] = []
         for line, row in rows:
             value = row.get("stage")
@@ -240,31 +303,30 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
             names.append(name)
         data.labels["stage"] = names
 
+
+def _read_values(data: ObservedData, rows: list[tuple[int, dict[str, Any]]], r: _Rows
+                 ) -> None:
+    """The numeric columns of the file's kind, each cell checked; required ones given."""
+
     def column(name: str, **rule: Any) -> np.ndarray:
         return np.array([r.number(line, name, row.get(name), **rule) for line, row in rows])
 
-    if kind == "survival":
+    if data.kind == "survival":
         data.values["period"] = column("period", whole=True, low=0)
         data.values["active"] = column("active", whole=True, low=0)
         data.values["share"] = column("share", low=0, high=1)
         data.values["cohort_size"] = column("cohort_size", whole=True, low=0, positive=True)
         data.values["sd"] = column("sd", positive=True)
-    elif kind == "funnel":
+    elif data.kind == "funnel":
         data.values["count"] = column("count", whole=True, low=0)
     else:
         data.values["step"] = column("step", whole=True, low=0)
         data.values["count"] = column("count", low=0)
         data.values["sd"] = column("sd", positive=True)
-    for name in sorted(required - {"stage"}):
+    for name in sorted(_COLUMNS[data.kind][0] - {"stage"}):
         for line, row in rows:
             if _empty(row.get(name)):
                 r.error(line, name, "empty; every row gives it")
-    if r.problems:
-        raise DataError(r.problems)
-    _check_structure(data, r, scenario)
-    if r.problems:
-        raise DataError(r.problems)
-    return data
 
 
 def _check_structure(data: ObservedData, r: _Rows, scenario: Scenario) -> None:

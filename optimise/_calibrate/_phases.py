@@ -1,0 +1,297 @@
+""":func:`calibrate` and its phases: resolve → search → refine → intervals → fit.
+
+* **resolve** the request: the block's settings, the observed files and their
+  targets, the parameter space and the study's name;
+* **search** globally with Optuna — CMA-ES over continuous parameters, TPE when a
+  parameter is an integer or a choice, or when only one is fitted — through the
+  study core's trial loop (:func:`optimise._study.run_trials`);
+* **refine** the best trial with a bounded Nelder–Mead;
+* **intervals**: profile likelihood for each continuous parameter;
+* **fit** at the optimum: observed beside fitted values, goodness of fit; then
+  the files are written in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+import sim
+from optimise._calibrate._evaluator import Evaluator
+from optimise._calibrate._fit import Point, fit_at, fitted_parameters
+from optimise._calibrate._likelihood import Target
+from optimise._calibrate._observed import resolve_observed
+from optimise._calibrate._profile import nelder_mead, profile
+from optimise._calibrate._result import (
+    CalibrationResult,
+    calibrated,
+    files,
+    profiles_table,
+    trials_table,
+)
+from optimise._calibrate._space import Space, start_point
+from optimise._calibrate._targets import make_targets
+from optimise._study import (
+    Storage,
+    Unusable,
+    counted,
+    open_storage,
+    open_study,
+    run_trials,
+    sampler_seed,
+    suggest_point,
+)
+from sim import Scenario, SimError
+from sim.results import CALIBRATION_FILES, calibration_folder, journal_file, write_files
+
+__all__ = ["calibrate"]
+
+log = logging.getLogger(__name__)
+
+Tick = Callable[[str, int, "int | None"], None]
+"""Progress: (phase, done, total or None)."""
+
+
+def calibrate(scenario: Scenario | str | os.PathLike[str],
+              observed: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+              | Mapping[str, str | os.PathLike[str]] | None = None, *,
+              fit_periods: int | None = None, trials: int | None = None,
+              replicates: int | None = None, population_scale: float | None = None,
+              intervals: str | None = None, seed: int = 0, study_name: str | None = None,
+              storage: str | None = None, out: str | os.PathLike[str] = "results",
+              progress: Callable[[str, int, int | None], None] | None = None
+              ) -> CalibrationResult:
+    """Fit the parameters of a scenario's ``calibrate:`` block to observed data.
+
+    Args:
+        scenario: a scenario with a ``calibrate:`` block, or its file (observed
+            files named in the block are relative to it).
+        observed: observed file(s) replacing the block's: a path (its kind is
+            read from its columns), a list of paths, or ``{kind: path}``.
+        fit_periods: fit on periods 1..K only and project the rest (default:
+            the block's, else every period).
+        trials: Optuna trials of the global search (default: the block's).
+        replicates: replicates per evaluation, on common random numbers.
+        population_scale: simulate this many times the scenario's population;
+            survival and funnel fits use proportions, occupancy divides by it.
+        intervals: ``profile`` (95% profile-likelihood intervals) or ``none``.
+        seed: base seed of the simulations and the sampler.
+        study_name: Optuna study (default: the scenario's name and a hash of
+            everything that defines the fit, so an identical rerun resumes).
+        storage: journal file or RDB URL (default: the journal file
+            ``out/calibrate/<study>.journal``).
+        out: output folder; results go to ``out/calibrate/<study>/``.
+        progress: called with (phase, done, total) as the work advances.
+
+    Returns:
+        Fitted values with intervals, the fit table, goodness of fit and the
+        calibrated scenario.
+
+    Raises:
+        SimError: no ``calibrate:`` block, no observed data, bad arguments.
+        DataError: an observed file that breaks its format's rules.
+    """
+    verbosity = optuna.logging.get_verbosity()
+    if not log.isEnabledFor(logging.DEBUG):  # quieter, never louder than the caller set it
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        setup = _resolve(scenario, observed, fit_periods=fit_periods, trials=trials,
+                         replicates=replicates, population_scale=population_scale,
+                         intervals=intervals, seed=seed, study_name=study_name, out=out)
+        return _calibrate(setup, open_storage(storage, journal_file(setup.folder)),
+                          progress or (lambda phase, done, total: None))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _calibrate(setup: _Setup, store: Storage, tick: Tick) -> CalibrationResult:
+    """The phases, in order, from the resolved request to the written files."""
+    ev = Evaluator(setup.scenario, setup.space, setup.targets, setup.seed, setup.replicates,
+                   setup.scale, setup.folder / CALIBRATION_FILES.evaluations)
+    study = _search(setup, ev, store, tick)
+    point = _refine(setup.space, ev, _best_trial(setup.space, ev, study), tick)
+    point, profiles = _intervals(setup, ev, point, tick)
+    fit = fit_at(setup.targets, ev.simulate(point.values), len(setup.space.continuous))
+    result = CalibrationResult(
+        study_name=setup.name, storage=store.label, journal=store.journal,
+        parameters=fitted_parameters(setup.space, point, profiles), loss=point.loss,
+        fit=fit.table, gof=fit.gof, scenario=calibrated(setup.scenario, point.values),
+        trials=trials_table(study), evaluations=len(ev.cache),
+        profiles=profiles_table(setup.space, profiles, point.loss), holdout=fit.holdout)
+    result.paths = write_files(setup.folder, files(
+        result, {k: p for k, (p, _) in setup.files.items()}, setup.settings, fit.per_target))
+    return result
+
+
+# ------------------------------------------------------------------ resolve
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A calibration's request, resolved: settings, targets, space, study and folder."""
+
+    scenario: Scenario
+    files: dict[str, tuple[Path, Any]]
+    targets: list[Target]
+    space: Space
+    name: str
+    folder: Path
+    seed: int
+    trials: int
+    replicates: int
+    scale: float
+    intervals: str
+    settings: dict[str, Any]
+    """What the summary records: fit periods, period days, seed, replicates, scale, trials."""
+
+
+def _resolve(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
+             fit_periods: int | None, trials: int | None, replicates: int | None,
+             population_scale: float | None, intervals: str | None, seed: int,
+             study_name: str | None, out: str | os.PathLike[str]) -> _Setup:
+    """The block's settings (arguments first), checked; the observed files and their
+    targets; the parameter space; the study's name (by default a hash of all of it)."""
+    base_dir = Path.cwd()
+    if not isinstance(scenario, Scenario):
+        if Path(scenario).is_file():
+            base_dir = Path(scenario).resolve().parent
+        scenario = sim.load_scenario(scenario)
+    block = scenario.calibrate
+    if block is None:
+        raise SimError(f"scenario {scenario.name!r} has no calibrate: block; it names the "
+                       f"parameters to fit and their ranges")
+    fit_periods = block.fit_periods if fit_periods is None else fit_periods
+    trials = block.trials if trials is None else trials
+    replicates = block.replicates if replicates is None else replicates
+    scale = block.population_scale if population_scale is None else population_scale
+    intervals = block.intervals if intervals is None else intervals
+    for name, value in (("trials", trials), ("replicates", replicates)):
+        if not isinstance(value, int) or value < 1:
+            raise SimError(f"{name} must be a whole number >= 1, not {value!r}")
+    if fit_periods is not None and (not isinstance(fit_periods, int) or fit_periods < 1):
+        raise SimError(f"fit_periods must be a whole number >= 1, not {fit_periods!r}")
+    if intervals not in ("profile", "none"):
+        raise SimError(f"intervals must be 'profile' or 'none', not {intervals!r}")
+    period_days = block.period_days or scenario.time.step_days
+    files_ = resolve_observed(scenario, observed, base_dir)
+    targets = make_targets(scenario, files_, fit_periods=fit_periods, population_scale=scale,
+                           period_steps=round(period_days / scenario.time.step_days))
+    if fit_periods is not None and not any(t.fit_mask.any() and (~t.fit_mask).any()
+                                           for t in targets):
+        log.info("fit_periods=%d leaves no period to project", fit_periods)
+    if not any(t.fit_mask.any() for t in targets):
+        raise SimError(f"fit_periods={fit_periods} leaves no observation to fit")
+    digest = _fingerprint(scenario, files_, seed=seed, replicates=replicates, scale=scale,
+                          fit_periods=fit_periods)
+    name = study_name or f"{scenario.name}-calibrate-{digest[:10]}"
+    return _Setup(scenario, files_, targets, Space(block.parameters), name,
+                  calibration_folder(out, name), seed, trials, replicates, scale, intervals,
+                  {"fit_periods": fit_periods, "period_days": period_days, "seed": seed,
+                   "replicates": replicates, "population_scale": scale, "trials": trials})
+
+
+def _fingerprint(scenario: Scenario, files: Mapping[str, tuple[Path, Any]], **settings: Any
+                 ) -> str:
+    """A hash of everything that defines a fit: scenario, data, settings."""
+    h = hashlib.sha256(scenario.content_hash.encode())
+    for kind in sorted(files):
+        h.update(kind.encode())
+        h.update(files[kind][0].read_bytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ search, refine, intervals
+
+
+def _search(setup: _Setup, ev: Evaluator, store: Storage, tick: Tick) -> optuna.Study:
+    """The global search: ``setup.trials`` counted trials, starting from the scenario's
+    own values when they lie in the ranges."""
+    space = setup.space
+    study = open_study(setup.name, store, ["minimize"], sampler=_sampler(space, setup.seed))
+    if not study.get_trials(deepcopy=False):
+        start = start_point(setup.scenario, space)
+        if start is not None:
+            study.enqueue_trial(start)
+
+    def objective(trial: optuna.Trial) -> float:
+        loss = ev.loss(suggest_point(trial, space.params))
+        if not math.isfinite(loss):
+            raise Unusable("no finite loss at these values")
+        return loss
+
+    tick("search", counted(study), setup.trials)
+    run_trials(study, store, objective, setup.trials,
+               on_trial=lambda s: tick("search", counted(s), setup.trials))
+    return study
+
+
+def _sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    """CMA-ES over two or more parameters, all continuous; else multivariate TPE."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(space.continuous) == len(space.params) and len(space.params) >= 2:
+            return optuna.samplers.CmaEsSampler(seed=sampler_seed(seed),
+                                                warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=sampler_seed(seed), multivariate=True)
+
+
+def _best_trial(space: Space, ev: Evaluator, study: optuna.Study) -> Point:
+    """The best complete trial of the search."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise SimError("no trial gave a finite loss: check the ranges against the data")
+    best = min(complete, key=lambda t: t.value if t.value is not None else math.inf)
+    values = {p.path: best.params[p.path] for p in space.params}
+    return Point.at(space, values, ev.loss(values))
+
+
+def _refine(space: Space, ev: Evaluator, point: Point, tick: Tick) -> Point:
+    """A bounded Nelder–Mead over the continuous parameters from ``point``."""
+    if not space.continuous:
+        return point
+    count = [0]
+
+    def f(x: np.ndarray) -> float:
+        count[0] += 1
+        tick("refine", count[0], None)
+        return ev.loss(space.with_units(point.values, x))
+
+    x, fun = nelder_mead(f, point.centre, maxfev=60 * len(space.continuous))
+    if fun < point.loss:
+        return Point(space.with_units(point.values, x), x, fun)
+    return point
+
+
+def _intervals(setup: _Setup, ev: Evaluator, point: Point, tick: Tick
+               ) -> tuple[Point, dict[int, list[tuple[float, float]]]]:
+    """Each continuous parameter's likelihood profile; the point moves where a profile
+    found a lower loss."""
+    space = setup.space
+    profiles: dict[int, list[tuple[float, float]]] = {}
+    if setup.intervals != "profile" or not space.continuous:
+        return point, profiles
+    n_points = [0]
+
+    def ptick() -> None:
+        n_points[0] += 1
+        tick("intervals", n_points[0], None)
+
+    for j in space.continuous:
+        profiles[j] = profile(ev, space, point.values, j, point.centre, point.loss, ptick)
+    if ev.best[0] < point.loss - 1e-9:
+        log.info("the profiles found a better point (loss %.4f < %.4f); moving there",
+                 ev.best[0], point.loss)
+        point = Point.at(space, ev.best[1], ev.best[0])
+    return point, profiles

@@ -1,0 +1,141 @@
+"""The objective of a search: a trial's design simulated, its KPI reported, its constraints
+checked.
+
+Every trial runs on the same seeds (common random numbers). With one objective
+it runs half the replicates, reports their mean to the pruner
+(:class:`FeasibleMedianPruner`), and only if not pruned runs the rest.
+Constraints (budgets, cost per acquisition) go to Optuna's constraints
+mechanism. A trial reads the engine's dense counts (:func:`sim.simulate`):
+no table is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+
+import sim
+from optimise._study import suggest_point
+from sim import Scenario
+
+__all__ = ["FeasibleMedianPruner", "feasible", "kpis", "make_objective", "violations"]
+
+
+def kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float,
+         first_replicate: int = 0, threads: int | None = None,
+         engine: str = "fast") -> dict[str, np.ndarray]:
+    """Every KPI (and the agent count) of each replicate, as float arrays."""
+    return sim.simulate(scenario, seed=seed, replicates=replicates,
+                        population_scale=population_scale, first_replicate=first_replicate,
+                        threads=threads, engine=engine).kpis
+
+
+def violations(scenario: Scenario, values: dict[str, np.ndarray]) -> dict[str, float]:
+    """Constraint values by name (<= 0 is feasible), from the scenario's constraints."""
+    opt = scenario.optimise
+    assert opt is not None
+    c = opt.constraints
+    cost = float(np.mean(values["cost"]))
+    out = {}
+    if c.budget_total is not None:
+        out["budget_total"] = cost - c.budget_total
+    if c.budget_per_day is not None:
+        out["budget_per_day"] = cost / scenario.time.horizon_days - c.budget_per_day
+    if c.max_cost_per_acquired is not None:
+        acquired = values["acquired"]
+        per = np.where(acquired > 0, values["cost"] / np.maximum(acquired, 1), np.inf)
+        out["max_cost_per_acquired"] = float(np.mean(per)) - c.max_cost_per_acquired
+    return out
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial met every constraint (a trial without constraints does)."""
+    return all(v <= 0 for v in trial.user_attrs.get("constraints", {}).values())
+
+
+class FeasibleMedianPruner(optuna.pruners.BasePruner):
+    """Stop a trial whose running mean is worse than the median, at the same step, of
+    the completed *feasible* trials.
+
+    Optuna's median rule compares with every trial; under a budget the infeasible
+    designs (more spend, better KPI) would raise the median and prune the feasible
+    designs at the budget's edge, where the optimum lies.
+    """
+
+    def __init__(self, n_startup_trials: int = 5) -> None:
+        self.n_startup_trials = n_startup_trials
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        peers = [t.intermediate_values[step] for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if step in t.intermediate_values and feasible(t)]
+        if len(peers) < self.n_startup_trials:
+            return False
+        median = float(np.median(peers))
+        value = trial.intermediate_values[step]
+        if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+            return value < median
+        return value > median
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
+
+
+def make_objective(scenario: Scenario, replicates: int, seed: int, population_scale: float,
+                   threads: int | None = None, engine: str = "fast"
+                   ) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    """The objective of a study: apply the trial's parameters, simulate, report.
+
+    Raises (inside a trial):
+        optuna.TrialPruned: a combination of values that breaks a scenario rule, an
+            objective the design leaves undefined, or a running mean the pruner stops.
+    """
+    opt = scenario.optimise
+    assert opt is not None
+    kpi = opt.objective.kpi
+    second = opt.second_objective
+
+    def simulate(variant: Scenario, count: int, first: int = 0) -> dict[str, np.ndarray]:
+        return kpis(variant, seed, count, population_scale, first_replicate=first,
+                    threads=threads, engine=engine)
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        params = suggest_point(trial, opt.search)
+        try:
+            variant = scenario.apply(overrides=params)
+        except sim.ScenarioError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise optuna.TrialPruned(f"invalid combination: {exc}") from None
+        # two fidelities: the first half of the replicates, then (if not pruned) the rest
+        half = max(1, replicates // 2) if second is None else replicates  # one objective
+        values = simulate(variant, half)
+        trial.set_user_attr("replicates_run", half)
+        if half < replicates:
+            trial.report(_nanmean(values[kpi]), step=half)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"running mean after {half} of {replicates} "
+                                         f"replicates is below the feasible median")
+            rest = simulate(variant, replicates - half, first=half)
+            values = {k: np.concatenate([values[k], rest[k]]) for k in values}
+            trial.set_user_attr("replicates_run", replicates)
+        mean = _nanmean(values[kpi])
+        trial.set_user_attr("cost", float(np.mean(values["cost"])))
+        found = violations(scenario, values)
+        trial.set_user_attr("constraints", found)
+        for key, value in found.items():
+            trial.set_constraint(key, value)  # Optuna's constraints: <= 0 is feasible
+        if math.isnan(mean):
+            trial.set_user_attr("error", f"{kpi} undefined for this design")
+            raise optuna.TrialPruned(f"{kpi} undefined")
+        if second is not None:
+            return mean, float(np.nanmean(values[second.kpi]))
+        return mean
+
+    return objective
