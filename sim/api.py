@@ -21,6 +21,7 @@ import pyarrow as pa
 from sim._errors import SimError
 from sim._version import __version__
 from sim.engines import des, fast
+from sim.engines._driver import EVENT_KINDS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
 from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
@@ -153,11 +154,14 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
     if events and raw.events is not None:
         e = raw.events
         frm = e["from_stage"]
+        touchpoints = np.array([*model.touchpoints, None], dtype=object)
         out["events"] = pa.table({
             "step": e["step"].astype(np.int32), "day": e["step"] * sd,
             "agent": e["agent"].astype(np.int64), "segment": segments[e["segment"]],
             "from_stage": pa.array([stages[x] if x >= 0 else None for x in frm], pa.string()),
             "to_stage": stages[e["to_stage"]],
+            "kind": pa.array(np.array(EVENT_KINDS, dtype=object)[e["kind"]], pa.string()),
+            "touchpoint": pa.array(touchpoints[e["touchpoint"]], pa.string()),
         })
     queues = queue_table(raw)
     if queues is not None:
@@ -171,16 +175,19 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
 
 
 def run_identity(scenario: Scenario, *, engine: str, population_scale: float,
-                 base_seed: int) -> tuple[str, dict[str, str]]:
+                 base_seed: int, exposures: bool = False) -> tuple[str, dict[str, str]]:
     """The run id of a run and the metadata it is made from.
 
     Returns:
-        (run id, {scenario_hash, engine, population_scale, base_seed, rng}) as
-        written into the run's files (``journey.<name>``).
+        (run id, {scenario_hash, engine, population_scale, base_seed, rng, and
+        ``events: exposures`` for a run with exposure events}) as written into the
+        run's files (``journey.<name>``).
     """
     identity = {"scenario_hash": scenario.content_hash, "engine": engine,
                 "population_scale": repr(float(population_scale)),
                 "base_seed": str(int(base_seed)), "rng": RNG_SCHEME}
+    if exposures:
+        identity["events"] = "exposures"
     return make_run_id(**identity), identity
 
 
@@ -271,7 +278,7 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
         variant: str = "base", events: bool = False, out: str | os.PathLike[str] | None = None,
         threads: int | None = None, resume: bool = False, first_replicate: int = 0,
-        exclusive: bool = True,
+        exclusive: bool = True, exposures: bool = False,
         progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Simulate a scenario.
 
@@ -290,6 +297,9 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
         events: also return (and write) one row per agent transition and entry.
             The event engine with capacity-limited touchpoints also returns and
             writes the ``queues`` table.
+        exposures: also one event row per touchpoint exposure (``kind`` ``exposure``,
+            the touchpoint, the stage the agent was in); implies ``events``. Such a
+            run is another run (run id) than one without.
         out: a dataset folder or pyarrow filesystem URI to write Parquet to.
         threads: numba threads (default: all cores); results do not depend on it.
             With several replicates they run side by side, one per thread.
@@ -325,18 +335,20 @@ def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
     base_seed = _base_seed(scenario, seed, first_replicate)
     with _numba_threads(threads):
         return _run(scenario, base_seed, replicates, population_scale, engine, variant,
-                    events, out, resume, progress, first_replicate, exclusive)
+                    events or exposures, out, resume, progress, first_replicate, exclusive,
+                    exposures)
 
 
 def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: float,
          engine: str, variant: str, events: bool, out: str | os.PathLike[str] | None,
          resume: bool, progress: Callable[[int, int], None] | None,
-         first_replicate: int = 0, exclusive: bool = True) -> RunResult:
+         first_replicate: int = 0, exclusive: bool = True, exposures: bool = False
+         ) -> RunResult:
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
     run_id, expect = run_identity(scenario, engine=engine, population_scale=population_scale,
-                                  base_seed=base_seed)
+                                  base_seed=base_seed, exposures=exposures)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = [*CORE_TABLES, *(["events"] if events else [])]
@@ -375,12 +387,13 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
             return ({n: read_file(out, f) for n, f in stored.items()}, list(stored.values()))
-        raw = _SIMULATE[engine](model, rseed, events=events, parallel=workers == 1,
-                                progress=functools.partial(step_done, r))
+        raw = _SIMULATE[engine](model, rseed, events=events, exposures=exposures,
+                                parallel=workers == 1, progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                             base_seed=base_seed, replicate=index[r], engine=engine,
                             rng=RNG_SCHEME, version=__version__,
-                            population_scale=population_scale, run_id=run_id)
+                            population_scale=population_scale, run_id=run_id,
+                            events=expect.get("events", ""))
         tables = {n: with_keys(tab, key, meta) for n, tab in _tables(raw, events).items()}
         files = []
         if out is not None:

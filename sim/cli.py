@@ -592,6 +592,10 @@ def run(
         "results"),
     events: Annotated[bool, typer.Option("--events", help="Also write one row per agent "
                                                            "transition.")] = False,
+    exposures: Annotated[bool, typer.Option("--exposures", help="Also write one events row "
+                                                                "per touchpoint exposure "
+                                                                "(implies --events).")
+                         ] = False,
     threads: Annotated[int | None, typer.Option(help="numba threads (default: all cores).",
                                                 callback=THREADS)] = None,
     population_scale: Annotated[float, typer.Option(help="Scale the population and arrivals "
@@ -630,7 +634,8 @@ def run(
         task = bar.add_task(f"{scenario.name} ({label})", total=None)
         result = run_api(scenario, seed=seed, replicates=replicates,
                          population_scale=population_scale, variant=label,
-                         events=events, out=out, threads=threads, resume=resume,
+                         events=events, exposures=exposures, out=out, threads=threads,
+                         resume=resume,
                          engine=engine, progress=lambda done, total: bar.update(
                              task, completed=done, total=total))
     for replaced in result.replaced:

@@ -109,16 +109,19 @@ _TEMPORARY_RE = re.compile(r"^\..*\.tmp$")
 
 
 def make_run_id(*, scenario_hash: str, engine: str, population_scale: str, base_seed: str,
-                rng: str) -> str:
+                rng: str, events: str = "") -> str:
     """The id of a run: a short hash of everything that decides its numbers (as the
-    text written into the files' metadata).
+    text written into the files' metadata); ``events`` is ``exposures`` for a run whose
+    events table holds exposure rows, empty otherwise.
 
     Two runs with the same id are the same run: replicate r of either has the
     same seed and bit-identical tables.
     """
-    text = json.dumps({"scenario_hash": scenario_hash, "engine": engine,
-                       "population_scale": population_scale, "base_seed": base_seed,
-                       "rng": rng}, sort_keys=True)
+    fields = {"scenario_hash": scenario_hash, "engine": engine,
+              "population_scale": population_scale, "base_seed": base_seed, "rng": rng}
+    if events:
+        fields["events"] = events
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -140,9 +143,9 @@ class RunKey:
 
 def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed: int,
                  replicate: int, engine: str, rng: str, version: str,
-                 population_scale: float, run_id: str) -> dict[str, str]:
+                 population_scale: float, run_id: str, events: str = "") -> dict[str, str]:
     """Schema metadata written into every file of a run."""
-    return {
+    return ({"journey.events": events} if events else {}) | {
         "journey.run_id": run_id,
         "journey.scenario_yaml": scenario_yaml,
         "journey.scenario_hash": scenario_hash,

@@ -31,13 +31,23 @@ from sim.engines._kernels import (
 from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 
-__all__ = ["MAX_AGENTS", "PARALLEL_MIN_AGENTS", "POPULATION_AGENT", "Driver", "draw_arrivals"]
+__all__ = ["ENTRY", "EVENT_COLUMNS", "EVENT_KINDS", "EXPOSURE", "MAX_AGENTS",
+           "MAX_EXPOSURE_TOUCHPOINTS", "PARALLEL_MIN_AGENTS", "POPULATION_AGENT", "TRANSITION",
+           "Driver", "draw_arrivals"]
 
 log = logging.getLogger(__name__)
 
 POPULATION_AGENT = 1 << 62
 """Agent id used for population-level draws (arrivals): never a real agent."""
 MAX_AGENTS = 2**31 - 1
+MAX_EXPOSURE_TOUCHPOINTS = 64
+"""Exposure events keep an agent's exposures of a step as the bits of one uint64."""
+ENTRY, TRANSITION, EXPOSURE = 0, 1, 2
+EVENT_KINDS = ("entry", "transition", "exposure")
+"""What an event row is, by its ``kind`` code."""
+EVENT_COLUMNS = ("step", "agent", "segment", "from_stage", "to_stage", "kind", "touchpoint")
+"""The raw events' columns (``from_stage`` -1 on an entry, ``touchpoint`` -1 unless an
+exposure; stages, segments and touchpoints by index)."""
 PARALLEL_MIN_AGENTS = 32_768
 """Below this population a step runs on one thread: a parallel launch costs more than
 it saves. Both kernels walk the same chunks in the same order, so results match."""
@@ -54,7 +64,7 @@ def _grow(st: State, capacity: int) -> State:
     return State(*(grow(a) for a in st))
 
 
-def _alloc(capacity: int, H: int, queues: bool = False) -> State:
+def _alloc(capacity: int, H: int, queues: bool = False, exposures: bool = False) -> State:
     q = capacity if queues else 0
     return State(
         stage=np.zeros(capacity, np.uint8), seg=np.zeros(capacity, np.uint8),
@@ -63,6 +73,7 @@ def _alloc(capacity: int, H: int, queues: bool = False) -> State:
         het=np.zeros((capacity, H), np.float32), clv=np.zeros(capacity),
         moved=np.full(capacity, -1, np.int8),
         served=np.zeros(q, np.uint64), wait_sat=np.zeros(q),
+        seen=np.zeros(capacity if exposures else 0, np.uint64),
     )
 
 
@@ -104,11 +115,15 @@ class Driver:
     """
 
     def __init__(self, model: CompiledModel, seed: int, *, events: bool = False,
-                 parallel: bool = True, queues: bool = False) -> None:
+                 parallel: bool = True, queues: bool = False, exposures: bool = False) -> None:
         m = model.arrays
         self.model = model
         self.seed = seed
-        self.events = events
+        self.events = events or exposures
+        self.exposure_events = exposures
+        if exposures and len(model.touchpoints) > MAX_EXPOSURE_TOUCHPOINTS:
+            raise SimError(f"exposure events follow at most {MAX_EXPOSURE_TOUCHPOINTS} "
+                           f"touchpoints; this scenario has {len(model.touchpoints)}")
         self.parallel = parallel
         G, S, T = len(model.segments), len(model.stages), len(model.touchpoints)
         steps = model.steps
@@ -122,7 +137,7 @@ class Driver:
             raise SimError(f"the run would hold {expected:,} agents; the engine's limit is "
                            f"{MAX_AGENTS:,} (lower population_scale)")
         self.capacity = max(16, expected + expected // 8)
-        self.st = _alloc(self.capacity, H, queues)
+        self.st = _alloc(self.capacity, H, queues, exposures)
         e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
         self.buf = make_buffers(G, S, T, T1, e_max)
         E = m.base_p.shape[1]
@@ -146,10 +161,11 @@ class Driver:
                   np.full(count, s, np.int64), m, self.st)
             self.occupancy[0, g, s] += count
             self.sat_sum[0, g, s] += count * float(np.float32(m.sat_initial[r0]))
-            if events and count:
+            if self.events and count:
                 self.ev.append(np.stack([np.zeros(count, np.int64), np.arange(n, n + count),
                                          np.full(count, g), np.full(count, -1),
-                                         np.full(count, s)]))
+                                         np.full(count, s), np.full(count, ENTRY),
+                                         np.full(count, -1)]))
             n += count
         self.n = n
 
@@ -190,7 +206,8 @@ class Driver:
             if self.events:
                 k = new_seg.shape[0]
                 self.ev.append(np.stack([np.full(k, t), np.arange(n, n + k), new_seg,
-                                         np.full(k, -1), new_stage]))
+                                         np.full(k, -1), new_stage, np.full(k, ENTRY),
+                                         np.full(k, -1)]))
             self.n = n + new_seg.shape[0]
 
         reputation = (self.rating[t - 1] - self.mid) / self.half \
@@ -232,7 +249,27 @@ class Driver:
                 self.ev.append(np.stack([np.full(idx.size, t), idx,
                                          st.seg[idx].astype(np.int64),
                                          st.moved[idx].astype(np.int64),
-                                         st.stage[idx].astype(np.int64)]))
+                                         st.stage[idx].astype(np.int64),
+                                         np.full(idx.size, TRANSITION), np.full(idx.size, -1)]))
+            if self.exposure_events:
+                self.ev.append(self._exposure_rows(t))
+
+    def _exposure_rows(self, t: int) -> np.ndarray:
+        """One event row per (agent, touchpoint) exposure of step ``t``, in agent order;
+        the stage is the one the agent was in when exposed (before this step's move)."""
+        st, n = self.st, self.n
+        idx = np.flatnonzero(st.seen[:n])
+        if not idx.size:
+            return np.zeros((7, 0), np.int64)
+        T = len(self.model.touchpoints)
+        bits = (st.seen[idx][:, None] >> np.arange(T, dtype=np.uint64)) & np.uint64(1)
+        agent_pos, tp = np.nonzero(bits)
+        agents = idx[agent_pos]
+        stage = np.where(st.moved[agents] >= 0, st.moved[agents], st.stage[agents])
+        stage = stage.astype(np.int64)
+        k = agents.size
+        return np.stack([np.full(k, t), agents, st.seg[agents].astype(np.int64), stage, stage,
+                         np.full(k, EXPOSURE), tp.astype(np.int64)])
 
     def result(self) -> RawRun:
         """The raw counts of the finished replicate."""
@@ -243,9 +280,8 @@ class Driver:
         sat_end = st.sat[:n][customers]
         events_out = None
         if self.events:
-            allev = np.concatenate(self.ev, axis=1) if self.ev else np.zeros((5, 0), np.int64)
-            events_out = {name: allev[j] for j, name in
-                          enumerate(("step", "agent", "segment", "from_stage", "to_stage"))}
+            allev = np.concatenate(self.ev, axis=1) if self.ev else np.zeros((7, 0), np.int64)
+            events_out = {name: allev[j] for j, name in enumerate(EVENT_COLUMNS)}
         return RawRun(
             model=model, seed=self.seed, occupancy=self.occupancy, sat_sum=self.sat_sum,
             flows=self.flows, arrivals=self.arrived, referred=self.referred,

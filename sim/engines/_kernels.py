@@ -98,6 +98,8 @@ class State(NamedTuple):
     # queues (event engine; zero-length arrays when the model has none):
     served: np.ndarray    # uint64 queues (bits) whose service ended in this step
     wait_sat: np.ndarray  # float64 satisfaction change from waits that ended in this step
+    # exposure events (zero-length unless requested):
+    seen: np.ndarray      # uint64 touchpoints (bits) the agent was exposed to in this step
 
 
 class Buffers(NamedTuple):
@@ -375,6 +377,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     born, het, clv, moved = st.born, st.het, st.clv, st.moved
     served_of, wait_sat_of = st.served, st.wait_sat
     queues = served_of.shape[0] > 0
+    seen_of = st.seen
+    track = seen_of.shape[0] > 0
     tp_qmask = m.tp_qmask
     occ, sat_sum, flows, exposures = buf.occ[c], buf.sat_sum[c], buf.flows[c], buf.exposures[c]
     acquired, referrals = buf.acquired[c], buf.referrals[c]
@@ -413,6 +417,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
         e0 = exit_start[s]
         ne = exit_start[s + 1] - e0
         exposed = False
+        mask = np.uint64(0)
         for k in range(act_start[s], act_start[s + 1]):
             tp = act_tp[k]
             hit = _bits53(key, act_key[k]) < reach_cut[g, k]
@@ -420,6 +425,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
                 hit = True
                 done ^= tp_qmask[tp]
             if hit:
+                if track:
+                    mask |= _ONE << tp
                 exposures[g, tp] += 1
                 x += tp_sat[tp]
                 if not exposed:
@@ -434,6 +441,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
             for tp in range(tp_qmask.shape[0]):
                 if done != 0 and (done & tp_qmask[tp]) != 0:
                     done ^= tp_qmask[tp]
+                    if track:
+                        mask |= _ONE << np.uint64(tp)
                     exposures[g, tp] += 1
                     x += tp_sat[tp]
                     if not exposed:
@@ -445,6 +454,8 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
             served_of[i] = 0
             x += wait_sat_of[i]
             wait_sat_of[i] = 0.0
+        if track:
+            seen_of[i] = mask
         x = min(1.0, max(-1.0, x))
 
         to = s

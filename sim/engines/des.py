@@ -279,7 +279,7 @@ def _check(model: CompiledModel) -> None:
                     f"variants separately")
 
 
-def simulate(model: CompiledModel, seed: int, *, events: bool = False,
+def simulate(model: CompiledModel, seed: int, *, events: bool = False, exposures: bool = False,
              progress: Callable[[int], None] | None = None, parallel: bool = True) -> RawRun:
     """Run one replicate on the event engine.
 
@@ -287,6 +287,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         model: the compiled scenario.
         seed: the replicate's seed (0 <= seed < 2**64).
         events: also record one row per agent transition and entry.
+        exposures: also record one row per touchpoint exposure (implies ``events``).
         progress: called with the number of steps done after each step; an
             exception it raises stops the run.
         parallel: allow the parallel kernel for large populations (results are
@@ -315,7 +316,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     """
     _check(model)
     queued = bool(model.queues)
-    drv = Driver(model, seed, events=events, parallel=parallel, queues=queued)
+    drv = Driver(model, seed, events=events, exposures=exposures, parallel=parallel, queues=queued)
     env = simpy.Environment()
     queues = _Queues(env, drv, model) if queued else None
     sd = model.arrays.step_days

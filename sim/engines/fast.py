@@ -20,7 +20,7 @@ from sim.model import CompiledModel
 __all__ = ["simulate"]
 
 
-def simulate(model: CompiledModel, seed: int, *, events: bool = False,
+def simulate(model: CompiledModel, seed: int, *, events: bool = False, exposures: bool = False,
              progress: Callable[[int], None] | None = None, parallel: bool = True) -> RawRun:
     """Run one replicate.
 
@@ -28,6 +28,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
         model: the compiled scenario.
         seed: the replicate's seed (0 <= seed < 2**64).
         events: also record one row per agent transition and entry.
+        exposures: also record one row per touchpoint exposure (implies ``events``).
         progress: called with the number of steps done after each step; an
             exception it raises stops the run.
         parallel: allow the parallel kernel (for populations past
@@ -40,7 +41,7 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False,
     Raises:
         SimError: the population would pass 2**31 - 1 agents.
     """
-    run = Driver(model, seed, events=events, parallel=parallel)
+    run = Driver(model, seed, events=events, exposures=exposures, parallel=parallel)
     for t in range(1, model.steps + 1):
         r = run.begin(t)
         run.advance(t, r)
