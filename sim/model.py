@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from sim.scenario import Scenario
 
 __all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "QueueArrays", "QueueSpec",
-           "compile_scenario", "stream_id"]
+           "compile_scenario", "stream_id", "switch_off"]
 
 KIND_CODES = {"prospect": 0, "customer": 1, "lost": 2}
 HET_NONE, HET_BETA, HET_LOGIT_NORMAL = -1, 0, 1
@@ -153,6 +153,38 @@ class CompiledModel:
     @property
     def steps(self) -> int:
         return int(self.regime_of_step.shape[0])
+
+
+def switch_off(model: CompiledModel, touchpoints: list[str] | tuple[str, ...]) -> CompiledModel:
+    """``model`` with ``touchpoints`` switched off: no agent is exposed to them (reach 0
+    in every stage, segment and regime, whatever an intervention sets) and their costs
+    are gone; everything else is as it was.
+
+    Every touchpoint draws from its own random stream (:func:`stream_id`), so the other
+    draws of every agent and step stay the same: a run of the result and a run of
+    ``model`` on one seed differ only by what the touchpoints did (common random
+    numbers).
+
+    Raises:
+        ValueError: a name that is not a touchpoint of the model.
+    """
+    names = list(touchpoints)
+    unknown = [n for n in names if n not in model.touchpoints]
+    if unknown:
+        raise ValueError(f"not a touchpoint of {model.scenario.name}: {', '.join(unknown)}")
+    if not names:
+        return model
+    off = np.array([model.touchpoints.index(n) for n in names], dtype=np.int64)
+    m = model.arrays
+    pairs = np.isin(m.act_tp.astype(np.int64), off)
+    reach = m.reach.copy()
+    reach[:, :, pairs] = 0.0
+    cost = model.cost_per_exposure.copy()
+    cost[:, off] = 0.0
+    fixed = model.fixed_cost_per_step.copy()
+    fixed[:, off] = 0.0
+    return replace(model, arrays=m._replace(reach=reach), cost_per_exposure=cost,
+                   fixed_cost_per_step=fixed)
 
 
 def stream_id(name: str) -> int:
