@@ -113,6 +113,16 @@ def attribute_command(
     if paths is not None:
         if file is not None:
             raise SimError(f"--paths {paths}: give a scenario file or --paths, not both")
+        given = [flag for flag, used in (
+            ("--set", bool(set_)), ("--intervention", bool(intervention)), ("--kpi", bool(kpi)),
+            ("--touchpoints", touchpoints is not None), ("--method", method != "both"),
+            ("--orders", orders is not None), ("--exact-up-to", exact_up_to != 10),
+            ("--replicates", replicates != 4), ("--population-scale", population_scale != 1.0),
+            ("--engine", engine != "fast"), ("--seed", seed is not None),
+            ("--segments", segments), ("--threads", threads is not None)) if used]
+        if given:
+            raise SimError(f"--paths {paths}: {given[0]} applies to a scenario's attribution, "
+                           f"not to a paths file")
         _print_paths(attribute_paths(paths, order=order, collapse=collapse, out=out),
                      paths, order, collapse, Output(fmt, main="channels"))
         return

@@ -21,12 +21,19 @@ from report._compare import compare_charts, kpi_deltas
 from report._data import (
     ReportError,
     RunData,
+    load_attributions,
     load_calibrations,
     load_run,
     load_sensitivities,
     load_studies,
 )
-from report._extras import calibration_charts, queue_charts, sensitivity_charts, study_charts
+from report._extras import (
+    attribution_charts,
+    calibration_charts,
+    queue_charts,
+    sensitivity_charts,
+    study_charts,
+)
 from report._page import kpi_figure, render_page, write_pngs
 from sim.results import write_file_atomic
 
@@ -129,6 +136,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     analyses = [c for a in load_sensitivities(run.root, run.scenario.name)
                 for c in sensitivity_charts(a)]
     sections.append(("Sensitivity", analyses))
+    attributions = [c for a in load_attributions(run.root, run.scenario.name)
+                    for c in attribution_charts(a)]
+    sections.append(("Attribution", attributions))
     page = render_page(run, sections, deltas, alternatives, absent)
     path = Path(out) if out is not None else default_path(run)
     if path.is_dir():

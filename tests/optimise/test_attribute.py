@@ -242,6 +242,16 @@ def test_scenario_and_paths_together_is_refused(tmp_path: Path) -> None:
     assert "--paths" in result.stderr and "not both" in result.stderr
 
 
+def test_scenario_flags_are_refused_with_a_paths_file(tmp_path: Path) -> None:
+    file = tmp_path / "p.csv"
+    file.write_text(HAND)
+    result = runner.invoke(load_commands(), ["attribute", "--paths", str(file),
+                                             "--population-scale", "0.5"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"--paths {file}: --population-scale applies to a "
+                                     f"scenario's attribution, not to a paths file")
+
+
 def test_unknown_touchpoints_are_named_with_the_flag(tmp_path: Path) -> None:
     file = tmp_path / "a.yaml"
     file.write_text(ADDITIVE)
