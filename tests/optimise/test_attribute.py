@@ -310,3 +310,20 @@ def test_the_command_prints_the_side_by_side_table(tmp_path: Path) -> None:
     for text in ("removal effect", "Shapley", "Markov", "last touch", "first touch",
                  "quiet", "add up to", "side_by_side.parquet"):
         assert text in result.stdout, text
+
+
+def test_an_enabled_intervention_gets_its_removal_effect(tiny_scenario: sim.Scenario) -> None:
+    scenario = tiny_scenario.apply(["more_email"])
+    worth = attribute(scenario, kpis=["churned", "cost"], replicates=2, method="removal",
+                      population_scale=0.2)
+    rows = [r for r in worth.removal.to_pylist()
+            if r["kind"] == "intervention" and r["segment"] is None]
+    assert {r["name"] for r in rows} == {"more_email"}
+    by_kpi = {r["kpi"]: r for r in rows}
+    # its own cost is its fixed cost; without it fewer e-mails are sent, so the run
+    # without it costs less by that and by the e-mails it added
+    assert by_kpi["cost"]["cost"] == pytest.approx(1000.0)
+    assert by_kpi["cost"]["effect"] > 1000.0
+    # the e-mails lower churn: switched off, more customers churn
+    assert by_kpi["churned"]["effect"] < 0
+    assert worth.summary["interventions"] == ["more_email"]
