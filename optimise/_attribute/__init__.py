@@ -234,13 +234,27 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
     if shapley_on:
         value_of = {m: values[off(m)] for m in masks}
         shapley = _shapley_table(players, value_of, keys(), bounds, exact, sample, full)
-    result = sim.run(scenario, seed=base_seed, replicates=replicates,
-                     population_scale=population_scale, engine=engine, exposures=True,
-                     threads=threads)
-    step(total_runs, total_runs)
+    # the paths: the base run again with exposure rows, one replicate at a time (the
+    # events of a large population are big), on the seeds every coalition ran
     kinds = {s: stage.kind for s, stage in scenario.stages.items()}
-    path_set, untouched_conv, untouched_null = paths_from_events(
-        result.events, kinds, list(scenario.touchpoints), 1.0 / (replicates * population_scale))
+    counts: dict[tuple[str, ...], list[float]] = {}
+    untouched_conv = untouched_null = 0.0
+    weight = 1.0 / (replicates * population_scale)
+    for r in range(replicates):
+        one = sim.run(scenario, seed=base_seed, replicates=1, first_replicate=r,
+                      population_scale=population_scale, engine=engine, exposures=True,
+                      threads=threads)
+        part, conv, null = paths_from_events(one.events, kinds, list(scenario.touchpoints),
+                                             weight)
+        del one
+        for path, c, n in zip(part.paths, part.conversions, part.nulls, strict=True):
+            got = counts.setdefault(path, [0.0, 0.0])
+            got[0] += float(c)
+            got[1] += float(n)
+        untouched_conv += conv
+        untouched_null += null
+    step(total_runs, total_runs)
+    path_set = PathSet.from_counts(counts)
     paths = path_attribution(path_set, order, collapse, channels=list(scenario.touchpoints))
     side = _side_by_side(players, removal, shapley, paths)
     summary: dict[str, Any] = {

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
@@ -294,31 +295,37 @@ def paths_from_events(events: pa.Table, stage_kinds: Mapping[str, str], touchpoi
     rep = events.column("replicate").to_numpy().astype(np.int64)
     agent = events.column("agent").to_numpy().astype(np.int64)
     step = events.column("step").to_numpy().astype(np.int64)
-    kind = np.asarray(events.column("kind").to_pylist(), dtype=object)
-    to_stage = np.asarray(events.column("to_stage").to_pylist(), dtype=object)
-    from_stage = np.asarray(events.column("from_stage").to_pylist(), dtype=object)
-    kind_of = np.vectorize(lambda s: stage_kinds.get(s, "") if s is not None else "",
-                           otypes=[object])
-    to_kind = kind_of(to_stage) if to_stage.size else to_stage
-    from_kind = kind_of(from_stage) if from_stage.size else from_stage
+
+    def mask(array: pa.Array) -> np.ndarray:
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
+
+    def of_kind(column: str, which: str) -> np.ndarray:
+        names = pa.array([s for s, k in stage_kinds.items() if k == which], pa.string())
+        return mask(pc.fill_null(pc.is_in(events.column(column), value_set=names), False))
+
+    kind_col = events.column("kind")
+    entry = mask(pc.equal(kind_col, "entry"))
+    transition = mask(pc.equal(kind_col, "transition"))
+    exposure = mask(pc.equal(kind_col, "exposure"))
+    to_customer = of_kind("to_stage", "customer")
+    from_prospect = of_kind("from_stage", "prospect")
     # one key per agent of the run: replicate and agent id
     span = int(agent.max()) + 1 if agent.size else 1
     key = rep * span + agent
-    entry = kind == "entry"
-    customers_at_entry = np.unique(key[entry & (to_kind == "customer")])
-    prospects = np.unique(key[entry & (to_kind != "customer")])
+    customers_at_entry = np.unique(key[entry & to_customer])
+    prospects = np.unique(key[entry & ~to_customer])
     prospects = np.setdiff1d(prospects, customers_at_entry, assume_unique=True)
-    moves = (kind == "transition") & (to_kind == "customer") & np.isin(key, prospects)
+    moves = transition & to_customer & np.isin(key, prospects)
     order = np.lexsort((step[moves], key[moves]))
     mk, ms = key[moves][order], step[moves][order]
     first = np.r_[True, mk[1:] != mk[:-1]] if mk.size else np.zeros(0, dtype=bool)
     converted_key, converted_step = mk[first], ms[first]
     # exposures of prospects in prospect stages, up to the conversion step
-    exp = (kind == "exposure") & (from_kind == "prospect") & np.isin(key, prospects)
+    exp = exposure & from_prospect & np.isin(key, prospects)
     ek, es = key[exp], step[exp]
-    tp_index = {name: i for i, name in enumerate(touchpoints)}
-    tp_names = np.asarray(events.column("touchpoint").to_pylist(), dtype=object)[exp]
-    ec = np.array([tp_index[t] for t in tp_names], dtype=np.int64)
+    codes = pc.index_in(events.column("touchpoint"), value_set=pa.array(list(touchpoints)))
+    ec = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False),
+                    dtype=np.int64)[exp]
     limit = np.full(ek.size, np.iinfo(np.int64).max)
     if converted_key.size:
         pos = np.minimum(np.searchsorted(converted_key, ek), converted_key.size - 1)
