@@ -10,6 +10,7 @@ from pathlib import Path
 
 from report._charts import (
     Chart,
+    by_month,
     funnel,
     money_over_time,
     occupancy,
@@ -128,6 +129,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
         sections.append((heading, [chart] if chart is not None else []))
         if chart is None:
             absent.append((heading, WHY_ABSENT[heading]))
+    month = by_month(run)
+    if month is not None:
+        sections.append(("By month", [month]))
     sections.append(("Queues", queue_charts(run)))
     studies = [c for s in load_studies(run.root) for c in study_charts(s)]
     sections.append(("Optimisation", studies))

@@ -10,7 +10,16 @@ import plotly.graph_objects as go
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from report._charts import PALETTE, Chart, band_traces, layout, per_replicate, rgba
+from report._charts import (
+    PALETTE,
+    Chart,
+    band_traces,
+    calendar,
+    layout,
+    per_replicate,
+    rgba,
+    time_title,
+)
 from report._cube import cube
 from report._data import Attribution, Calibration, ReportError, RunData, Sensitivity, Study
 from sim.display import DASH, format_number, plural
@@ -74,7 +83,8 @@ def queue_charts(run: RunData) -> list[Chart]:
     reps = sorted(set(run.tables["kpis"].column("replicate").to_pylist()))
     points = sorted(set(q.column("touchpoint").to_pylist()))
     starts = np.array(steps[::size], dtype=float)
-    days = (starts - 1 + np.minimum(size, len(steps) - starts + 1)) * scen.time.step_days
+    days = calendar(run, (starts - 1 + np.minimum(size, len(steps) - starts + 1))
+                    * scen.time.step_days)
     waits, util = go.Figure(), go.Figure()
     totals = []
     for i, tp in enumerate(points):
@@ -106,12 +116,12 @@ def queue_charts(run: RunData) -> list[Chart]:
     every = f"per {span:g} days" if span != 1 else "per day"
     layout(waits, f"Queue waits at capacity-limited touchpoints (days, {per}, 95% CI)",
            subtitle=f"requests served {every}: mean wait (solid) and 90th percentile (dotted), "
-                    f"weighted by the requests served", x="day", y="wait (days)")
+                    f"weighted by the requests served", x=time_title(run), y="wait (days)")
     waits.update_yaxes(rangemode="tozero")
     util.update_yaxes(ticksuffix="%", rangemode="tozero")
     layout(util, f"Utilisation of capacity-limited touchpoints (% of capacity, {per}, 95% CI)",
            subtitle=f"server time spent serving over servers × time, averaged {every}",
-           x="day", y="utilisation (% of capacity)")
+           x=time_title(run), y="utilisation (% of capacity)")
     note = "From the event engine's queues table."
     if totals:
         note += " Over the horizon, per replicate: " + "; ".join(totals) + "."

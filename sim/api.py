@@ -47,7 +47,7 @@ from sim.results import (
     with_keys,
     write_run_table,
 )
-from sim.scenario import Scenario, is_variant_label, load_scenario
+from sim.scenario import Scenario, dates, is_variant_label, load_scenario
 from sim.stats import Bounds
 
 __all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity",
@@ -179,6 +179,18 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
                  "utilisation", "utilisation_open"]
         out["queues"] = pa.table({
             k: pa.array(queues[k], pa.int32() if k == "step" else None) for k in order})
+    if model.scenario.time.start_date is not None:
+        # occupancy: the state at the end of step t, the start of day t * step_days;
+        # the other tables: what happened during step t, on the days from (t - 1) *
+        # step_days: the date of its first day (the initial population's on day 0)
+        for name, table in out.items():
+            if "day" in table.column_names:
+                days = table.column("day").to_numpy(zero_copy_only=False)
+                if name != "occupancy":
+                    days = np.maximum(days - sd, 0.0)
+                out[name] = table.add_column(table.column_names.index("day") + 1, "date",
+                                             pa.array(dates(model.scenario.time, days),
+                                                      pa.date32()))
     return out
 
 
