@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from optimise._cli_common import scale_note, title, with_settings
+from optimise._cli_common import say_written, scale_note, title, with_settings
 from sim import SimError, load_scenario
 from sim.cli import (
     COUNT,
@@ -253,9 +253,7 @@ def _print_attribution(result: Attribution, label: str, population_scale: float,
         output.say(f"replaced {plural(summary['replaced_coalitions'], 'stored run')} of "
                    f"another attribution (other scenario, seed, scale, engine or "
                    f"replicates)")
-    for path in result.written:
-        output.say(f"wrote {path}")
-    output.fact("paths", result.written)
+    say_written(output, result.written, None)
     output.finish()
 
 
@@ -276,7 +274,5 @@ def _print_paths(result: PathAttribution, file: Path, order: int, collapse: bool
     output.say(f"{plural(len(result.paths.paths), 'path')}, "
                f"{format_number(result.paths.total_conversions)} conversions; conversion "
                f"probability from the start {format_number(result.conversion_probability, 4)}")
-    for path in result.written:
-        output.say(f"wrote {path}")
-    output.fact("paths", result.written)
+    say_written(output, result.written, None)
     output.finish()
