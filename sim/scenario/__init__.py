@@ -1,5 +1,6 @@
 """Scenario files: schema, safe loading, validation and patches."""
 
+from sim.scenario._kpis import kpi_kinds, kpi_names, queued_touchpoints
 from sim.scenario._load import check_scenario_file, load_scenario
 from sim.scenario._problems import problems_from_validation
 from sim.scenario._scenario import Scenario, json_schema
@@ -25,11 +26,14 @@ __all__ = [
     "check_scenario_file",
     "is_variant_label",
     "json_schema",
+    "kpi_kinds",
+    "kpi_names",
     "load_scenario",
     "parse_assignment",
     "parse_setting",
     "parse_value",
     "problems_from_validation",
+    "queued_touchpoints",
     "read_yaml",
     "split_exit",
     "variant_label",
