@@ -111,7 +111,8 @@ def _parse(text: str) -> ast.expr:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ExprError(f"not an expression: {exc.msg} at column {exc.offset or 0}") from None
+        column = max(exc.offset or 1, 1)
+        raise ExprError(f"not an expression: {exc.msg} at column {column}") from None
     return tree.body
 
 
