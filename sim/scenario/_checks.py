@@ -25,7 +25,7 @@ from sim.scenario._schema import ScenarioFields
 __all__ = ["Check", "cross_check"]
 
 _SHARE_TOLERANCE = 1e-6
-_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate")
+_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate", "kpis")
 _NOT_IN_WINDOW = ("population.initial", "economics")
 
 
@@ -298,7 +298,8 @@ class _Checker:
             if why is not None:
                 self.error(loc, f"{verbs} a path that does not exist: {why}")
                 continue
-            if param.path.split(".")[0] in ("name", "seed", "time", "optimise", "calibrate"):
+            if param.path.split(".")[0] in ("name", "seed", "time", "optimise", "calibrate",
+                                            "kpis"):
                 self.error(loc, f"cannot {verb} {param.path.split('.')[0]!r}")
                 continue
             values: list[Any] = list(param.choices) if param.choices is not None else [
