@@ -376,7 +376,7 @@ def check_kpis(scenario: Any, names: Sequence[str] | None, flag: str = "--kpi") 
     known = kpi_names(scenario)
     for name in names or []:
         if name not in known:
-            raise _OptionError(f"{flag} {shlex.quote(name)}: unknown KPI of {scenario.name} "
+            raise _OptionError(f"{flag} {shlex.quote(name)}: unknown KPI "
                                f"({hint(name, known)})")
 
 
