@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["FUNCTIONS", "Context", "ExprError", "Quantities", "check", "evaluate", "names_used"]
+__all__ = ["FUNCTIONS", "Context", "ExprError", "Quantities", "check", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -250,12 +250,6 @@ def _check_node(node: ast.expr, ctx: Context, depth: int) -> None:
             ast.Lambda: "lambda"}.get(type(node), type(node).__name__.lower())
     raise ExprError(f"{what} not allowed{_where(node)}: use numbers, KPI names, + - * / **, "
                     f"parentheses and the functions {', '.join([*FUNCTIONS, *_MATH])}")
-
-
-def names_used(text: str) -> list[str]:
-    """The bare names (KPIs) an expression reads, in order of appearance."""
-    return [n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)
-            and n.id not in FUNCTIONS and n.id not in _MATH]
 
 
 class Quantities(Protocol):
