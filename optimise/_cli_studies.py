@@ -41,7 +41,7 @@ from sim.display import (
     plural,
 )
 from sim.results import CALIBRATIONS
-from sim.scenario import BASE_VARIANT
+from sim.scenario import BASE_VARIANT, kpi_kinds
 
 if TYPE_CHECKING:
     from sim import Scenario
@@ -115,6 +115,7 @@ def optimise_command(
 def _print_optimisation(result: Any, scenario: Scenario, label: str, output: Output,
                         population_scale: float = 1.0) -> None:
     money = scenario.economics.currency
+    kinds = kpi_kinds(scenario)
     kpi = result.objective
     second = result.pareto is not None and scenario.optimise is not None and \
         scenario.optimise.second_objective is not None
@@ -128,16 +129,19 @@ def _print_optimisation(result: Any, scenario: Scenario, label: str, output: Out
                                f"{scale_note(population_scale)}",
                     headers)
     for ev in [result.baseline, *result.candidates]:
+        gain = format_interval(kpi, ev.uplift_ci[0], ev.uplift_ci[1], money, delta=True,
+                               kinds=kinds)
         uplift = "–" if ev is result.baseline else (
-            f"{format_kpi(kpi, ev.uplift, money, delta=True)} "
-            f"({format_interval(kpi, ev.uplift_ci[0], ev.uplift_ci[1], money, delta=True)})")
-        cells = [ev.label, format_kpi(kpi, ev.objective, money),
-                 format_interval(kpi, ev.objective_ci[0], ev.objective_ci[1], money), uplift,
+            f"{format_kpi(kpi, ev.uplift, money, delta=True, kinds=kinds)} ({gain})")
+        cells = [ev.label, format_kpi(kpi, ev.objective, money, kinds=kinds),
+                 format_interval(kpi, ev.objective_ci[0], ev.objective_ci[1], money,
+                                 kinds=kinds), uplift,
                  format_kpi("cost", ev.cost, money), "yes" if ev.feasible else "no"]
         if len(headers) == 7:
-            cells.insert(3, format_kpi(str(kpi2), ev.second, money))
+            cells.insert(3, format_kpi(str(kpi2), ev.second, money, kinds=kinds))
         designs.add(cells, {
-            "design": ev.label, "params": ev.params, "objective": kpi, "unit": kpi_unit(kpi, money),
+            "design": ev.label, "params": ev.params, "objective": kpi,
+            "unit": kpi_unit(kpi, money, kinds),
             "value": ev.objective, "ci_low": ev.objective_ci[0], "ci_high": ev.objective_ci[1],
             "uplift": None if ev is result.baseline else ev.uplift,
             "uplift_ci_low": None if ev is result.baseline else ev.uplift_ci[0],

@@ -9,7 +9,7 @@ import typer
 
 from optimise._cli_common import on_dask, scale_note
 from optimise._design import INTERVENTIONS, Variant, design, parse_vary, read_design
-from sim import KPI_NAMES, SimError, load_scenario
+from sim import Scenario, SimError, kpi_kinds, kpi_names, load_scenario
 from sim.cli import (
     COUNT,
     ENGINE,
@@ -19,6 +19,7 @@ from sim.cli import (
     FormatOption,
     Output,
     check,
+    check_kpis,
     err_console,
     few_replicates,
     on_interrupt,
@@ -73,6 +74,7 @@ def sweep_command(
     from optimise import sweep
 
     scenario = load_scenario(file)
+    check_kpis(scenario, kpi)
     variants = _variants(vary, design_file, zip_)
     on_interrupt(f"finished tasks are stored in {out}")
     result = on_dask(quiet, f"{scenario.name}: {plural(len(variants), 'variant')}",
@@ -85,7 +87,7 @@ def sweep_command(
     output.fact("variants", [{"variant": v.id, **v.values} for v in variants])
     for replaced in result.replaced:
         err_console.print(str(replaced), markup=False)
-    output.table(_summary_table(result, scenario.economics.currency, kpi, population_scale))
+    output.table(_summary_table(result, scenario, kpi, population_scale))
     if too_few(replicates):
         output.say(few_replicates(replicates))
     stored = "was" if result.skipped == 1 else "were"
@@ -112,9 +114,11 @@ def _variants(vary: list[str] | None, design_file: Path | None, zip_: bool
     return design(grid, zip_=zip_)
 
 
-def _summary_table(result: Any, money: str, kpi: list[str] | None,
+def _summary_table(result: Any, scenario: Scenario, kpi: list[str] | None,
                    population_scale: float) -> Table:
     """KPI mean ± 95% CI per variant: the ``kpi`` shown (or four), every KPI as records."""
+    money = scenario.economics.currency
+    kinds = kpi_kinds(scenario)
     variants = result.variants
     shown = kpi or ["conversion", "retention_365", "revenue", "cost"]
     keys = list(dict.fromkeys(k for v in variants for k in v.values))
@@ -128,14 +132,14 @@ def _summary_table(result: Any, money: str, kpi: list[str] | None,
         for name in shown:
             r = rows.get((v.id, name))
             cells.append("–" if r is None else format_pm(name, r["mean"], r["ci_low"],
-                                                          r["ci_high"], money))
+                                                          r["ci_high"], money, kinds))
         plain = {k: ("+".join(x) or "none") if k == INTERVENTIONS and isinstance(x, list)
                  else x for k, x in point.items()}
-        for name in kpi or KPI_NAMES:
+        for name in kpi or kpi_names(scenario):
             r = rows.get((v.id, name))
             if r is not None:
                 records.append({"variant": v.id, **plain, "kpi": name,
-                                "unit": kpi_unit(name, money), "mean": r["mean"],
+                                "unit": kpi_unit(name, money, kinds), "mean": r["mean"],
                                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": r["n"]})
         table.cells.append(cells)
     table.records = records
@@ -174,6 +178,7 @@ def sensitivity_command(
     from optimise import parse_range, sensitivity
 
     scenario = load_scenario(file)
+    check_kpis(scenario, kpi)
     ranges: dict[str, tuple[float, float]] = {}
     for spec in param:
         path, low, high = parse_range(spec)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import sim
 from optimise._design import Variant
 from optimise._sweep import SweepResult, mean_kpi, sweep
-from sim import KPI_NAMES, Scenario, SimError
+from sim import Scenario, SimError, kpi_names, unknown_name
 from sim.results import sensitivity_path, write_dataset_table
 
 __all__ = ["METHODS", "SensitivityResult", "parse_range", "sensitivity"]
@@ -103,9 +103,10 @@ def sensitivity(scenario: Scenario | str | os.PathLike[str],
     if kpis is None:
         kpis = [scenario.optimise.objective.kpi] if scenario.optimise else [
             "conversion", "retention_365"]
-    unknown = [k for k in kpis if k not in KPI_NAMES]
+    known = kpi_names(scenario)
+    unknown = [k for k in kpis if k not in known]
     if unknown:
-        raise SimError(f"unknown KPI {unknown[0]!r} (known: {', '.join(KPI_NAMES)})")
+        raise SimError(unknown_name("KPI", unknown[0], known))
     names = list(params)
     problem = {"num_vars": len(names), "names": names,
                "bounds": [list(params[n]) for n in names]}

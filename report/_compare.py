@@ -21,7 +21,7 @@ from report._charts import (
 )
 from report._cube import cube
 from report._data import RunData
-from sim import KPI_NAMES
+from sim import KPI_NAMES, kpi_names
 from sim.stats import mean_interval, paired_or_welch
 
 __all__ = ["Delta", "compare_charts", "kpi_deltas"]
@@ -64,7 +64,7 @@ def kpi_deltas(base: RunData, alternatives: list[RunData]) -> list[Delta]:
     for alt in alternatives:
         paired = alt.seeds == base.seeds
         have = set(base.tables["kpis"].column_names) & set(alt.tables["kpis"].column_names)
-        for name in (k for k in KPI_NAMES if k in have):
+        for name in (k for k in kpi_names(base.scenario) if k in have):
             a, b = _kpi_values(base, name), _kpi_values(alt, name)
             delta, low, high = paired_or_welch(a, b, paired)
             out.append(Delta(name, alt_label(alt, base), float(np.nanmean(a)) if

@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 from report._charts import Chart, layout
 from report._compare import Delta
 from report._data import ReportError, RunData
-from sim import KPI_DESCRIPTIONS, KPI_NAMES, __version__
+from sim import KPI_DESCRIPTIONS, __version__, kpi_kinds, kpi_names
 from sim.display import format_interval, format_kpi, kpi_unit, plural
 from sim.metrics import summarise
 from sim.stats import FEW_REPLICATES, too_few
@@ -55,26 +55,40 @@ pre { background: #f6f6f6; padding: 12px; font-size: 12px; overflow-x: auto; }
 
 
 def shown_kpis(run: RunData) -> list[str]:
-    """KPIs of this version that the run's kpis table has (older datasets lack newer ones)."""
+    """KPIs of the run's scenario (built-in, per-queue, custom) that its kpis table has
+    (older datasets lack newer ones)."""
     have = set(run.tables["kpis"].column_names)
-    return [k for k in KPI_NAMES if k in have]
+    return [k for k in kpi_names(run.scenario) if k in have]
+
+
+def _description(run: RunData, name: str) -> str:
+    """What a KPI counts: the catalogue's words, the custom KPI's description (or its
+    expression), or the pooled queue KPI's words for one touchpoint."""
+    custom = run.scenario.kpis.get(name)
+    if custom is not None:
+        return custom.description or custom.expr
+    base, _, touchpoint = name.partition(":")
+    if touchpoint:
+        return f"{KPI_DESCRIPTIONS.get(base, base)}; touchpoint {touchpoint} alone"
+    return KPI_DESCRIPTIONS.get(name, "")
 
 
 def kpi_rows(run: RunData) -> list[dict[str, float | str]]:
     """The KPI summary the page shows: mean and 95% CI of each KPI over replicates."""
     names = shown_kpis(run)
     rows = run.tables["kpis"].select(names).to_pylist()
-    summary = summarise([{k: row.get(k, math.nan) for k in KPI_NAMES} for row in rows], 0.95,
-                        run.bounds)
+    bounds = {k: run.bounds.get(k, (-math.inf, math.inf)) for k in names}
+    summary = summarise(rows, 0.95, bounds)
     return [{"kpi": k, **{f: summary[k][f] for f in ("mean", "ci_low", "ci_high", "n", "few")}}
             for k in names]
 
 
-def _num_cell(value: float, name: str, cls: str, currency: str) -> str:
+def _num_cell(value: float, name: str, cls: str, currency: str,
+              kinds: dict[str, str] | None = None) -> str:
     """A KPI value as `journey run` prints it (:func:`sim.display.format_kpi`), and
     at full precision in ``data-value``."""
     data = "nan" if math.isnan(value) else repr(float(value))
-    shown = html.escape(format_kpi(name, value, currency))
+    shown = html.escape(format_kpi(name, value, currency, kinds=kinds))
     return f'<td class="{cls}" data-value="{data}">{shown}</td>'
 
 
@@ -83,14 +97,15 @@ def _kpi_table(run: RunData) -> str:
     out = ['<table class="kpis" id="kpi-table"><thead><tr><th>KPI</th><th>mean</th>'
            '<th>95% CI low</th><th>95% CI high</th><th>unit</th><th>what it counts</th>'
            '</tr></thead><tbody>']
+    kinds = kpi_kinds(run.scenario)
     for row in kpi_rows(run):
         name = str(row["kpi"])
-        out.append(f'<tr data-kpi="{name}"><td>{name}</td>'
-                   f'{_num_cell(float(row["mean"]), name, "mean", cur)}'
-                   f'{_num_cell(float(row["ci_low"]), name, "ci_low", cur)}'
-                   f'{_num_cell(float(row["ci_high"]), name, "ci_high", cur)}'
-                   f'<td>{html.escape(kpi_unit(name, cur))}</td>'
-                   f'<td class="what">{html.escape(KPI_DESCRIPTIONS.get(name, ""))}</td>'
+        out.append(f'<tr data-kpi="{html.escape(name)}"><td>{html.escape(name)}</td>'
+                   f'{_num_cell(float(row["mean"]), name, "mean", cur, kinds)}'
+                   f'{_num_cell(float(row["ci_low"]), name, "ci_low", cur, kinds)}'
+                   f'{_num_cell(float(row["ci_high"]), name, "ci_high", cur, kinds)}'
+                   f'<td>{html.escape(kpi_unit(name, cur, kinds))}</td>'
+                   f'<td class="what">{html.escape(_description(run, name))}</td>'
                    f'</tr>')
     out.append("</tbody></table>")
     if run.replicates < 2:

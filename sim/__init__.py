@@ -19,9 +19,9 @@ from sim._errors import (
     is_interrupt,
     unknown_name,
 )
-from sim._kpi_catalogue import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, kpi_kind
+from sim._kpi_catalogue import KPI_DESCRIPTIONS, KPI_KINDS, KPI_NAMES, QUEUE_KPIS, kpi_kind
 from sim._version import __version__
-from sim.scenario import Scenario, check_scenario_file, load_scenario
+from sim.scenario import Scenario, check_scenario_file, kpi_kinds, kpi_names, load_scenario
 
 if TYPE_CHECKING:
     from sim.api import (
@@ -51,6 +51,7 @@ __all__ = [
     "KPI_DESCRIPTIONS",
     "KPI_KINDS",
     "KPI_NAMES",
+    "QUEUE_KPIS",
     "DataError",
     "Problem",
     "RunCounts",
@@ -65,6 +66,8 @@ __all__ = [
     "hint",
     "is_interrupt",
     "kpi_kind",
+    "kpi_kinds",
+    "kpi_names",
     "load_scenario",
     "run",
     "run_identity",

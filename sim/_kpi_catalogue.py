@@ -7,7 +7,8 @@ unit of its kind.
 
 from __future__ import annotations
 
-__all__ = ["KPI_DESCRIPTIONS", "KPI_KINDS", "KPI_NAMES", "kpi_kind"]
+__all__ = ["CUSTOM_KINDS", "KPI_DESCRIPTIONS", "KPI_KINDS", "KPI_NAMES", "QUEUE_KPIS", "kpi_kind",
+           "queue_kpi"]
 
 KPI_DESCRIPTIONS: dict[str, str] = {
     "entrants": "agents that entered the journey during the run (arrivals and referrals)",
@@ -67,11 +68,32 @@ population. The kind also decides a KPI's range, hence its interval
 (``sim.metrics.kpi_bounds``)."""
 
 
-def kpi_kind(name: str) -> str:
+QUEUE_KPIS: tuple[str, ...] = ("mean_wait_days", "served_within_target", "abandonment")
+"""The queue KPIs, pooled over every capacity-limited touchpoint under these names, and
+per touchpoint T as ``NAME:T`` (:func:`queue_kpi`)."""
+
+CUSTOM_KINDS: tuple[str, ...] = ("count", "share", "money", "ratio", "days", "points", "number")
+"""Kinds a scenario's custom KPI may declare (``kpis: NAME: {kind: ...}``)."""
+
+
+def queue_kpi(kpi: str, touchpoint: str) -> str:
+    """The name of a queue KPI of one capacity-limited touchpoint:
+    ``served_within_target:consult``."""
+    return f"{kpi}:{touchpoint}"
+
+
+def kpi_kind(name: str, kinds: dict[str, str] | None = None) -> str:
     """The kind of a KPI (see :data:`KPI_KINDS`); ``number`` for a name it does not know.
 
-    Every ``retention_D`` is a share, whatever its lag D.
+    Every ``retention_D`` is a share, whatever its lag D; a per-queue KPI
+    (``served_within_target:consult``) has the kind of its pooled KPI; a custom KPI
+    has the kind its scenario gives it in ``kinds``.
     """
+    if kinds and name in kinds:
+        return kinds[name]
     if name in KPI_KINDS:
         return KPI_KINDS[name]
+    base = name.split(":", 1)[0]
+    if base != name and base in QUEUE_KPIS:
+        return KPI_KINDS[base]
     return "share" if name.startswith("retention_") else "number"

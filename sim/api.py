@@ -174,7 +174,8 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
     queues = queue_table(raw)
     if queues is not None:
         queues["day"] = queues["step"] * sd
-        order = ["step", "day", "touchpoint", "capacity", "arrivals", "served", "abandoned",
+        order = ["step", "day", "touchpoint", "capacity", "arrivals", "served",
+                 "served_within_target", "abandoned",
                  "withdrawn", "queue_length", "in_service", "mean_wait_days", "p90_wait_days",
                  "utilisation", "utilisation_open"]
         out["queues"] = pa.table({
@@ -470,7 +471,8 @@ class RunCounts:
 
     @functools.cached_property
     def kpis(self) -> dict[str, np.ndarray]:
-        """Every KPI of :data:`sim.KPI_NAMES` and ``agents``: float64[R] each (NaN where
+        """Every KPI of the scenario (:func:`sim.kpi_names`: the built-in ones, the
+        per-queue ones, the custom ones) and ``agents``: float64[R] each (NaN where
         undefined), the columns of :attr:`RunResult.kpis`."""
         rows = [{**kpis(raw), "agents": float(raw.agents)} for raw in self.raw]
         return {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}

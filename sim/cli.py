@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from sim._errors import ScenarioError, SimError, hint, is_interrupt
-from sim._kpi_catalogue import KPI_NAMES
+from sim._kpi_catalogue import KPI_NAMES, QUEUE_KPIS
 from sim.display import (
     Table,
     format_days,
@@ -63,6 +64,8 @@ from sim.scenario import (
     check_scenario_file,
     is_variant_label,
     json_schema,
+    kpi_kinds,
+    kpi_names,
     load_scenario,
     parse_setting,
     variant_label,
@@ -88,6 +91,7 @@ __all__ = [
     "app",
     "apply_settings",
     "check",
+    "check_kpis",
     "console",
     "err_console",
     "few_replicates",
@@ -349,9 +353,31 @@ def _engines() -> Sequence[str]:
 
 
 def _kpi(value: str) -> str | None:
-    if value in KPI_NAMES:
+    """A built-in KPI, a per-queue one (``served_within_target:consult``) or a name a
+    scenario's ``kpis:`` block may define; :func:`check_kpis` checks it against the
+    scenario once the command has loaded it."""
+    base, _, touchpoint = value.partition(":")
+    if value in KPI_NAMES or (base in QUEUE_KPIS and touchpoint) or (
+            not touchpoint and _CUSTOM_NAME.match(value) and not value.startswith("retention_")):
         return None
     return f"unknown KPI ({hint(value, KPI_NAMES)})"
+
+
+_CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def check_kpis(scenario: Any, names: Sequence[str] | None, flag: str = "--kpi") -> None:
+    """Refuse, in one line naming the flag, a KPI the scenario does not have.
+
+    Raises:
+        typer.BadParameter: ``--kpi NAME: unknown KPI (did you mean ...?)``, reported by
+            the ``journey`` group with exit code 2.
+    """
+    known = kpi_names(scenario)
+    for name in names or []:
+        if name not in known:
+            raise _OptionError(f"{flag} {shlex.quote(name)}: unknown KPI "
+                               f"({hint(name, known)})")
 
 
 SEED = check(rule=lambda v: None if 0 <= v < 2**63 else "must be a whole number in "
@@ -510,14 +536,17 @@ class Output:
             console.file.flush()
 
 
-def kpi_table(summary: Any, title: str, currency: str = "EUR") -> Table:
-    """The KPI table of a run summary (kpi, mean, 95% CI), each KPI in its unit."""
+def kpi_table(summary: Any, title: str, currency: str = "EUR",
+              kinds: dict[str, str] | None = None) -> Table:
+    """The KPI table of a run summary (kpi, mean, 95% CI), each KPI in its unit
+    (``kinds``: those of a scenario's custom KPIs)."""
     table = Table("kpis", title, ["KPI", "mean", "95% CI"])
     for row in summary.to_pylist():
         name = row["kpi"]
-        table.add([name, format_kpi(name, row["mean"], currency),
-                   format_interval(name, row["ci_low"], row["ci_high"], currency)],
-                  {**row, "unit": kpi_unit(name, currency)})
+        table.add([name, format_kpi(name, row["mean"], currency, kinds=kinds),
+                   format_interval(name, row["ci_low"], row["ci_high"], currency,
+                                   kinds=kinds)],
+                  {**row, "unit": kpi_unit(name, currency, kinds)})
     return table
 
 
@@ -653,7 +682,7 @@ def run(
                        ("currency", currency)):
         output.fact(key, value)
     summary = result.summary()
-    output.table(kpi_table(summary, title, currency))
+    output.table(kpi_table(summary, title, currency, kpi_kinds(scenario)))
     if any(summary.column("few").to_pylist()):
         output.say(few_replicates(replicates))
     output.fact("paths", result.paths)

@@ -123,7 +123,8 @@ def format_days(value: float | None, *, delta: bool = False, digits: int = 4) ->
 
 
 def format_kpi(name: str, value: float | None, currency: str = "EUR", *,
-               delta: bool = False, digits: int | None = None) -> str:
+               delta: bool = False, digits: int | None = None,
+               kinds: dict[str, str] | None = None) -> str:
     """A KPI's value in its unit (see :func:`sim._kpi_catalogue.kpi_kind`).
 
     Args:
@@ -133,8 +134,9 @@ def format_kpi(name: str, value: float | None, currency: str = "EUR", *,
         delta: the value is a difference (an uplift): a sign, and shares in
             percentage points.
         digits: significant digits (default: 3 for shares and points, else 4).
+        kinds: the kinds of a scenario's custom KPIs (:func:`sim.kpi_kinds`).
     """
-    kind = kpi_kind(name)
+    kind = kpi_kind(name, kinds)
     if kind == "share":
         return format_share(value, digits or 3, delta=delta)
     if kind == "money":
@@ -147,16 +149,17 @@ def format_kpi(name: str, value: float | None, currency: str = "EUR", *,
 
 
 def format_interval(name: str, low: float | None, high: float | None,
-                    currency: str = "EUR", *, delta: bool = False) -> str:
+                    currency: str = "EUR", *, delta: bool = False,
+                    kinds: dict[str, str] | None = None) -> str:
     """A confidence interval of a KPI, ``'70.1% … 72.3%'`` (:data:`DASH` when undefined)."""
     if _missing(low) or _missing(high):
         return DASH
-    return (f"{format_kpi(name, low, currency, delta=delta)} … "
-            f"{format_kpi(name, high, currency, delta=delta)}")
+    return (f"{format_kpi(name, low, currency, delta=delta, kinds=kinds)} … "
+            f"{format_kpi(name, high, currency, delta=delta, kinds=kinds)}")
 
 
 def format_pm(name: str, mean: float | None, low: float | None, high: float | None,
-              currency: str = "EUR") -> str:
+              currency: str = "EUR", kinds: dict[str, str] | None = None) -> str:
     """A KPI's mean and how far its interval reaches each way: ``'71.2% ± 1.1 pp'``,
     ``'€3,250 ± €47'``; ``'96.0% +2.1/−4.3 pp'`` where the interval is not symmetric (an
     interval inside the KPI's range narrows toward the range's end).
@@ -165,17 +168,17 @@ def format_pm(name: str, mean: float | None, low: float | None, high: float | No
     """
     if _missing(mean):
         return DASH
-    text = format_kpi(name, mean, currency)
+    text = format_kpi(name, mean, currency, kinds=kinds)
     if _missing(low) or _missing(high):
         return text
     assert low is not None and high is not None and mean is not None
-    kind = kpi_kind(name)
+    kind = kpi_kind(name, kinds)
 
     def reach(width: float) -> str:
         if kind == "share":
             return format_number(100.0 * width, 2)
         if kind in ("money", "days", "points"):
-            return format_kpi(name, width, currency, digits=2)
+            return format_kpi(name, width, currency, digits=2, kinds=kinds)
         return format_number(width, 2)
 
     up, down = reach(high - mean), reach(mean - low)
@@ -185,10 +188,11 @@ def format_pm(name: str, mean: float | None, low: float | None, high: float | No
     return f"{text} +{up}/−{down}{unit}"
 
 
-def kpi_unit(name: str, currency: str = "EUR") -> str:
+def kpi_unit(name: str, currency: str = "EUR", kinds: dict[str, str] | None = None) -> str:
     """The unit of a KPI for machine-readable output: the currency for money, else
-    its kind (``share``, ``days``, ``count``, ``ratio``, ``points``, ``number``)."""
-    kind = kpi_kind(name)
+    its kind (``share``, ``days``, ``count``, ``ratio``, ``points``, ``number``);
+    ``kinds`` gives a scenario's custom KPIs theirs."""
+    kind = kpi_kind(name, kinds)
     return currency if kind == "money" else kind
 
 

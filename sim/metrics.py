@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from sim._kpi_catalogue import KPI_KINDS, KPI_NAMES
+from sim._kpi_catalogue import KPI_KINDS, KPI_NAMES, QUEUE_KPIS, queue_kpi
+from sim._kpi_expr import evaluate
 from sim.engines.raw import RawRun
 from sim.model import CompiledModel
+from sim.scenario._kpis import kpi_names, queued_touchpoints
 from sim.stats import UNBOUNDED, Bounds, mean_interval, too_few
 
 __all__ = ["KPI_NAMES", "SEGMENT_KPIS", "kpi_bounds", "kpis", "ledger", "queue_table",
@@ -119,7 +121,10 @@ def _median_from_hist(hist: np.ndarray) -> float:
 
 
 def kpis(raw: RawRun) -> dict[str, float]:
-    """Every KPI of :data:`KPI_NAMES` for one run (NaN where undefined).
+    """Every KPI of the run's scenario for one run (NaN where undefined): those of
+    :data:`KPI_NAMES`, the queue KPIs of each capacity-limited touchpoint
+    (``served_within_target:consult``…), then the scenario's custom KPIs
+    (:func:`sim.scenario._kpis.kpi_names`).
 
     Counts and money are expressed for the scenario's full population (the
     simulated counts divided by ``population_scale``); shares, ratios, per-customer
@@ -161,7 +166,14 @@ def kpis(raw: RawRun) -> dict[str, float]:
     for days, lag in model.retention_lags.items():
         out[f"retention_{days}"] = float(curve["share"][lag]) if lag <= model.steps \
             else math.nan
-    return {name: float(out[name]) for name in KPI_NAMES}
+    result = {name: float(out[name]) for name in KPI_NAMES}
+    result.update(_per_queue_kpis(raw))
+    custom = model.scenario.kpis
+    if custom:
+        quantities = _Quantities(raw, result)
+        for name, spec in custom.items():
+            result[name] = evaluate(spec.expr, quantities)
+    return result
 
 
 SEGMENT_KPIS: tuple[str, ...] = ("entrants", "acquired", "conversion", "churned", "won_back",
@@ -234,9 +246,115 @@ def _queue_kpis(raw: RawRun) -> dict[str, float]:
     return out
 
 
+def _per_queue_kpis(raw: RawRun) -> dict[str, float]:
+    """The queue KPIs of each capacity-limited touchpoint of the scenario, as the pooled
+    ones restricted to its requests: ``mean_wait_days:T``, ``served_within_target:T``,
+    ``abandonment:T`` (NaN for a touchpoint without a queue in this run)."""
+    model = raw.model
+    out: dict[str, float] = {}
+    queues = {spec.touchpoint: q for q, spec in enumerate(model.queues)}
+    for name in queued_touchpoints(model.scenario):
+        values = dict.fromkeys(QUEUE_KPIS, math.nan)
+        q = queues.get(name)
+        if raw.queues is not None and q is not None:
+            mine = raw.queues["queue"] == q
+            served = mine & (raw.queues["outcome"] == SERVED)
+            abandoned = int((mine & (raw.queues["outcome"] == ABANDONED)).sum())
+            if served.any():
+                wait = raw.queues["start"][served] - raw.queues["arrive"][served]
+                values["mean_wait_days"] = float(wait.mean())
+                values["served_within_target"] = float(
+                    (wait <= model.queues[q].target_wait_days).mean())
+            if served.any() or abandoned:
+                values["abandonment"] = abandoned / (int(served.sum()) + abandoned)
+        out.update({queue_kpi(k, name): v for k, v in values.items()})
+    return out
+
+
+class _Quantities:
+    """What a custom KPI's expression reads from one run (:class:`sim._kpi_expr.Quantities`):
+    counts for the full population, money from the ledger, KPIs computed so far."""
+
+    def __init__(self, raw: RawRun, values: dict[str, float]) -> None:
+        self.raw = raw
+        self.values = values
+        self.model = raw.model
+        self.scale = raw.model.population_scale
+        self.sd = raw.model.arrays.step_days
+        self.day = np.arange(raw.occupancy.shape[0]) * self.sd
+        self._ledger: dict[str, np.ndarray] | None = None
+
+    def kpi(self, name: str) -> float:
+        return float(self.values.get(name, math.nan))
+
+    def _rows(self, args: Mapping[str, Any]) -> np.ndarray:
+        """Step rows whose day lies in from_day < day <= to_day."""
+        keep = np.ones(self.day.size, bool)
+        if args.get("from_day") is not None:
+            keep &= self.day > float(args["from_day"])
+        if args.get("to_day") is not None:
+            keep &= self.day <= float(args["to_day"])
+        return keep
+
+    def _segments(self, args: Mapping[str, Any]) -> list[int]:
+        segment = args.get("segment")
+        if segment is None:
+            return list(range(len(self.model.segments)))
+        return [self.model.segments.index(segment)]
+
+    def _stages(self, value: Any) -> list[int]:
+        names = value if isinstance(value, tuple) else (value,)
+        return [self.model.stages.index(n) for n in names]
+
+    def value(self, func: str, args: Mapping[str, Any]) -> float:
+        raw, g = self.raw, self._segments(args)
+        if func == "occupancy":
+            step = min(math.floor(float(args["day"]) / self.sd + 1e-9), self.model.steps)
+            return float(raw.occupancy[step][np.ix_(g, self._stages(args["stage"]))].sum()
+                         / self.scale)
+        rows = self._rows(args)
+        if func == "entries":
+            into = raw.flows.sum(axis=2) + raw.arrivals + raw.referred       # [T1, G, S]
+            return float(into[rows][:, g][:, :, self._stages(args["stage"])].sum() / self.scale)
+        if func == "flows":
+            a, b = self._stages(args["from_stage"])[0], self._stages(args["to_stage"])[0]
+            return float(raw.flows[rows][:, g, a, b].sum() / self.scale)
+        if func == "exposures":
+            if args["touchpoint"] not in self.model.touchpoints:
+                return 0.0           # added by an intervention that is not active
+            ti = self.model.touchpoints.index(args["touchpoint"])
+            return float(raw.exposures[rows][:, g, ti].sum() / self.scale)
+        if func == "revenue" and args.get("segment") is not None:
+            by_step = _revenue_by_segment(raw)                                # [steps, G]
+            return float(by_step[rows[1:]][:, g].sum())
+        if self._ledger is None:
+            self._ledger = ledger(raw)
+        money = self._ledger
+        keep = rows[money["step"]]
+        if func == "revenue":
+            keep &= money["kind"] == "revenue"
+        elif args.get("item") is not None:
+            keep &= money["item"] == args["item"]
+        else:
+            keep &= money["kind"] != "revenue"
+        return float(money["amount"][keep].sum())
+
+
+def _revenue_by_segment(raw: RawRun) -> np.ndarray:
+    """Revenue by step 1..steps and segment (currency, full population): float64[steps, G]."""
+    model = raw.model
+    m = model.arrays
+    reg = _regime_rows(raw)[1:]
+    start = raw.occupancy[:-1] + raw.arrivals[1:] + raw.referred[1:]
+    inflow = raw.flows[1:].sum(axis=2)
+    return ((start * m.per_step_value[reg][:, None, :] + inflow * m.on_entry[reg][:, None, :])
+            * m.value_mult[reg][:, :, None]).sum(axis=2) / model.population_scale
+
+
 def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
     """Per capacity-limited touchpoint and step: requests that arrived, were served
-    (started service), abandoned, withdrew; queue length and services running at the
+    (started service), were served within the touchpoint's ``target_wait_days``,
+    abandoned, withdrew; queue length and services running at the
     end of the step; mean and 90th-percentile wait of the requests served in the step
     (days, NaN when none); utilisation (server time spent serving / servers x step) and
     utilisation_open (the same over the servers' opening time in the step: NaN when
@@ -271,6 +389,12 @@ def queue_table(raw: RawRun) -> dict[str, np.ndarray] | None:
         for c, part in zip(cells, np.split(wait[order], first[1:]), strict=True):
             mean.flat[c] = part.mean()
             p90.flat[c] = np.percentile(part, 90)
+    within = np.zeros((steps + 1, Q), np.int64)
+    if wait.size:
+        target = np.array([spec.target_wait_days for spec in model.queues])
+        ok = wait <= target[q["queue"][served]]
+        np.add.at(within, (q["served_step"][served][ok], q["queue"][served][ok]), 1)
+    out["served_within_target"] = within[1:].reshape(-1)
     out["mean_wait_days"] = mean[1:].reshape(-1)
     out["p90_wait_days"] = p90[1:].reshape(-1)
     servers = np.array([s.capacity for s in model.queues], dtype=float)
@@ -289,7 +413,9 @@ def kpi_bounds(model: CompiledModel) -> dict[str, Bounds]:
     Counts, cost and days are never negative; shares lie in [0, 1]; the NPS in
     [-100, 100]; the rating on the reviews' scale; the median days to convert within
     the horizon. Revenue and CLV are never negative, and ROI never below -1, when no
-    stage value is negative.
+    stage value is negative. A per-queue KPI has its pooled KPI's range; a custom KPI
+    the range of its kind (:data:`_CUSTOM_BOUNDS`). The keys are every KPI of the
+    scenario, in the order of the ``kpis`` table.
     """
     m = model.arrays
     earns = bool((m.on_entry >= 0).all() and (m.per_step_value >= 0).all()
@@ -305,7 +431,22 @@ def kpi_bounds(model: CompiledModel) -> dict[str, Bounds]:
     out["cost"] = (0.0, math.inf)
     out["rating"] = (m.review_min, m.review_max)
     out["median_days_to_convert"] = (0.0, horizon)
+    scenario = model.scenario
+    for name in kpi_names(scenario)[len(KPI_NAMES):]:
+        base = name.split(":", 1)[0]
+        if name in scenario.kpis:
+            out[name] = _CUSTOM_BOUNDS[scenario.kpis[name].kind]
+        elif base in QUEUE_KPIS:
+            out[name] = out[base]
     return out
+
+
+_CUSTOM_BOUNDS: dict[str, Bounds] = {
+    "count": (0.0, math.inf), "days": (0.0, math.inf), "share": (0.0, 1.0),
+    "points": (-100.0, 100.0), "money": UNBOUNDED, "ratio": UNBOUNDED, "number": UNBOUNDED,
+}
+"""The range of a custom KPI by its kind: counts and days are never negative, shares lie
+in [0, 1]; money and ratios may be anything (a custom amount may be a margin)."""
 
 
 def summarise(rows: list[dict[str, float]], level: float = 0.95,
@@ -318,7 +459,9 @@ def summarise(rows: list[dict[str, float]], level: float = 0.95,
     Args:
         rows: one KPI dict per replicate.
         level: confidence level of the interval.
-        bounds: each KPI's range (:func:`kpi_bounds`); unbounded where absent.
+        bounds: each KPI's range (:func:`kpi_bounds`), which also says which KPIs
+            to summarise (those of :data:`KPI_NAMES` when None); a KPI missing from
+            a row counts as undefined there.
 
     Returns:
         KPI -> {mean, sd, n, ci_low, ci_high, few}; with one replicate (or NaN
@@ -326,8 +469,8 @@ def summarise(rows: list[dict[str, float]], level: float = 0.95,
         for the interval to mean much (:func:`sim.stats.too_few`).
     """
     out: dict[str, dict[str, Any]] = {}
-    for name in KPI_NAMES:
-        values = np.array([row[name] for row in rows], dtype=float)
+    for name in KPI_NAMES if bounds is None else bounds:
+        values = np.array([row.get(name, math.nan) for row in rows], dtype=float)
         values = values[~np.isnan(values)]
         n = values.size
         mean, low, high = mean_interval(values, level, (bounds or {}).get(name, UNBOUNDED))

@@ -54,7 +54,7 @@ from optimise._attribute._paths import (
     paths_from_events,
     read_paths,
 )
-from sim import KPI_NAMES, Scenario, SimError, load_scenario, unknown_name
+from sim import Scenario, SimError, kpi_names, load_scenario, unknown_name
 from sim.metrics import SEGMENT_KPIS, kpi_bounds
 from sim.model import compile_scenario
 from sim.results import ATTRIBUTION_FILES, attribution_folder, write_files
@@ -179,7 +179,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
         raise SimError("the Markov order must be at least 1")
     if orders is not None and orders < 2:
         raise SimError("orders must be at least 2 (one antithetic pair)")
-    kpi_names = _choose("KPI", kpis if kpis is not None else DEFAULT_KPIS, KPI_NAMES)
+    chosen_kpis = _choose("KPI", kpis if kpis is not None else DEFAULT_KPIS, kpi_names(scenario))
     players = _choose("touchpoint", touchpoints, list(scenario.touchpoints))
     if not players:
         raise SimError(f"{scenario.name} has no touchpoints to attribute")
@@ -226,7 +226,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
     segments = [ALL, *(scenario.segments if len(scenario.segments) > 1 else [])]
 
     def keys() -> list[tuple[str | None, str]]:
-        return [(g, k) for k in kpi_names for g in segments
+        return [(g, k) for k in chosen_kpis for g in segments
                 if g is ALL or k in SEGMENT_KPIS]
 
     removal = _removal_table(players, enabled, values, base, keys(), bounds, replicates)
@@ -259,7 +259,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
     side = _side_by_side(players, removal, shapley, paths)
     summary: dict[str, Any] = {
         "scenario": scenario.name, "identity": ident, "method": method,
-        "touchpoints": players, "interventions": enabled, "kpis": kpi_names,
+        "touchpoints": players, "interventions": enabled, "kpis": chosen_kpis,
         "replicates": replicates, "population_scale": population_scale, "engine": engine,
         "shapley": None if not shapley_on else ("exact" if exact else "sampled"),
         "orders": len(sample) if sample else None,

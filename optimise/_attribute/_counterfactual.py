@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import sim
-from sim import KPI_NAMES, Scenario, __version__
+from sim import Scenario, __version__
 from sim.metrics import ledger
 from sim.results import write_dataset_table
 
@@ -65,7 +65,8 @@ class Coalition:
 
 
 def _values(counts: sim.RunCounts) -> Values:
-    out: Values = {(ALL, name): counts.kpis[name] for name in KPI_NAMES}
+    out: Values = {(ALL, name): values for name, values in counts.kpis.items()
+                   if name != "agents"}
     if len(counts.scenario.segments) > 1:
         for segment, kpis in counts.segment_kpis.items():
             for name, values in kpis.items():

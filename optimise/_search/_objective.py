@@ -34,7 +34,9 @@ def kpis(scenario: Scenario, seed: int, replicates: int, population_scale: float
 
 
 def violations(scenario: Scenario, values: dict[str, np.ndarray]) -> dict[str, float]:
-    """Constraint values by name (<= 0 is feasible), from the scenario's constraints."""
+    """Constraint values by name (<= 0 is feasible), from the scenario's constraints: the
+    budgets, the cost per acquired customer, and each KPI limit of ``constraints.kpis``
+    (on the KPI's mean over the replicates)."""
     opt = scenario.optimise
     assert opt is not None
     c = opt.constraints
@@ -48,6 +50,13 @@ def violations(scenario: Scenario, values: dict[str, np.ndarray]) -> dict[str, f
         acquired = values["acquired"]
         per = np.where(acquired > 0, values["cost"] / np.maximum(acquired, 1), np.inf)
         out["max_cost_per_acquired"] = float(np.mean(per)) - c.max_cost_per_acquired
+    for name, limit in c.kpis.items():
+        # an undefined KPI (NaN in every replicate) meets no limit
+        mean = _nanmean(values[name]) if name in values else math.nan
+        if limit.min is not None:
+            out[f"{name} >= {limit.min:g}"] = math.inf if math.isnan(mean) else limit.min - mean
+        if limit.max is not None:
+            out[f"{name} <= {limit.max:g}"] = math.inf if math.isnan(mean) else mean - limit.max
     return out
 
 

@@ -1,6 +1,7 @@
 """Scenario files: schema, safe loading, validation and patches."""
 
 from sim.scenario._calendar import SHAPE_LEVELS, dates, shape_levels, step_multipliers
+from sim.scenario._kpis import kpi_kinds, kpi_names, queued_touchpoints
 from sim.scenario._load import check_scenario_file, load_scenario
 from sim.scenario._problems import problems_from_validation
 from sim.scenario._scenario import Scenario, json_schema
@@ -28,11 +29,14 @@ __all__ = [
     "dates",
     "is_variant_label",
     "json_schema",
+    "kpi_kinds",
+    "kpi_names",
     "load_scenario",
     "parse_assignment",
     "parse_setting",
     "parse_value",
     "problems_from_validation",
+    "queued_touchpoints",
     "read_yaml",
     "shape_levels",
     "split_exit",

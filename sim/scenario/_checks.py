@@ -14,7 +14,10 @@ from typing import Any
 
 from sim._errors import ScenarioError, unknown_name
 from sim._kpi_catalogue import KPI_NAMES
+from sim._kpi_expr import ExprError
+from sim._kpi_expr import check as check_expression
 from sim.display import format_days
+from sim.scenario._kpis import expression_context, kpi_names
 from sim.scenario._patch import apply_patches, materialise
 from sim.scenario._paths import Loc, check_path
 from sim.scenario._schema import ScenarioFields
@@ -22,7 +25,7 @@ from sim.scenario._schema import ScenarioFields
 __all__ = ["Check", "cross_check"]
 
 _SHARE_TOLERANCE = 1e-6
-_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate")
+_NOT_PATCHABLE = ("name", "seed", "time", "interventions", "optimise", "calibrate", "kpis")
 _NOT_IN_WINDOW = ("population.initial", "economics")
 
 
@@ -289,12 +292,34 @@ class _Checker:
         opt = s.optimise
         if opt is None:
             return
+        names = kpi_names(s)
         for field, objective in (("objective", opt.objective),
                                  ("second_objective", opt.second_objective)):
-            if objective is not None and objective.kpi not in KPI_NAMES:
+            if objective is not None and objective.kpi not in names:
                 self.error(("optimise", field, "kpi"),
-                           unknown_name("KPI", objective.kpi, KPI_NAMES))
+                           unknown_name("KPI", objective.kpi, names))
+        for name in opt.constraints.kpis:
+            if name not in names:
+                self.error(("optimise", "constraints", "kpis", name),
+                           unknown_name("KPI", name, names))
         self._check_params("optimise", "search", opt.search, "search", "searches")
+
+    def check_kpis(self) -> None:
+        """Custom KPIs: names that shadow no built-in one, expressions inside the whitelist
+        that name what the scenario has."""
+        s = self.s
+        for name, custom in s.kpis.items():
+            loc: Loc = ("kpis", name)
+            if name in KPI_NAMES or name.startswith("retention_"):
+                self.error(loc, f"{name!r} is a built-in KPI: give the custom KPI another name")
+                continue
+            try:
+                check_expression(custom.expr, expression_context(s, before=name))
+            except ExprError as exc:
+                message = str(exc)
+                if any(message.startswith(f"unknown KPI {later!r}") for later in s.kpis):
+                    message += "; a custom KPI may use only the custom KPIs defined above it"
+                self.error((*loc, "expr"), message)
 
     def check_calibrate(self) -> None:
         cal = self.s.calibrate
@@ -330,7 +355,8 @@ class _Checker:
             if why is not None:
                 self.error(loc, f"{verbs} a path that does not exist: {why}")
                 continue
-            if param.path.split(".")[0] in ("name", "seed", "time", "optimise", "calibrate"):
+            if param.path.split(".")[0] in ("name", "seed", "time", "optimise", "calibrate",
+                                            "kpis"):
                 self.error(loc, f"cannot {verb} {param.path.split('.')[0]!r}")
                 continue
             values: list[Any] = list(param.choices) if param.choices is not None else [
@@ -386,6 +412,7 @@ def cross_check(s: ScenarioFields, *, check_patches: bool = True) -> list[Check]
     c.check_touchpoints()
     c.check_feedbacks()
     c.check_calendar()
+    c.check_kpis()
     # what a patch produces is only worth checking on a base without errors
     clean = not any(p.severity == "error" for p in c.out)
     c.check_interventions(check_patches and clean)

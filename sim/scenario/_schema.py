@@ -37,11 +37,13 @@ __all__ = [
     "Constraints",
     "Contagion",
     "CurvePoint",
+    "CustomKpi",
     "Economics",
     "ExitRate",
     "FunnelTarget",
     "Heterogeneity",
     "Intervention",
+    "KpiLimit",
     "Objective",
     "Observed",
     "Opening",
@@ -688,6 +690,24 @@ class Intervention(_Model):
     set: Annotated[dict[str, Any], Field(min_length=1)]
 
 
+# ------------------------------------------------------------------ custom KPIs
+
+
+class CustomKpi(_Model):
+    """A KPI the scenario defines: a safe expression over the run's tables.
+
+    ``expr`` is arithmetic over KPI names and the functions of
+    :data:`sim._kpi_expr.FUNCTIONS` (``occupancy("members", 365)``,
+    ``entries("members", 0, 31)``, ``flows("members", "cancelled")``,
+    ``revenue(segment="students")``, ``cost("ads")``, ``kpi("abandonment:desk")``);
+    ``kind`` decides its unit and the range of its interval.
+    """
+
+    expr: Annotated[str, Field(min_length=1, max_length=2000)]
+    description: str = ""
+    kind: Literal["count", "share", "money", "ratio", "days", "points", "number"] = "number"
+
+
 # ------------------------------------------------------------------ optimise
 
 
@@ -698,12 +718,32 @@ class Objective(_Model):
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
+class KpiLimit(_Model):
+    """Bounds a KPI's mean over the replicates must respect (one or both)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> KpiLimit:
+        if self.min is None and self.max is None:
+            raise PydanticCustomError("kpi_limit", "give min, max or both")
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise PydanticCustomError("kpi_limit", "max must not lie below min")
+        return self
+
+
 class Constraints(_Model):
-    """Limits a design must respect (currency of the scenario)."""
+    """Limits a design must respect (currency of the scenario).
+
+    ``kpis`` bounds any KPI's mean (built-in, per-queue or custom), e.g.
+    ``{"served_within_target:consult": {min: 0.8}}``.
+    """
 
     budget_total: NonNegative | None = None
     budget_per_day: NonNegative | None = None
     max_cost_per_acquired: NonNegative | None = None
+    kpis: dict[str, KpiLimit] = Field(default_factory=dict, exclude_if=lambda v: not v)
 
 
 class SearchParam(_Model):
@@ -887,6 +927,7 @@ class ScenarioFields(_Model):
     interventions: dict[Name, Intervention] = Field(default_factory=dict)
     optimise: Optimise | None = None
     calibrate: Calibration | None = None
+    kpis: dict[Name, CustomKpi] = Field(default_factory=dict, exclude_if=lambda v: not v)
 
     # --- derived facts -------------------------------------------------
 

@@ -85,7 +85,7 @@ def _assert_kpis_match(page: str, kpis: pa.Table, scenario: sim.Scenario) -> Non
     rows = kpi_table(page)
     bounds = kpi_bounds(compile_scenario(scenario))
     currency = scenario.economics.currency
-    assert list(rows) == [k for k in KPI_NAMES if k in kpis.column_names]
+    assert list(rows) == [k for k in sim.kpi_names(scenario) if k in kpis.column_names]
     assert {"conversion", "retention_90", "retention_180", "retention_365", "clv", "revenue",
             "cost", "roi", "referrals", "rating", "nps"} <= set(rows)
     for name in rows:
