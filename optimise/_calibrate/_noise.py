@@ -18,17 +18,24 @@ evaluation at scale 1 (the scenario's own values, else the middle of the
 ranges) counts the simulated customers u behind each target per unit of scale,
 R replicates together, so the rule reads scale = n / (RHO u), rounded up to 1, 2
 or 5 times a power of ten. A time budget caps it: two more pilots time one
-evaluation at scales 1 and 5, the time is taken as linear in the scale, and the
-calibration's evaluations are counted from its settings
-(:func:`expected_evaluations`); the cap is rounded down on the same grid (not
-below 1), so a rerun on the same machine chooses the same scale and resumes.
+evaluation at that scale (the faster counts; linear from scale 1 when that
+already shows it far too slow), and the calibration's evaluations
+are counted from its settings (:func:`expected_evaluations`, an upper count);
+when they would not fit, the scale shrinks in proportion (time is about linear
+in the agents simulated) and is rounded down on the same grid, not below 1. A
+rerun whose timing lands on the other side of the budget chooses another scale
+and so another study; the summary says which.
 
 **The Monte Carlo error** (:func:`monte_carlo`): after the fit, K other seed sets
-(replicates K·R .. K·R + R - 1 of the same base seed, so independent of the
-fit's and of each other) each refit the continuous parameters by a bounded
-Nelder–Mead from the optimum; a parameter's Monte Carlo standard error is the
-sample standard deviation of its K refits, and each fit-table row's (fitted and
-projected values alike) that of its values at the K refits, each on its own
+(replicates k·R .. k·R + R - 1 of the same base seed, k = 1..K, so independent
+of the fit's and of each other) each repeat the fit — the global search, with a
+sampler seeded apart, and the Nelder–Mead refinement; the profiles are not
+repeated. Common random numbers make the loss deterministic but not smooth (a
+parameter's small change redraws some customers' churn probabilities), so the
+optimiser's path is part of the estimate's noise: a refinement started from the
+optimum alone would understate it. A parameter's Monte Carlo standard error is
+the sample standard deviation of its K refits, and each fit-table row's (fitted
+and projected values alike) that of its values at the K refits, each on its own
 seed set. Noise is *material* when it passes a quarter of the interval's
 half-width (of the 95% band's, for a projected row); since it falls as
 1 / sqrt(scale), scale · (se / (¼ half-width))² brings it under.
@@ -50,7 +57,6 @@ import sim
 from optimise._calibrate._evaluator import Evaluator
 from optimise._calibrate._fit import FittedParameter, Point, fit_at
 from optimise._calibrate._likelihood import Counts, Target
-from optimise._calibrate._profile import nelder_mead
 from optimise._calibrate._space import Space, start_point
 from sim import Scenario, SimError
 
@@ -61,7 +67,6 @@ RHO = 0.01
 """The simulation's variance as a share of the data's that the automatic scale aims at."""
 MATERIAL = 0.25
 """Monte Carlo error above this share of an interval's half-width is material."""
-_PILOT_SCALES = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,10 @@ def nice(x: float, up: bool) -> float:
 def expected_evaluations(dims: int, trials: int, mc_seeds: int, profile: bool) -> int:
     """An upper count of a calibration's evaluations: the search's trials, the refinement
     (60 per continuous parameter), the profiles (about nine points a side, each a
-    Nelder–Mead of 25 per other parameter) and the Monte Carlo refits."""
+    Nelder–Mead of 25 per other parameter) and the Monte Carlo refits (search and
+    refinement again)."""
     profiles = 2 * dims * 9 * max(1, 25 * (dims - 1)) if profile else 0
-    return trials + 60 * dims + profiles + mc_seeds * (60 * dims + 1)
+    return trials + 60 * dims + profiles + mc_seeds * (trials + 60 * dims + 1)
 
 
 def _pilot_values(scenario: Scenario, space: Space) -> dict[str, Any]:
@@ -140,11 +146,10 @@ def choose_scale(scenario: Scenario, space: Space,
         return counts, time.perf_counter() - t0
 
     try:
-        pilot(1.0)                                   # compiles the engine: not timed
-        counts, t1 = pilot(_PILOT_SCALES[0])
-        _, t5 = pilot(_PILOT_SCALES[1])
+        counts, _ = pilot(1.0)                       # compiles the engine: not timed
+        t1 = pilot(1.0)[1]
     except SimError as exc:
-        return ScaleChoice(1.0, "automatic", f"scale 1: the pilot evaluation failed ({exc})")
+        return ScaleChoice(1.0, "automatic", f"the pilot evaluation failed ({exc})")
     pooled = Counts(counts)
     worst: tuple[str, float, float] | None = None
     for t in targets:
@@ -155,16 +160,17 @@ def choose_scale(scenario: Scenario, space: Space,
         if worst is None or u * worst[1] < worst[2] * n:
             worst = (t.kind, n, u)
     if worst is None:
-        return ScaleChoice(1.0, "automatic", "scale 1: the observed files give no counts "
-                                             "to size the simulation by")
+        return ScaleChoice(1.0, "automatic", "the observed files give no counts to size the "
+                                             "simulation by")
     kind, n, u = worst
     if u <= 0:
-        return ScaleChoice(1.0, "automatic", f"scale 1: the pilot evaluation simulated no "
-                                             f"{kind} customers to compare with the data")
+        return ScaleChoice(1.0, "automatic", f"the pilot evaluation simulated no {kind} "
+                                             f"customers to compare with the data")
     need = nice(n / (RHO * u), up=True)
-    slope = max((t5 - t1) / (_PILOT_SCALES[1] - _PILOT_SCALES[0]), t5 / _PILOT_SCALES[1] / 10)
     per_eval = time_budget / max(evaluations, 1)
-    cap = _PILOT_SCALES[0] + (per_eval - t1) / slope
+    # time one evaluation at that scale, unless scale 1 already says it is far too slow
+    took = t1 * need if t1 * need > 10 * per_eval else min(pilot(need)[1] for _ in range(2))
+    cap = need * per_eval / max(took, 1e-9)
     scale = need
     why = (f"the {kind} data rest on {n:,.0f} customers; {u:,.0f} simulated per unit of "
            f"scale ({plural_replicates(replicates)}), so scale {need:g} simulates "
@@ -173,10 +179,11 @@ def choose_scale(scenario: Scenario, space: Space,
     if cap < need:
         scale = max(nice(cap, up=False) if cap > 0 else 1.0, min(need, 1.0))
         why += (f"; capped at {scale:g} by the time budget of {time_budget:g} s for about "
-                f"{evaluations:,} evaluations (one takes about {t1 + slope * (scale - 1):.2g}"
-                f" s at that scale), where the error is about "
+                f"{evaluations:,} evaluations (one takes about {took:.2g} s at scale "
+                f"{need:g}), "
+                f"where the error is about "
                 f"{math.sqrt(n / (scale * u)):.0%} of the data's")
-    return ScaleChoice(scale, "automatic", f"scale {scale:g} chosen from the data: {why}",
+    return ScaleChoice(scale, "automatic", f"chosen from the data: {why}",
                        data_scale=need, expected_noise=math.sqrt(n / (scale * u)))
 
 
@@ -208,11 +215,12 @@ class MonteCarlo:
     scale_needed: float | None = None
 
 
-def monte_carlo(scenario: Scenario, space: Space, targets: list[Target], point: Point, *,
-                seed: int, replicates: int, scale: float, mc_seeds: int, cache: Path | None,
+def monte_carlo(scenario: Scenario, space: Space, targets: list[Target],
+                refit: Callable[[Evaluator, int], Point], *, seed: int, replicates: int,
+                scale: float, mc_seeds: int, cache: Path | None,
                 tick: Callable[[int], None]) -> MonteCarlo:
-    """Refit the continuous parameters from ``point`` on ``mc_seeds`` other seed sets
-    (module docstring); each refit's evaluations are cached in ``cache`` for a resume."""
+    """Refit on ``mc_seeds`` other seed sets (module docstring): ``refit(evaluator, k)``
+    is the fit on seed set k; its evaluations are cached in ``cache`` for a resume."""
     dims = len(space.continuous)
     refits: list[dict[str, Any]] = []
     fitted: list[np.ndarray] = []
@@ -220,12 +228,7 @@ def monte_carlo(scenario: Scenario, space: Space, targets: list[Target], point: 
     for k in range(1, mc_seeds + 1):
         ev = Evaluator(scenario, space, targets, seed, replicates, scale, cache,
                        first_replicate=k * replicates)
-
-        def f(x: np.ndarray, ev: Evaluator = ev) -> float:
-            return ev.loss(space.with_units(point.values, x))
-
-        x, _ = nelder_mead(f, point.centre, maxfev=60 * dims)
-        values = space.with_units(point.values, x)
+        values = refit(ev, k).values
         fit = fit_at(targets, ev.simulate(values), dims)
         refits.append(values)
         fitted.append(np.asarray(fit.table.column("fitted").to_numpy(zero_copy_only=False),
@@ -284,7 +287,6 @@ def assess(mc: MonteCarlo, parameters: Sequence[FittedParameter], fit: pa.Table,
         notes.append(f"Monte Carlo standard errors from {mc.seeds} other seed sets; no "
                      f"interval to compare them with")
     elif not notes:
-        notes.append(f"simulation noise is small beside the data's: Monte Carlo error (over "
-                     f"{mc.seeds} other seed sets) at most {worst:.0%} of an interval's "
-                     f"half-width")
+        notes.append(f"simulation noise is small beside the data's: the Monte Carlo error is "
+                     f"at most {worst:.0%} of an interval's half-width")
     mc.notes, mc.scale_needed = notes, (need or None)

@@ -244,7 +244,7 @@ def _resolve(scenario: Scenario | str | os.PathLike[str], observed: Any, *,
                               time_budget=time_budget, evaluations=expected_evaluations(
                                   len(space.continuous), trials, mc_seeds,
                                   intervals == "profile"))
-        log.info("population scale %s", choice.reason)
+        log.info("population scale %g, %s", choice.scale, choice.reason)
     scale = choice.scale
     targets = targets_at(scale)
     if fit_periods is not None and not any(t.fit_mask.any() and (~t.fit_mask).any()
@@ -370,8 +370,29 @@ def _monte_carlo(setup: _Setup, point: Point, tick: Tick) -> MonteCarlo | None:
     if setup.mc_seeds < 2 or not setup.space.continuous:
         return None
     tick("monte carlo", 0, setup.mc_seeds)
-    return monte_carlo(setup.scenario, setup.space, setup.targets, point, seed=setup.seed,
+    return monte_carlo(setup.scenario, setup.space, setup.targets,
+                       lambda ev, k: _refit(setup, ev, k), seed=setup.seed,
                        replicates=setup.replicates, scale=setup.scale.scale,
                        mc_seeds=setup.mc_seeds,
                        cache=setup.folder / CALIBRATION_FILES.mc_evaluations,
                        tick=lambda k: tick("monte carlo", k, setup.mc_seeds))
+
+
+def _refit(setup: _Setup, ev: Evaluator, k: int) -> Point:
+    """The search and the refinement again, on ``ev``'s seed set: a study in memory whose
+    sampler is seeded apart (as worker ``k``), starting from the scenario's own values."""
+    space = setup.space
+    study = optuna.create_study(direction="minimize",
+                                sampler=_sampler(space, sampler_seed(setup.seed, worker=k)))
+    start = start_point(setup.scenario, space)
+    if start is not None:
+        study.enqueue_trial(start)
+
+    def objective(trial: optuna.Trial) -> float:
+        loss = ev.loss(suggest_point(trial, space.params))
+        if not math.isfinite(loss):
+            raise optuna.TrialPruned("no finite loss at these values")
+        return loss
+
+    study.optimize(objective, n_trials=setup.trials)
+    return _refine(space, ev, _best_trial(space, ev, study), lambda *_: None)
