@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import optimise
 from optimise._calibrate._noise import RHO, nice
 from sim.cli import app
+from sim.display import format_number
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "scenarios" / "subscription_cohort.yaml"
@@ -122,6 +123,18 @@ def test_the_monte_carlo_error_matches_the_spread_of_fits_over_seed_sets(
     assert summary["mc_seeds"] == k_seeds
     assert summary["monte_carlo"]["se"] == mc.se
     assert [p["mc_se"] for p in summary["parameters"]] == [p.mc_se for p in result.parameters]
+    # the report's calibration section shows them beside the intervals, with the scale
+    from report._data import load_calibrations
+    from report._extras import calibration_charts
+
+    charts = {c.key: c for cal in load_calibrations(tmp_path / "mc")
+              for c in calibration_charts(cal)}
+    table = charts[f"calibration_{result.study_name}_parameters"]
+    header = list(table.figure.data[0].header.values)
+    assert header[-1] == "MC s.e."
+    shown = list(table.figure.data[0].cells.values[-1])
+    assert shown == [format_number(p.mc_se, 3) for p in result.parameters]
+    assert "16 other seed sets" in table.note and "population scale 16 (block)" in table.note
     # the refits ran on seed sets of their own, cached apart for a resume
     assert (folder / "evaluations-mc.jsonl").is_file()
     again = optimise.calibrate(scenario, out=tmp_path / "mc", mc_seeds=k_seeds)
