@@ -59,6 +59,7 @@ from optimise._calibrate._fit import FittedParameter, Point, fit_at
 from optimise._calibrate._likelihood import Counts, Target
 from optimise._calibrate._space import Space, start_point
 from sim import Scenario, SimError
+from sim.display import plural
 
 __all__ = ["MATERIAL", "RHO", "MonteCarlo", "ScaleChoice", "assess", "choose_scale",
            "expected_evaluations", "monte_carlo", "nice"]
@@ -173,22 +174,17 @@ def choose_scale(scenario: Scenario, space: Space,
     cap = need * per_eval / max(took, 1e-9)
     scale = need
     why = (f"the {kind} data rest on {n:,.0f} customers; {u:,.0f} simulated per unit of "
-           f"scale ({plural_replicates(replicates)}), so scale {need:g} simulates "
+           f"scale ({plural(replicates, 'replicate')}), so scale {need:g} simulates "
            f"{need * u / n:,.0f}x the observed (Monte Carlo error about "
            f"{math.sqrt(n / (need * u)):.0%} of the data's standard error)")
     if cap < need:
         scale = max(nice(cap, up=False) if cap > 0 else 1.0, min(need, 1.0))
         why += (f"; capped at {scale:g} by the time budget of {time_budget:g} s for about "
                 f"{evaluations:,} evaluations (one takes about {took:.2g} s at scale "
-                f"{need:g}), "
-                f"where the error is about "
-                f"{math.sqrt(n / (scale * u)):.0%} of the data's")
+                f"{need:g}), where the error is about {math.sqrt(n / (scale * u)):.0%} of "
+                f"the data's")
     return ScaleChoice(scale, "automatic", f"chosen from the data: {why}",
                        data_scale=need, expected_noise=math.sqrt(n / (scale * u)))
-
-
-def plural_replicates(r: int) -> str:
-    return f"{r} replicate" + ("" if r == 1 else "s")
 
 
 @dataclass
