@@ -341,7 +341,11 @@ def _print_calibration(result: Any, label: str, output: Output) -> None:
                f"; loss {format_number(result.loss, 6)} after "
                f"{plural(result.evaluations, 'evaluation')}")
     for key, figure in result.holdout.items():
-        shown = format_share(figure) if key.endswith("_inside_band") else format_number(figure)
+        share = key.endswith("_inside_band")
+        shown = format_share(figure) if share else format_number(figure)
+        se = mc.holdout_se.get(key) if mc is not None else None
+        if se is not None:
+            shown += f" (MC s.e. {format_share(se) if share else format_number(se, 3)})"
         output.say(f"hold-out {key.replace('_', ' ')}: {shown}")
     say_written(output, result.paths, result.journal)
     output.fact("gof", gof)

@@ -209,8 +209,10 @@ def test_the_command_on_the_shipped_cohort_lands_within_its_monte_carlo_error(
         tmp_path: Path) -> None:
     """``journey calibrate scenarios/subscription_cohort.yaml``, nothing else: it says
     which scale it chose, and each fitted value lies within its reported Monte Carlo
-    error of the exact sBG maximum likelihood of the five fitted periods — at 95%,
-    with K - 1 degrees of freedom for an SE estimated from K refits (Student's t)."""
+    error of the exact sBG maximum likelihood of the five fitted periods: the fit's
+    distance over its standard error, estimated from K refits, is Student's t with
+    K - 1 degrees of freedom; we allow its 99% point (3.5 for K = 8), so that a fixed
+    seed fails one time in a hundred, not one in twenty."""
     res = CliRunner().invoke(app, ["calibrate", str(SHIPPED), "--out", str(tmp_path),
                                    "--quiet", "--format", "json"])
     assert res.exit_code == 0, res.output
@@ -219,7 +221,7 @@ def test_the_command_on_the_shipped_cohort_lands_within_its_monte_carlo_error(
     k = doc["monte_carlo"]["seed_sets"]
     assert k == 8
     mle = _sbg_mle(np.array([1000, 631, 468, 382, 326, 289], float))
-    t = float(stats.t.ppf(0.975, k - 1))
+    t = float(stats.t.ppf(0.995, k - 1))
     for row, exact in zip(doc["parameters"], mle, strict=True):
         assert abs(row["value"] - exact) < t * row["mc_se"], (row, exact)
     # people read the choice and the errors (the same study: it resumes from its files)
@@ -227,6 +229,8 @@ def test_the_command_on_the_shipped_cohort_lands_within_its_monte_carlo_error(
                                      "--quiet"])
     assert "population scale 50 (automatic): chosen from the data" in table.output
     assert "MC s.e." in table.output and "simulation noise" in table.output
+    assert any(line.startswith("hold-out survival mean abs error: ") and "(MC s.e. " in line
+               for line in table.output.splitlines())
 
 
 @pytest.mark.parametrize(("flag", "value", "why"), [
