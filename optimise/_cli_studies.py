@@ -256,7 +256,8 @@ def calibrate_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     fmt: FormatOption = "table",
 ) -> None:
-    """Fit the scenario's calibrate: parameters to observed data, with intervals."""
+    """Fit the scenario's calibrate: parameters to observed data, with intervals and
+    Monte Carlo errors."""
     from optimise import calibrate
 
     if set_ or intervention:
