@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,6 +48,13 @@ if TYPE_CHECKING:
     from sim import Scenario
 
 __all__ = ["calibrate_command", "optimise_command"]
+
+MC_SEEDS = check(rule=lambda v: None if v == 0 or v >= 2 else "must be 0 (none) or a whole "
+                                                              "number >= 2")
+"""``--mc-seeds``: 0, or at least two seed sets (a standard deviation needs two)."""
+TIME_BUDGET = check(rule=lambda v: None if math.isfinite(v) and v > 0 else
+                    "must be a number of seconds > 0")
+"""``--time-budget``: seconds > 0."""
 
 
 def optimise_command(
@@ -227,8 +235,16 @@ def calibrate_command(
                                                         "common random numbers.",
                                                    callback=COUNT)] = None,
     population_scale: Annotated[float | None, typer.Option(help="Simulate this many times "
-                                                                "the scenario's population.",
+                                                                "the scenario's population "
+                                                                "(default: the block's, else "
+                                                                "chosen from the data).",
                                                            callback=SCALE)] = None,
+    mc_seeds: Annotated[int, typer.Option(help="Other seed sets the fit is refitted on for "
+                                               "its Monte Carlo standard errors (0: none).",
+                                          callback=MC_SEEDS)] = 8,
+    time_budget: Annotated[float, typer.Option(help="Seconds of simulation the automatically "
+                                                    "chosen population scale may spend.",
+                                               callback=TIME_BUDGET)] = 300.0,
     intervals: Annotated[str | None, typer.Option(help="profile (95% profile-likelihood "
                                                        "intervals) or none.",
                                                   callback=check(choices=("profile", "none")))
@@ -244,7 +260,8 @@ def calibrate_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     fmt: FormatOption = "table",
 ) -> None:
-    """Fit the scenario's calibrate: parameters to observed data, with intervals."""
+    """Fit the scenario's calibrate: parameters to observed data, with intervals and
+    Monte Carlo errors."""
     from optimise import calibrate
 
     if set_ or intervention:
@@ -256,7 +273,7 @@ def calibrate_command(
     on_interrupt(f"finished trials and evaluations are stored under {out / CALIBRATIONS}")
     quiet_libraries()
     names = {"search": "global search", "refine": "local refinement",
-             "intervals": "profile intervals"}
+             "intervals": "profile intervals", "monte carlo": "Monte Carlo refits"}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("evaluations"), TimeElapsedColumn())
     with progress_bar(*columns, quiet=quiet) as bar:
@@ -270,7 +287,8 @@ def calibrate_command(
         result = calibrate(target, data, fit_periods=fit_periods, trials=trials,
                            replicates=replicates, population_scale=population_scale,
                            intervals=intervals, seed=seed, study_name=study,
-                           storage=storage, out=out, progress=advance)
+                           storage=storage, out=out, mc_seeds=mc_seeds,
+                           time_budget=time_budget, progress=advance)
     _print_calibration(result, label, Output(fmt, main="parameters"))
 
 
@@ -278,22 +296,39 @@ def _print_calibration(result: Any, label: str, output: Output) -> None:
     title = "fitted parameters (95% profile-likelihood intervals)"
     if label != BASE_VARIANT:
         title += f", variant {label}"
-    table = Table("parameters", title, ["parameter", "value", "95% interval"])
+    mc = result.monte_carlo
+    headers = ["parameter", "value", "95% interval"] + (["MC s.e."] if mc is not None else [])
+    table = Table("parameters", title, headers)
     for p in result.parameters:
         interval = "–" if p.low != p.low else (
             ("≤ " if p.at_bound[0] else "") + format_number(p.low) + " … "
             + ("≥ " if p.at_bound[1] else "") + format_number(p.high))
-        table.add([p.path, format_value(p.value), interval],
+        table.add([p.path, format_value(p.value), interval]
+                  + ([format_number(p.mc_se, 3)] if mc is not None else []),
                   {"parameter": p.path, "value": p.value, "low": p.low, "high": p.high,
-                   "low_at_bound": p.at_bound[0], "high_at_bound": p.at_bound[1]})
+                   "low_at_bound": p.at_bound[0], "high_at_bound": p.at_bound[1],
+                   "mc_se": p.mc_se})
     output.fact("study", result.study_name)
+    output.say(f"population scale {result.population_scale:g} "
+               f"({result.population_scale_source}): {result.population_scale_reason}")
+    output.fact("population_scale", result.population_scale)
+    output.fact("population_scale_source", result.population_scale_source)
+    output.fact("population_scale_reason", result.population_scale_reason)
     output.table(table)
+    if mc is not None:
+        output.say(f"MC s.e.: Monte Carlo standard error, the spread of the fit refitted on "
+                   f"{mc.seeds} other seed sets")
+        for note in mc.notes:
+            output.say(note)
+        output.fact("monte_carlo", {"seed_sets": mc.seeds, "se": mc.se,
+                                    "holdout_se": mc.holdout_se, "notes": mc.notes,
+                                    "population_scale_needed": mc.scale_needed})
     rows = result.fit.to_pylist()
     show_segment = any(r["segment"] for r in rows)
     show_stage = any(r["stage"] for r in rows)
     headers = ["target", *(["segment"] if show_segment else []),
                *(["stage"] if show_stage else []), "period/step", "observed", "model", "band",
-               "role"]
+               "role", *(["MC s.e."] if mc is not None else [])]
     fit = Table("fit", "observed, fitted and projected (95% band at the observed scale)",
                 headers, align=["left" if h in ("target", "segment", "stage", "role")
                                 else "right" for h in headers])
@@ -302,7 +337,8 @@ def _print_calibration(result: Any, label: str, output: Output) -> None:
                  *([r["stage"] or ""] if show_stage else []), format_number(r["x"]),
                  format_number(r["observed"]), format_number(r["fitted"]),
                  f"{format_number(r['low'])} … {format_number(r['high'])}",
-                 "fitted" if r["role"] == "fit" else "projected"], r)
+                 "fitted" if r["role"] == "fit" else "projected",
+                 *([format_number(r["mc_se"], 3)] if mc is not None else [])], r)
     output.table(fit)
     gof = result.gof
     output.say(f"goodness of fit: Pearson chi-square {format_number(gof['chi2'], 3)} on "
@@ -310,7 +346,11 @@ def _print_calibration(result: Any, label: str, output: Output) -> None:
                f"; loss {format_number(result.loss, 6)} after "
                f"{plural(result.evaluations, 'evaluation')}")
     for key, figure in result.holdout.items():
-        shown = format_share(figure) if key.endswith("_inside_band") else format_number(figure)
+        share = key.endswith("_inside_band")
+        shown = format_share(figure) if share else format_number(figure)
+        se = mc.holdout_se.get(key) if mc is not None else None
+        if se is not None:
+            shown += f" (MC s.e. {format_share(se) if share else format_number(se, 3)})"
         output.say(f"hold-out {key.replace('_', ' ')}: {shown}")
     say_written(output, result.paths, result.journal)
     output.fact("gof", gof)

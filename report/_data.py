@@ -291,6 +291,8 @@ class Calibration:
     name: str
     fit: pa.Table
     parameters: pa.Table | None
+    summary: dict[str, Any] | None = None
+    """``summary.json`` (the population scale and its source, the Monte Carlo error)."""
 
 
 FIT_COLUMNS = ("target", "segment", "stage", "x", "observed", "fitted", "low", "high", "role")
@@ -304,13 +306,16 @@ def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
             fit = pq.read_table(folder / CALIBRATION_FILES.fit)
             par_file = folder / CALIBRATION_FILES.parameters
             params = pq.read_table(par_file) if par_file.is_file() else None
-        except (OSError, pa.ArrowException) as exc:
+            sum_file = folder / CALIBRATION_FILES.summary
+            summary = json.loads(sum_file.read_text()) if sum_file.is_file() else None
+        except (OSError, pa.ArrowException, ValueError) as exc:
             raise _fail_read(str(folder), exc) from None
         missing = [c for c in FIT_COLUMNS if c not in fit.column_names]
         if missing:
             raise ReportError(f"{folder / CALIBRATION_FILES.fit} lacks the column(s) "
                               f"{', '.join(missing)}")
-        found.append(Calibration(folder.name, fit, params))
+        found.append(Calibration(folder.name, fit, params,
+                                 summary if isinstance(summary, dict) else None))
     return found
 
 

@@ -287,20 +287,39 @@ def calibration_charts(cal: Calibration) -> list[Chart]:
             shown = format_number(r["value"])
             return str(r["value_text"]) if shown == DASH and r.get("value_text") else shown
 
+        # the Monte Carlo standard error beside each interval, when the fit measured it
+        mc = any(isinstance(r.get("mc_se"), float) and math.isfinite(r["mc_se"]) for r in p)
+        headers = ["parameter", "estimate", "95% CI low", "95% CI high"]
+        values = [[r["parameter"] for r in p], [estimate(r) for r in p],
+                  [format_number(r.get("low")) for r in p],
+                  [format_number(r.get("high")) for r in p]]
+        if mc:
+            headers.append("MC s.e.")
+            values.append([format_number(r.get("mc_se"), 3) for r in p])
         fig = go.Figure(go.Table(
-            columnwidth=[4, 1, 1, 1],          # dotted paths are long: keep them whole
-            header={"values": ["parameter", "estimate", "95% CI low", "95% CI high"],
-                    "align": "left"},
-            cells={"values": [[r["parameter"] for r in p],
-                              [estimate(r) for r in p],
-                              [format_number(r.get("low")) for r in p],
-                              [format_number(r.get("high")) for r in p]],
-                   "align": "left"}))
+            columnwidth=[4] + [1] * (len(headers) - 1),   # dotted paths are long: keep whole
+            header={"values": headers, "align": "left"},
+            cells={"values": values, "align": "left"}))
         layout(fig, f"Calibration {cal.name}: fitted parameters (95% CI)",
                height=max(240, 120 + 28 * len(p)))
         charts.append(Chart(f"calibration_{cal.name}_parameters",
-                            f"Calibration {cal.name}: parameters", fig))
+                            f"Calibration {cal.name}: parameters", fig,
+                            _noise_note(cal) if mc else ""))
     return charts
+
+
+def _noise_note(cal: Calibration) -> str:
+    """The population scale, where it came from, and what the Monte Carlo error says."""
+    summary = cal.summary or {}
+    mc = summary.get("monte_carlo") or {}
+    parts = [f"MC s.e.: Monte Carlo standard error, the spread of the fit refitted on "
+             f"{mc.get('seed_sets', 'other')} other seed sets"]
+    if "population_scale" in summary:
+        parts.append(f"population scale {format_number(summary['population_scale'])} "
+                     f"({summary.get('population_scale_source', 'block')}): "
+                     f"{summary.get('population_scale_reason', '')}".rstrip(": "))
+    parts += [str(n) for n in mc.get("notes", [])]
+    return ". ".join(parts) + "."
 
 
 def _categorical(fig: go.Figure, g: list[dict[str, Any]], xs: list[str], name: str,

@@ -593,6 +593,8 @@ class CalibrationFiles:
     """Only with profile-likelihood intervals."""
     evaluations: str = "evaluations.jsonl"
     """Every evaluated point's loss, appended as it is computed (a resumed fit replays it)."""
+    mc_evaluations: str = "evaluations-mc.jsonl"
+    """The Monte Carlo refits' evaluations on other seed sets, kept the same way."""
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,18 @@ bounded Nelder–Mead refinement from the best trial, then profile-likelihood
 intervals: for each continuous parameter, the loss minimised over the others
 along a walk outward from the optimum until it rises by χ²₁(0.95)/2.
 
+The loss is a simulated likelihood, so the fit carries simulation noise: when the
+block sets no ``population_scale`` it is chosen from the data (the simulation's
+variance about 1% of the data's, within a time budget), and after the fit K other
+seed sets repeat the search and refinement; the spread of their values is each
+one's Monte Carlo standard error, reported beside its interval.
+
 Rooms: ``_observed`` (the observed files), ``_likelihood``, ``_survival`` and
 ``_targets`` (targets and their likelihoods), ``_space`` (the parameters),
 ``_evaluator`` (the cached loss), ``_profile`` (refinement and profiles),
-``_fit`` (the answer at the optimum), ``_result`` (what is returned and written)
-and ``_phases`` (:func:`calibrate`, the phases in order).
+``_fit`` (the answer at the optimum), ``_noise`` (the automatic scale and the
+Monte Carlo error), ``_result`` (what is returned and written) and ``_phases``
+(:func:`calibrate`, the phases in order).
 """
 
 from optimise._calibrate._fit import FittedParameter

@@ -38,9 +38,13 @@ class Evaluator:
     """
 
     def __init__(self, scenario: Scenario, space: Space, targets: list[Target], seed: int,
-                 replicates: int, population_scale: float, cache: Path | None) -> None:
+                 replicates: int, population_scale: float, cache: Path | None,
+                 first_replicate: int = 0) -> None:
         self.scenario, self.space, self.targets = scenario, space, targets
         self.seed, self.replicates, self.scale = seed, replicates, population_scale
+        self.first_replicate = first_replicate
+        """The seed set: replicates first_replicate .. first_replicate + R - 1 of ``seed``
+        (another seed set for the Monte Carlo refits, whose points are cached apart)."""
         self.cache_path = cache
         self.cache: dict[str, float] = {}
         self.runs = 0
@@ -53,17 +57,21 @@ class Evaluator:
                     continue  # a line cut short by an interruption
         self.best: tuple[float, dict[str, Any]] = (math.inf, {})
 
-    @staticmethod
-    def key(values: Mapping[str, Any]) -> str:
-        """A point as the cache knows it (floats rounded to 12 places)."""
-        return json.dumps({k: (round(v, 12) if isinstance(v, float) else v)
-                           for k, v in sorted(values.items())}, sort_keys=True)
+    def key(self, values: Mapping[str, Any]) -> str:
+        """A point as the cache knows it (floats rounded to 12 places; the seed set
+        when it is not the first)."""
+        point: dict[str, Any] = {k: (round(v, 12) if isinstance(v, float) else v)
+                                 for k, v in sorted(values.items())}
+        if self.first_replicate:
+            point = {"@first_replicate": self.first_replicate, **point}
+        return json.dumps(point, sort_keys=True)
 
     def simulate(self, values: Mapping[str, Any]) -> list[np.ndarray]:
         """Each target's simulated values at ``values`` (from the engine's dense counts)."""
         variant = self.scenario.apply(overrides=dict(values))
         counts = sim.simulate(variant, seed=self.seed, replicates=self.replicates,
-                              population_scale=self.scale)
+                              population_scale=self.scale,
+                              first_replicate=self.first_replicate)
         self.runs += 1
         pooled = Counts(counts)
         return [t.simulated(pooled) for t in self.targets]

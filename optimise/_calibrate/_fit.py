@@ -22,7 +22,8 @@ __all__ = ["Fit", "FittedParameter", "Point", "fit_at", "fitted_parameters"]
 
 @dataclass(frozen=True)
 class FittedParameter:
-    """One fitted parameter: its value and 95% profile-likelihood interval."""
+    """One fitted parameter: its value, 95% profile-likelihood interval and Monte Carlo
+    standard error."""
 
     path: str
     value: Any
@@ -30,6 +31,8 @@ class FittedParameter:
     high: float
     at_bound: tuple[bool, bool] = (False, False)
     """The interval reached the search range's low / high end instead of crossing."""
+    mc_se: float = math.nan
+    """The spread of the fit over other seed sets (NaN when not computed)."""
 
 
 @dataclass(frozen=True)

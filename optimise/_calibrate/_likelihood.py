@@ -79,6 +79,12 @@ class Target:
         low, high (a 95% band of the fitted value at the observed scale)."""
         raise NotImplementedError
 
+    def sizes(self, counts: Counts, sim_values: np.ndarray) -> tuple[float, float] | None:
+        """(observed units, simulated units) behind the target's least-sampled series —
+        the customers or entrants the data's and the simulation's shares rest on, the
+        simulated ones summed over replicates — or None when the data give no size."""
+        raise NotImplementedError
+
 
 def categories(labels: list[Any]) -> tuple[list[Any], np.ndarray]:
     """The distinct labels in order of appearance, and each row's index among them."""

@@ -13,6 +13,7 @@ import optuna
 import pyarrow as pa
 
 from optimise._calibrate._fit import FittedParameter
+from optimise._calibrate._noise import MonteCarlo
 from optimise._calibrate._space import Space
 from sim import Scenario
 from sim.results import CALIBRATION_FILES
@@ -29,13 +30,19 @@ class CalibrationResult:
             ``intervals="none"``).
         loss: the minimised negative log-likelihood (+ negative log prior).
         fit: one row per observation: observed, fitted (or projected, role
-            ``holdout``) and a 95% band of the fitted value at the observed scale.
+            ``holdout``), a 95% band of the fitted value at the observed scale and
+            its Monte Carlo standard error ``mc_se``.
         gof: Pearson χ² over the fitted observations, its degrees of freedom and p-value.
         scenario: the calibrated scenario (without its ``calibrate`` block).
         storage: the study's storage: the journal file or the RDB URL.
         journal: the journal file (None with an RDB storage), which
             optuna-dashboard opens.
         paths: the files written under ``OUT/calibrate/<study>/``.
+        population_scale: the scale simulated; ``population_scale_source`` says
+            where it came from (``block``, ``flag`` or ``automatic``) and
+            ``population_scale_reason`` why.
+        monte_carlo: the fit's Monte Carlo error over other seed sets (None when
+            ``mc_seeds`` is 0).
     """
 
     study_name: str
@@ -51,6 +58,10 @@ class CalibrationResult:
     holdout: dict[str, float] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
     journal: str | None = None
+    population_scale: float = 1.0
+    population_scale_source: str = "block"
+    population_scale_reason: str = ""
+    monte_carlo: MonteCarlo | None = None
 
     @property
     def values(self) -> dict[str, Any]:
@@ -100,7 +111,8 @@ def _parameters_table(fitted: list[FittedParameter]) -> pa.Table:
         "low": pa.array([p.low for p in fitted], pa.float64()),
         "high": pa.array([p.high for p in fitted], pa.float64()),
         "low_at_bound": [p.at_bound[0] for p in fitted],
-        "high_at_bound": [p.at_bound[1] for p in fitted]})
+        "high_at_bound": [p.at_bound[1] for p in fitted],
+        "mc_se": pa.array([p.mc_se for p in fitted], pa.float64())})
 
 
 def _scenario_text(result: CalibrationResult, data: Mapping[str, Any]) -> bytes:
@@ -110,7 +122,11 @@ def _scenario_text(result: CalibrationResult, data: Mapping[str, Any]) -> bytes:
               f"# data: {', '.join(f'{k}={p}' for k, p in data.items())}\n"
               + "".join(f"# {p.path} = {p.value!r}"
                         + (f"  (95% CI {p.low:.6g} … {p.high:.6g})" if not math.isnan(p.low)
-                           else "") + "\n" for p in result.parameters))
+                           else "")
+                        + (f"  (Monte Carlo s.e. {p.mc_se:.3g})" if not math.isnan(p.mc_se)
+                           else "") + "\n" for p in result.parameters)
+              + f"# population scale {result.population_scale:g} "
+                f"({result.population_scale_source})\n")
     return (header + result.scenario.to_yaml()).encode()
 
 
@@ -130,12 +146,18 @@ def files(result: CalibrationResult, data: Mapping[str, Any], settings: Mapping[
             days, seed, replicates, population scale, trials).
         per_target: each target's likelihood figures at the optimum.
     """
+    mc = result.monte_carlo
     summary = {"study": result.study_name, "storage": result.storage, "loss": result.loss,
                "gof": result.gof, "targets": per_target, "holdout": result.holdout,
                **settings, "evaluations": result.evaluations,
                "parameters": [{"path": p.path, "value": p.value, "low": p.low,
-                               "high": p.high, "at_bound": list(p.at_bound)}
-                              for p in result.parameters]}
+                               "high": p.high, "at_bound": list(p.at_bound),
+                               "mc_se": p.mc_se}
+                              for p in result.parameters],
+               "monte_carlo": None if mc is None else {
+                   "seed_sets": mc.seeds, "se": mc.se, "holdout_se": mc.holdout_se,
+                   "notes": mc.notes, "population_scale_needed": mc.scale_needed,
+                   "refits": mc.refits}}
     return {CALIBRATION_FILES.parameters: _parameters_table(result.parameters),
             CALIBRATION_FILES.fit: result.fit,
             CALIBRATION_FILES.trials: result.trials,

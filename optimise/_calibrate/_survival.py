@@ -167,6 +167,24 @@ class Survival(Target):
                 "fitted": fitted.tolist(), "low": np.asarray(low, float).tolist(),
                 "high": np.asarray(high, float).tolist()}
 
+    def sizes(self, counts: Counts, s: np.ndarray) -> tuple[float, float] | None:
+        worst: tuple[float, float] | None = None
+        for gi, g in enumerate(self.seg_index):
+            rows = np.flatnonzero(self.group == gi)
+            observed = float(self.n[rows[0]])
+            if not np.isfinite(observed):
+                sd = self.data.values["sd"][rows]
+                if not np.isfinite(sd).any():
+                    return None
+                observed = 0.25 / float(np.nanmin(sd)) ** 2   # n whose share has this sd at ½
+            if self.cohort == "acquired":
+                simulated = float(counts.eligible[int(self.lag[rows].max())])
+            else:
+                occ = counts.occ.sum(axis=0)[0, :, self.customer]   # [G, S_customer]
+                simulated = float(occ[g].sum() if g is not None else occ.sum())
+            if worst is None or simulated * worst[0] < worst[1] * observed:
+                worst = (observed, simulated)
+        return worst
 
 
 def closed_cohort(s: Scenario) -> str | None:

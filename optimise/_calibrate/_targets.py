@@ -132,6 +132,16 @@ class Funnel(Target):
                 "observed": self.counts.tolist(), "fitted": np.asarray(fitted).tolist(),
                 "low": np.asarray(low, float).tolist(), "high": np.asarray(high, float).tolist()}
 
+    def sizes(self, counts: Counts, e: np.ndarray) -> tuple[float, float] | None:
+        # the entrants of each funnel's first stage, observed and simulated
+        worst: tuple[float, float] | None = None
+        for gi in range(len(self.groups)):
+            first = int(np.flatnonzero(self.group == gi)[0])
+            observed = max(float(self.counts[first]), 1.0)
+            simulated = float(e[first]) * counts.R * self.scale
+            if worst is None or simulated * worst[0] < worst[1] * observed:
+                worst = (observed, simulated)
+        return worst
 
 
 class Occupancy(Target):
@@ -179,6 +189,12 @@ class Occupancy(Target):
                 "stage": list(self.data.labels["stage"]), "x": self.step.astype(float).tolist(),
                 "observed": self.counts.tolist(), "fitted": c.tolist(),
                 "low": np.maximum(c - half, 0).tolist(), "high": (c + half).tolist()}
+
+    def sizes(self, counts: Counts, c: np.ndarray) -> tuple[float, float] | None:
+        # agents counted over the fitted rows: Poisson-like counts, variance ≈ count
+        m = self.fit_mask
+        return (max(float(self.counts[m].sum()), 1.0),
+                float(np.nansum(c[m])) * counts.R * self.scale)
 
 
 def make_targets(scenario: Scenario, files: Mapping[str, tuple[Path, Any]], *,

@@ -880,7 +880,8 @@ class Calibration(_Model):
         fit_periods: fit on the first K periods only; project the rest.
         trials: Optuna trials of the global search.
         replicates: replicates per evaluation, on the same seeds (common random numbers).
-        population_scale: simulate this many times the scenario's population.
+        population_scale: simulate this many times the scenario's population (default:
+            chosen from the observed counts, within a time budget).
         intervals: ``profile`` likelihood intervals, or ``none``.
     """
 
@@ -890,7 +891,7 @@ class Calibration(_Model):
     fit_periods: Annotated[int, Field(ge=1)] | None = None
     trials: Annotated[int, Field(ge=1)] = 40
     replicates: Annotated[int, Field(ge=1)] = 4
-    population_scale: Positive = 1.0
+    population_scale: Positive | None = None
     intervals: Literal["profile", "none"] = "profile"
 
 

@@ -94,10 +94,10 @@ def test_sbg_fit_matches_the_closed_form_maximum_likelihood(tmp_path: Path) -> N
     mle, exact = _sbg_mle(active)
     # the published fit of these data (Fader & Hardie 2007): a = 0.704, b = 1.182
     assert mle == pytest.approx([0.704, 1.182], abs=5e-4)
-    result = optimise.calibrate(SHIPPED, fit_periods=7, out=tmp_path, trials=20)
+    result = optimise.calibrate(SHIPPED, fit_periods=7, out=tmp_path, trials=20, mc_seeds=0)
     scenario = sim.load_scenario(SHIPPED)
     assert scenario.calibrate is not None
-    n_sim = 1000 * scenario.calibrate.population_scale * scenario.calibrate.replicates
+    n_sim = 1000 * result.population_scale * scenario.calibrate.replicates
     for j, p in enumerate(result.parameters):
         se_data = (exact[j][1] - exact[j][0]) / (2 * 1.96)
         tol = 4 * se_data * math.sqrt(1000 / n_sim)
@@ -128,7 +128,8 @@ def test_recovers_beta_churn_a_and_b_from_shares(tmp_path: Path) -> None:
     data.write_text("period,share,cohort_size\n" + "".join(
         f"{t},{a / 1000:.3f},1000\n" for t, a in enumerate(active)))
     start = COHORT.replace("a: A, b: B", "a: 1.0, b: 1.0")
-    result = optimise.calibrate(sim.load_scenario(start), data, out=tmp_path / "out")
+    result = optimise.calibrate(sim.load_scenario(start), data, out=tmp_path / "out",
+                                mc_seeds=0)
     for p in result.parameters:
         assert p.low < truth[p.path] < p.high, (p, truth[p.path])
         assert p.low < p.value < p.high
@@ -171,7 +172,7 @@ def test_recovers_an_exit_probability_from_funnel_counts(tmp_path: Path) -> None
                              "count": [int(entries[s]) for s in ("aware", "consult",
                                                                  "treated")]}), data)
     start = sim.load_scenario(FUNNEL.replace("treated: P", "treated: 0.5"))
-    result = optimise.calibrate(start, {"funnel": data}, out=tmp_path / "out")
+    result = optimise.calibrate(start, {"funnel": data}, out=tmp_path / "out", mc_seeds=0)
     (p,) = result.parameters
     assert p.low < truth < p.high, p
     assert p.high - p.low < 0.15  # the data pin it down
@@ -216,7 +217,7 @@ def test_recovers_a_touchpoint_lift_and_projects_the_held_out_periods(tmp_path: 
     data.write_text("period,active\n" + "".join(f"{t},{int(c)}\n" for t, c in
                                                 enumerate(counts)))
     start = sim.load_scenario(LIFT.replace("LIFT", "0.0"))
-    result = optimise.calibrate(start, data, out=tmp_path / "out")
+    result = optimise.calibrate(start, data, out=tmp_path / "out", mc_seeds=0)
     (p,) = result.parameters
     assert p.low < truth < p.high, p
     roles = result.fit.column("role").to_pylist()
@@ -255,7 +256,7 @@ def test_recovers_an_exit_probability_from_an_occupancy_series(tmp_path: Path) -
     data.write_text("step,stage,count\n" + "".join(
         f"{r.step},{r.stage},{r.count}\n" for r in rows.itertuples()))
     start = sim.load_scenario(OCCUPANCY.replace("served: P", "served: 0.1"))
-    result = optimise.calibrate(start, data, out=tmp_path / "out")
+    result = optimise.calibrate(start, data, out=tmp_path / "out", mc_seeds=0)
     (p,) = result.parameters
     assert p.low < truth < p.high, p
     assert set(result.fit.column("target").to_pylist()) == {"occupancy"}
@@ -291,7 +292,7 @@ calibrate:
         f"{g},{t},{act[g, t]},{act[g, 0]}\n" for g in ("low", "high") for t in range(6)))
     start = scenario.apply(overrides={"stages.active.exits.churned.p": 0.5,
                                       "segments.high.offsets.active->churned": 0.0})
-    result = optimise.calibrate(start, data, out=tmp_path / "out")
+    result = optimise.calibrate(start, data, out=tmp_path / "out", mc_seeds=0)
     values = result.values
     # two segments of 1,000: binomial standard errors of a yearly p near 0.2 are ~0.013
     assert values["stages.active.exits.churned.p"] == pytest.approx(0.2, abs=0.05)
@@ -368,7 +369,7 @@ def test_a_scenario_without_a_calibrate_block_is_refused(tmp_path: Path) -> None
 
 
 def test_a_rerun_resumes_from_stored_trials_and_evaluations(tmp_path: Path) -> None:
-    kwargs = {"out": tmp_path, "trials": 6, "intervals": "none"}
+    kwargs = {"out": tmp_path, "trials": 6, "intervals": "none", "mc_seeds": 0}
     first = optimise.calibrate(SHIPPED, **kwargs)
     folder = tmp_path / "calibrate" / first.study_name
     stored = (folder / "evaluations.jsonl").read_text().splitlines()
@@ -384,7 +385,7 @@ def test_a_rerun_resumes_from_stored_trials_and_evaluations(tmp_path: Path) -> N
 
 def test_calibrate_command_prints_and_writes_a_runnable_scenario(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["calibrate", str(SHIPPED), "--trials", "8", "--intervals",
-                                   "none", "--out", str(tmp_path), "--quiet"])
+                                   "none", "--mc-seeds", "0", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output
     assert A_PATH in res.output and "projected" in res.output
     assert "goodness of fit" in res.output
@@ -416,7 +417,7 @@ def test_a_tight_prior_pulls_the_fit_and_joins_the_loss(tmp_path: Path) -> None:
         "low: -4, high: 2}", "low: -4, high: 2, prior: {distribution: normal, mean: 0.0, "
                              "sd: 0.05}}")
     held = sim.load_scenario(text)
-    kwargs = {"intervals": "none"}
+    kwargs = {"intervals": "none", "mc_seeds": 0}
     without = optimise.calibrate(free, data, out=tmp_path / "a", **kwargs)
     with_prior = optimise.calibrate(held, data, out=tmp_path / "b", **kwargs)
     lift = "touchpoints.checkin.lift.active->churned"
@@ -435,7 +436,7 @@ def test_an_interrupted_calibration_resumes_to_the_clean_answer(tmp_path: Path,
     same answer as a run that was never interrupted."""
     from optimise._calibrate._evaluator import Evaluator
 
-    kwargs = {"trials": 8, "intervals": "none"}
+    kwargs = {"trials": 8, "intervals": "none", "mc_seeds": 0}
     clean = optimise.calibrate(SHIPPED, out=tmp_path / "clean", **kwargs)
     real = Evaluator.simulate
     calls = [0]

@@ -154,7 +154,8 @@ def test_calibrate_with_settings_reads_the_files_next_to_the_scenario(tmp_path: 
     shutil.copy(ROOT / "scenarios" / "subscription_cohort.yaml", folder / "cohort.yaml")
     res = runner.invoke(app, ["calibrate", str(folder / "cohort.yaml"), "--set",
                               "calibrate.replicates=1", "--trials", "3", "--intervals",
-                              "none", "--out", str(tmp_path / "o"), "--format", "json"])
+                              "none", "--mc-seeds", "0", "--out", str(tmp_path / "o"),
+                              "--format", "json"])
     assert res.exit_code == 0, res.output
     document = json.loads(res.stdout)
     assert {p["parameter"] for p in document["parameters"]} == {

@@ -56,7 +56,7 @@ def test_a_finished_optimisation_opens_from_its_journal_file_with_plain_optuna(
 def test_a_finished_calibration_opens_from_its_journal_file_with_plain_optuna(
         tmp_path: Path) -> None:
     result = optimise.calibrate(ROOT / "scenarios" / "subscription_cohort.yaml", out=tmp_path,
-                                trials=5, intervals="none")
+                                trials=5, intervals="none", mc_seeds=0)
 
     journal = tmp_path / "calibrate" / f"{result.study_name}.journal"
     assert result.storage == result.journal == str(journal)
