@@ -1,7 +1,8 @@
 """The house's rules, read from the code: layers import downward, and no package (nor
 any third-party library) is entered through a private name.
 
-* ``sim`` imports neither ``optimise`` nor ``report``; ``optimise`` does not import
+* ``sim`` imports neither ``optimise`` nor ``report``; ``discover`` imports ``sim``
+  only; ``optimise`` does not import
   ``report``.
 * Across packages only public names travel: no ``from sim._x import …``, no
   ``from sim.scenario import _y``, no ``import optuna.storages._heartbeat``. Inside
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("sim", "optimise", "report")
-BELOW = {"sim": set(), "optimise": {"sim"}, "report": {"sim", "optimise"}}
+PACKAGES = ("sim", "optimise", "report", "discover")
+BELOW = {"sim": set(), "optimise": {"sim"}, "report": {"sim", "optimise"}, "discover": {"sim"}}
 """What each package may import of the others."""
 
 
