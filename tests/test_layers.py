@@ -1,9 +1,8 @@
 """The house's rules, read from the code: layers import downward, and no package (nor
 any third-party library) is entered through a private name.
 
-* ``sim`` imports neither ``optimise`` nor ``report``; ``discover`` imports ``sim``
-  only; ``optimise`` does not import
-  ``report``.
+* ``sim`` imports neither ``optimise`` nor ``report``; ``optimise`` does not import
+  ``report``; ``discover`` imports ``sim`` only.
 * Across packages only public names travel: no ``from sim._x import …``, no
   ``from sim.scenario import _y``, no ``import optuna.storages._heartbeat``. Inside
   a package its private rooms import each other freely.

@@ -136,3 +136,28 @@ def test_the_command_writes_the_draft_that_journey_validate_accepts(tmp_path: Pa
     assert f"wrote {tmp_path / 'd.yaml'}" in res.stdout
     res = CliRunner().invoke(app, ["validate", str(tmp_path / "d.yaml")])
     assert res.exit_code == 0, res.output
+
+
+def test_timestamps_are_cut_into_steps_and_a_second_discovery_gives_the_same_draft(
+    tmp_path: Path,
+) -> None:
+    stamped = (
+        "customer_id,timestamp,event,segment\n"
+        "a,2026-01-01 09:00:00,visit,web\n"
+        "a,2026-01-02 10:00:00,email,web\n"
+        "a,2026-01-04 08:00:00,buy,web\n"
+        "b,2026-01-01 09:00:00,browse,shop\n"
+        "b,2026-01-06 09:00:00,gone,shop\n"
+        "c,2026-01-05 12:00:00,browse,web\n"
+    )
+    log, mapping = _files(tmp_path, stamped)
+    first = discover(log, mapping)
+    again = discover(log, mapping)
+    assert first.text == again.text
+    assert first.fit.equals(again.fit)
+    # day 0 is the first event: a and b are the initial population, c arrived in step 5
+    initial = {(p.stage, p.count, p.segment) for p in first.scenario.population.initial}
+    assert initial == {("browse", 1, "web"), ("browse", 1, "shop")}
+    assert first.scenario.entry_stage() == "browse"
+    assert first.scenario.population.arrivals.per_day == pytest.approx(1 / 5, rel=1e-5)
+    assert first.scenario.time.horizon_days == 5

@@ -1,0 +1,187 @@
+"""Round trip: simulate a shipped scenario with exposure events, discover a draft from its
+events, and find the true parameters inside their intervals and the KPIs matched."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+
+import sim
+from discover import discover
+
+ROOT = Path(__file__).resolve().parents[2]
+REPLICATES = 6
+DENTAL_MAP = """\
+name: dental_discovered
+step_days: 1
+stages: {discover: prospect, order: customer, use: customer, repair: customer,
+         loyal: customer, upgrade: customer, terminated: lost, dropped: lost}
+touchpoints: [search_ads, review_site, free_consult, fitting, checkup, care_tips_email,
+              repair_service, personalised_offer, winback_letter]
+"""
+
+
+def _dental() -> sim.Scenario:
+    """The dental clinic without what a log cannot show: satisfaction's effects on exits
+    (a per-agent state no log records) and within-segment heterogeneity (tested apart)."""
+    return sim.load_scenario(ROOT / "scenarios" / "dental_clinic.yaml").apply(
+        overrides={
+            "satisfaction.effects": {},
+            "segments.seniors.heterogeneity": {},
+            "segments.working_adults.heterogeneity": {},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory: pytest.TempPathFactory) -> tuple[sim.RunResult, object]:
+    folder = tmp_path_factory.mktemp("dental")
+    (folder / "map.yaml").write_text(DENTAL_MAP)
+    run = sim.run(_dental(), replicates=REPLICATES, seed=3, exposures=True, out=folder / "run")
+    one = folder / "run" / "events" / "scenario=dental_clinic" / "variant=base" / "replicate=0"
+    found = discover(one, folder / "map.yaml", out=folder / "draft.yaml")
+    return run, found
+
+
+def _truths(scenario: sim.Scenario, fit: pd.DataFrame, ref: str) -> pd.DataFrame:
+    """The simulated value of every exit (per segment), reach (per stage and segment),
+    offset (against the reference segment ``ref``) and lift of the fit table, beside its
+    interval."""
+    rows = []
+    for e in fit.itertuples():
+        key = f"{e.stage}->{e.target}"
+        if e.kind == "exit_segment":
+            off = scenario.segments[e.segment].offsets.get(key, 0.0)
+            truth = float(expit(logit(scenario.stage_exit_p(e.stage, e.target)) + off))
+        elif e.kind == "reach" and isinstance(e.segment, str):
+            tp = scenario.touchpoints[e.touchpoint]
+            aff = scenario.segments[e.segment].affinity.get(e.touchpoint, 1.0)
+            truth = min(1.0, tp.reach[e.stage] * aff)
+        elif e.kind == "offset":
+            segs = scenario.segments
+            truth = segs[e.segment].offsets.get(key, 0.0) - segs[ref].offsets.get(key, 0.0)
+        elif e.kind == "lift":
+            truth = scenario.touchpoints[e.touchpoint].lift.get(key, 0.0)
+        else:
+            continue
+        rows.append((e.kind, key, e.segment, e.touchpoint, truth, e.low, e.high))
+    out = pd.DataFrame(rows, columns=["kind", "exit", "segment", "tp", "truth", "low", "high"])
+    out["covered"] = (out["low"] <= out["truth"]) & (out["truth"] <= out["high"])
+    return out
+
+
+def test_true_exits_reach_offsets_and_lifts_lie_in_their_intervals_at_95_percent(
+    round_trip: tuple[sim.RunResult, object],
+) -> None:
+    _, found = round_trip
+    ref = found.discovery.log.segments[0]  # type: ignore[attr-defined]
+    table = _truths(_dental(), found.fit.to_pandas(), ref)  # type: ignore[attr-defined]
+    assert set(table["kind"]) == {"exit_segment", "reach", "offset", "lift"}
+    k = len(table)
+    assert k >= 70  # every exit of both segments, every active touchpoint, every lift
+    # Each 95% interval covers its truth with probability 0.95, so the count covered is
+    # about Binomial(k, 0.95) (the intervals are nearly independent): its mean 0.95 k and
+    # its standard error sqrt(k * 0.95 * 0.05); we allow three standard errors below.
+    covered = int(table["covered"].sum())
+    low = 0.95 * k - 3 * math.sqrt(k * 0.95 * 0.05)
+    assert covered >= low, table[~table["covered"]].to_string()
+    # the lifts the scenario names, with enough exposed exits to measure, are recovered
+    named = table[(table["kind"] == "lift") & (table["truth"] != 0)]
+    assert len(named) >= 8
+
+
+def test_the_minimum_dwell_is_found_where_the_scenario_has_one(
+    round_trip: tuple[sim.RunResult, object],
+) -> None:
+    _, found = round_trip
+    draft = found.scenario  # type: ignore[attr-defined]
+    assert draft.stages["order"].min_dwell_days == 10
+    assert all(s.min_dwell_days == 0 for n, s in draft.stages.items() if n != "order")
+    assert draft.stages["discover"].exits.keys() == {"order", "dropped"}
+    assert draft.entry_stage() == "discover"
+
+
+def test_the_drafts_kpis_match_the_originals_within_sampling_error(
+    round_trip: tuple[sim.RunResult, object],
+) -> None:
+    run, found = round_trip
+    draft = sim.run(found.scenario, replicates=REPLICATES, seed=11)  # type: ignore[attr-defined]
+    a, b = run.kpis.to_pandas(), draft.kpis.to_pandas()
+    for kpi in (
+        "conversion",
+        "retention_90",
+        "retention_180",
+        "retention_365",
+        "churned",
+        "won_back",
+        "entrants",
+        "acquired",
+    ):
+        # The draft is fitted to one run, so it carries that run's sampling error: on a
+        # KPI about one run's standard deviation (the same counts made both), plus the
+        # Monte Carlo error of each mean over REPLICATES runs. Four of these combined
+        # standard errors bound the difference (a few KPIs are tested at once).
+        sd_a, sd_b = a[kpi].std(), b[kpi].std()
+        se = math.sqrt(sd_a**2 + sd_a**2 / REPLICATES + sd_b**2 / REPLICATES)
+        assert abs(a[kpi].mean() - b[kpi].mean()) <= 4 * se, (kpi, a[kpi].mean(), b[kpi].mean(), se)
+
+
+HET = """\
+name: het_check
+time: {step_days: 1, horizon_days: 120}
+population:
+  initial:
+    - {stage: active, count: 4000, segment: mixed}
+    - {stage: active, count: 4000, segment: uniform}
+segments:
+  mixed:
+    share: 0.5
+    heterogeneity: {active->gone: {distribution: beta, a: 2.0, b: 198.0}}
+  uniform: {share: 0.5}
+stages:
+  active: {kind: customer, exits: {gone: 0.01}}
+  gone: {kind: lost}
+"""
+
+
+def test_heterogeneity_is_found_where_agents_differ_and_not_where_they_do_not(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "map.yaml").write_text("stages: {active: customer, gone: lost}\n")
+    sim.run(sim.load_scenario(HET), seed=1, events=True, out=tmp_path / "run")
+    found = discover(tmp_path / "run" / "events", tmp_path / "map.yaml")
+    fit = found.fit.to_pandas()
+    beta = fit[fit["kind"].isin(["beta_a", "beta_b"])].set_index("kind")
+    assert set(beta["segment"]) == {"mixed"}  # the homogeneous segment is not flagged
+    assert beta.loc["beta_a", "low"] <= 2.0 <= beta.loc["beta_a", "high"]
+    assert beta.loc["beta_b", "low"] <= 198.0 <= beta.loc["beta_b", "high"]
+    het = found.scenario.segments["mixed"].heterogeneity["active->gone"]
+    assert het.distribution == "beta"
+    uniform = fit[(fit["kind"] == "exit_segment") & (fit["segment"] == "uniform")].iloc[0]
+    assert uniform["low"] <= 0.01 <= uniform["high"]
+
+
+def test_exposure_tied_to_the_dwell_earns_a_confounding_warning(tmp_path: Path) -> None:
+    # A synthetic log: every customer gets the e-mail on its first day in `trial` only,
+    # and leaves with probability 0.05 a day (no lift at all).
+    rng = np.random.default_rng(7)
+    n = 3000
+    stay = rng.geometric(0.05, n)
+    ids = np.arange(n).astype(str)
+    entries = pd.DataFrame({"customer_id": ids, "day": 0, "event": "trial"})
+    mails = pd.DataFrame({"customer_id": ids, "day": 1, "event": "welcome_mail"})
+    done = stay < 60
+    exits = pd.DataFrame({"customer_id": ids[done], "day": stay[done], "event": "paid"})
+    log = pd.concat([entries, mails, exits]).sort_values(["customer_id", "day"], kind="stable")
+    log.to_parquet(tmp_path / "log.parquet")
+    (tmp_path / "map.yaml").write_text(
+        "stages: {trial: prospect, paid: customer}\ntouchpoints: [welcome_mail]\nend_day: 60\n"
+    )
+    found = discover(tmp_path / "log.parquet", tmp_path / "map.yaml")
+    assert any("welcome_mail in trial depends on the dwell" in w for w in found.warnings)
+    assert "# warning: exposure to welcome_mail" in found.text
