@@ -42,6 +42,8 @@ MISSING = (
     "journey discover needs DuckDB and statsmodels, which are not installed: "
     "pip install 'journey-engine[discover]'"
 )
+_NAME_RE = "[A-Za-z][A-Za-z0-9_]{0,63}"
+"""What a segment name must look like (a scenario's names)."""
 _JOURNEY_COLUMNS = {"agent", "kind", "to_stage", "touchpoint", "day"}
 
 
@@ -84,6 +86,7 @@ def connect(
         if threads is not None:
             config["threads"] = threads
         con = duckdb.connect(config=config)
+        con.execute("SET enable_progress_bar = false")
         try:
             yield con
         finally:
@@ -219,6 +222,22 @@ def _check(
         problems += _problems(
             source, rows, int(total[0]) if total else 0, what, lambda r, w=what: f"{w} is empty"
         )
+    rows = con.execute(
+        f"""
+        SELECT min(row) + 1, segment, count(*) FROM raw
+        WHERE segment IS NOT NULL AND NOT regexp_full_match(segment, '{_NAME_RE}')
+        GROUP BY segment ORDER BY min(row)"""
+    ).fetchall()
+    problems += _problems(
+        source,
+        rows,
+        len(rows),
+        "segment",
+        lambda r: (
+            f"segment {r[1]!r} ({r[2]:,} rows) is not a valid name: use letters, digits "
+            "and _, starting with a letter (at most 64 characters)"
+        ),
+    )
     known = sorted(mapped) + sorted(mapping.ignore)
     rows = con.execute(
         """

@@ -147,8 +147,9 @@ def _segments(d: Discovery) -> list[str]:
         if offs:
             lines.append("    offsets:")
             for o in offs:
+                value = min(20.0, max(-20.0, o.estimate))
                 lines.append(
-                    f"      {o.stage}->{o.target}: {_num(o.estimate)}    # {_ci(o)}; "
+                    f"      {o.stage}->{o.target}: {_num(value)}    # {_ci(o)}; "
                     f"n = {o.n:,}, k = {o.events:,}"
                 )
         betas = [

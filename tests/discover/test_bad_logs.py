@@ -80,8 +80,19 @@ def test_a_good_small_log_gives_a_valid_draft(tmp_path: Path) -> None:
                 "log.csv:1: event: column 'event' is missing",
             ],
         ),
+        (
+            GOOD + "d,4,browse,web shop\n",
+            ["log.csv:9: segment: segment 'web shop' (1 rows) is not a valid name"],
+        ),
     ],
-    ids=["unknown event", "time backwards", "duplicate", "no time column", "two missing"],
+    ids=[
+        "unknown event",
+        "time backwards",
+        "duplicate",
+        "no time column",
+        "two missing",
+        "segment name",
+    ],
 )
 def test_a_bad_log_gets_one_located_line_per_problem(
     tmp_path: Path, log: str, expected: list[str]
