@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 import sim
+from discover._check import check_table, curves
 from discover._estimate import Discovery, estimate
 from discover._log import connect, open_log
 from discover._mapping import Mapping, load_mapping
-from discover._write import fit_table, scenario_text, write_discovery
+from discover._write import check_path, fit_table, scenario_text, write_discovery
+from sim.results import write_files
 
 __all__ = ["DiscoverResult", "discover"]
 
@@ -28,7 +30,8 @@ class DiscoverResult:
         text: its commented YAML.
         fit: the fit table (one row per estimated number).
         discovery: the estimates and warnings behind it.
-        paths: files written (draft, fit table); empty without ``out``.
+        paths: files written (draft, fit table, check); empty without ``out``.
+        check: observed against simulated occupancy and survival (with ``check``).
     """
 
     scenario: sim.Scenario
@@ -36,6 +39,7 @@ class DiscoverResult:
     fit: pa.Table
     discovery: Discovery
     paths: list[str]
+    check: pa.Table | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -51,6 +55,7 @@ def discover(
     out: str | os.PathLike[str] | None = None,
     memory_limit: str = "2GB",
     threads: int | None = None,
+    check: int = 0,
 ) -> DiscoverResult:
     """Learn a draft scenario from an event log.
 
@@ -64,6 +69,8 @@ def discover(
         out: write the draft here (and its fit table beside it), atomically.
         memory_limit: DuckDB's memory limit; past it DuckDB spills to a temporary folder.
         threads: DuckDB's threads (default: all cores).
+        check: run the draft this many replicates and compare its occupancy and the
+            initial cohort's survival with the log's (0: no check).
 
     Raises:
         ScenarioError: the mapping file breaks a rule; DataError: the log does (one
@@ -76,6 +83,7 @@ def discover(
     with connect(memory_limit, threads) as con:
         checked = open_log(con, log_path, mapping)
         found = estimate(con, mapping, checked)
+        observed = curves(con, mapping, checked.steps) if check > 0 else None
     for w in found.warnings:
         log.warning("%s", w)
     if out is not None:
@@ -84,6 +92,20 @@ def discover(
     else:
         text = scenario_text(found)
         scenario, paths = sim.load_scenario(text), []
+    compared = None
+    if observed is not None:
+        compared = check_table(
+            scenario, mapping, observed, replicates=check, memory_limit=memory_limit
+        )
+        if out is not None:
+            written = check_path(out)
+            write_files(written.parent, {written.name: compared})
+            paths.append(str(written))
     return DiscoverResult(
-        scenario=scenario, text=text, fit=fit_table(found), discovery=found, paths=paths
+        scenario=scenario,
+        text=text,
+        fit=fit_table(found),
+        discovery=found,
+        paths=paths,
+        check=compared,
     )

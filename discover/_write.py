@@ -18,7 +18,7 @@ from discover._estimate import Discovery, Estimate
 from sim.display import format_days, plural
 from sim.results import write_files
 
-__all__ = ["LEFT_OUT", "fit_path", "fit_table", "scenario_text", "write_discovery"]
+__all__ = ["LEFT_OUT", "check_path", "fit_path", "fit_table", "scenario_text", "write_discovery"]
 
 LEFT_OUT = (
     "satisfaction and its effects on exits, reviews and the public rating, word of "
@@ -45,6 +45,12 @@ def fit_path(out: str | os.PathLike[str]) -> Path:
     """The fit table written beside the draft ``out`` (``x.yaml`` -> ``x.fit.parquet``)."""
     path = Path(out)
     return path.with_name(f"{path.stem}.fit.parquet")
+
+
+def check_path(out: str | os.PathLike[str]) -> Path:
+    """The observed-against-simulated table beside the draft (``x.check.parquet``)."""
+    path = Path(out)
+    return path.with_name(f"{path.stem}.check.parquet")
 
 
 def _num(x: float) -> str:

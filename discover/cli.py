@@ -14,7 +14,7 @@ import typer
 
 from sim import SimError
 from sim.cli import add_command, console, on_interrupt
-from sim.display import plural
+from sim.display import format_share, plural
 
 __all__ = ["register"]
 
@@ -54,6 +54,14 @@ def discover_command(
             "goes beside it as FILE.fit.parquet."
         ),
     ] = None,
+    check: Annotated[
+        int,
+        typer.Option(
+            help="Run the draft this many replicates and compare its occupancy and the "
+            "initial cohort's survival with the log's (FILE.check.parquet); 0: no check.",
+            min=0,
+        ),
+    ] = 0,
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB's memory limit (past it, it spills to a temporary folder).")
     ] = "2GB",
@@ -70,7 +78,7 @@ def discover_command(
         raise SimError(f"{MISSING} ({exc})") from None
     mapping = load_mapping(map_, step_days=step_days)
     target = out if out is not None else Path(f"{mapping.name}.yaml")
-    found = discover(str(log), mapping, out=target, memory_limit=memory_limit)
+    found = discover(str(log), mapping, out=target, memory_limit=memory_limit, check=check)
     d = found.discovery
     exits = sum(len(v) for v in d.exits.values())
     console.print(
@@ -81,6 +89,23 @@ def discover_command(
     )
     for w in found.warnings:
         console.print(f"warning: {w}", markup=False)
+    if found.check is not None:
+        rows = found.check.to_pydict()
+        for what, label in (
+            ("survival", "survival of the initial cohort"),
+            (None, "occupancy of the stages"),
+        ):
+            hits = [
+                ok
+                for c, ok in zip(rows["curve"], rows["inside"], strict=True)
+                if (c == "survival") == (what == "survival")
+            ]
+            if hits:
+                console.print(
+                    f"check: observed {label} inside the draft's 95% band of one run at "
+                    f"{format_share(sum(hits) / len(hits))} of {plural(len(hits), 'point')}",
+                    markup=False,
+                )
     for path in found.paths:
         console.print(f"wrote {path}", markup=False)
 

@@ -185,3 +185,28 @@ def test_exposure_tied_to_the_dwell_earns_a_confounding_warning(tmp_path: Path) 
     found = discover(tmp_path / "log.parquet", tmp_path / "map.yaml")
     assert any("welcome_mail in trial depends on the dwell" in w for w in found.warnings)
     assert "# warning: exposure to welcome_mail" in found.text
+
+
+def test_the_logs_occupancy_is_the_engines_and_the_check_compares_it_with_the_draft(
+    round_trip: tuple[sim.RunResult, object], tmp_path: Path
+) -> None:
+    run, found = round_trip
+    folder = Path(found.paths[0]).parent  # type: ignore[attr-defined]
+    one = folder / "run" / "events" / "scenario=dental_clinic" / "variant=base" / "replicate=0"
+    checked = discover(one, folder / "map.yaml", check=3, out=tmp_path / "d.yaml")
+    assert checked.check is not None and str(tmp_path / "d.check.parquet") in checked.paths
+    table = checked.check.to_pandas()
+    # the log's occupancy, rebuilt from its events, is the engine's own table exactly
+    occ = run.occupancy.to_pandas()
+    occ = occ[occ["replicate"] == 0].groupby(["stage", "step"])["count"].sum()
+    mine = table[table["curve"] != "survival"].set_index(["curve", "step"])["observed"]
+    mine.index.names = ["stage", "step"]
+    pd.testing.assert_series_equal(
+        mine.sort_index(), occ.sort_index().astype(float), check_names=False
+    )
+    # step 0 is the placed population in both, and survival starts at 1
+    first = table[table["step"] == 0]
+    assert (first["observed"] == first["simulated"]).all()
+    survival = table[table["curve"] == "survival"]
+    assert survival["observed"].iloc[0] == 1.0
+    assert survival[["observed", "low", "high"]].stack().between(0, 1).all()
