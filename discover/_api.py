@@ -13,8 +13,8 @@ from discover._check import check_table, curves
 from discover._estimate import Discovery, estimate
 from discover._log import connect, open_log
 from discover._mapping import Mapping, load_mapping
-from discover._write import check_path, fit_table, scenario_text, write_discovery
-from sim.results import write_files
+from discover._write import fit_table, scenario_text, write_discovery
+from sim.results import discovery_check_path, write_files
 
 __all__ = ["DiscoverResult", "discover"]
 
@@ -98,7 +98,7 @@ def discover(
             scenario, mapping, observed, replicates=check, memory_limit=memory_limit
         )
         if out is not None:
-            written = check_path(out)
+            written = discovery_check_path(out)
             write_files(written.parent, {written.name: compared})
             paths.append(str(written))
     return DiscoverResult(

@@ -84,7 +84,9 @@ def check_table(
     Returns:
         One row per curve and step: ``curve`` (a stage's name for occupancy, or
         ``survival``), ``step``, ``day``, ``observed``, ``simulated`` (the mean over
-        ``replicates`` runs), ``low``, ``high`` (one run's 95% band), ``inside``.
+        ``replicates`` runs), ``low``, ``high`` (one run's 95% band), ``inside``; the
+        draft's name and the replicates in the schema metadata (``journey.scenario``,
+        ``journey.replicates``), where the report finds them.
     """
     steps = scenario.steps
     sims: dict[str, list[np.ndarray]] = {}
@@ -119,6 +121,7 @@ def check_table(
         low += list(np.clip(m[:n] - 1.96 * sd[:n], 0.0, top))
         high += list(np.clip(m[:n] + 1.96 * sd[:n], 0.0, top))
     lo, hi, ob = np.array(low), np.array(high), np.array(obs)
+    meta = {"journey.scenario": scenario.name, "journey.replicates": str(replicates)}
     return pa.table(
         {
             "curve": pa.array(names, pa.string()),
@@ -129,5 +132,6 @@ def check_table(
             "low": pa.array(lo, pa.float64()),
             "high": pa.array(hi, pa.float64()),
             "inside": pa.array((lo <= ob) & (ob <= hi), pa.bool_()),
-        }
+        },
+        metadata=meta,
     )

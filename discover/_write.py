@@ -16,9 +16,9 @@ import pyarrow as pa
 import sim
 from discover._estimate import Discovery, Estimate
 from sim.display import format_days, plural
-from sim.results import write_files
+from sim.results import discovery_fit_path, write_files
 
-__all__ = ["LEFT_OUT", "check_path", "fit_path", "fit_table", "scenario_text", "write_discovery"]
+__all__ = ["LEFT_OUT", "fit_table", "scenario_text", "write_discovery"]
 
 LEFT_OUT = (
     "satisfaction and its effects on exits, reviews and the public rating, word of "
@@ -39,18 +39,6 @@ FIT_COLUMNS = (
     "events",
     "note",
 )
-
-
-def fit_path(out: str | os.PathLike[str]) -> Path:
-    """The fit table written beside the draft ``out`` (``x.yaml`` -> ``x.fit.parquet``)."""
-    path = Path(out)
-    return path.with_name(f"{path.stem}.fit.parquet")
-
-
-def check_path(out: str | os.PathLike[str]) -> Path:
-    """The observed-against-simulated table beside the draft (``x.check.parquet``)."""
-    path = Path(out)
-    return path.with_name(f"{path.stem}.check.parquet")
 
 
 def _num(x: float) -> str:
@@ -275,7 +263,7 @@ def write_discovery(d: Discovery, out: str | os.PathLike[str]) -> tuple[sim.Scen
     text = scenario_text(d)
     scenario = sim.load_scenario(text)
     path = Path(out)
-    fit = fit_path(path)
+    fit = discovery_fit_path(path)
     write_files(path.parent, {fit.name: fit_table(d)})
     write_files(path.parent, {path.name: text.encode("utf-8")})
     return scenario, [str(path), str(fit)]

@@ -22,11 +22,18 @@ from report._data import (
     ReportError,
     RunData,
     load_calibrations,
+    load_discovery_checks,
     load_run,
     load_sensitivities,
     load_studies,
 )
-from report._extras import calibration_charts, queue_charts, sensitivity_charts, study_charts
+from report._extras import (
+    calibration_charts,
+    discovery_charts,
+    queue_charts,
+    sensitivity_charts,
+    study_charts,
+)
 from report._page import kpi_figure, render_page, write_pngs
 from sim.results import write_file_atomic
 
@@ -126,6 +133,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     sections.append(("Optimisation", studies))
     calibrations = [c for cal in load_calibrations(run.root) for c in calibration_charts(cal)]
     sections.append(("Calibration", calibrations))
+    checks = [c for ch in load_discovery_checks(run.root, run.scenario.name)
+              for c in discovery_charts(ch)]
+    sections.append(("Discovery", checks))
     analyses = [c for a in load_sensitivities(run.root, run.scenario.name)
                 for c in sensitivity_charts(a)]
     sections.append(("Sensitivity", analyses))

@@ -33,6 +33,7 @@ from sim.results import (
     RunInfo,
     RunKey,
     calibration_folders,
+    discovery_checks,
     list_runs,
     open_dataset,
     sensitivity_path,
@@ -42,8 +43,9 @@ from sim.results import (
 )
 from sim.stats import Bounds
 
-__all__ = ["Calibration", "ReportError", "RunData", "Sensitivity", "Study", "load_calibrations",
-           "load_run", "load_sensitivities", "load_studies"]
+__all__ = ["Calibration", "DiscoveryCheck", "ReportError", "RunData", "Sensitivity", "Study",
+           "load_calibrations", "load_discovery_checks", "load_run", "load_sensitivities",
+           "load_studies"]
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +300,37 @@ def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
             raise ReportError(f"{folder / CALIBRATION_FILES.fit} lacks the column(s) "
                               f"{', '.join(missing)}")
         found.append(Calibration(folder.name, fit, params))
+    return found
+
+
+@dataclass(frozen=True)
+class DiscoveryCheck:
+    """What ``journey discover --check`` wrote beside a draft (``DIR/discover/<name>``)."""
+
+    name: str
+    table: pa.Table
+    replicates: int
+
+
+CHECK_COLUMNS = ("curve", "step", "day", "observed", "simulated", "low", "high", "inside")
+
+
+def load_discovery_checks(root: str | os.PathLike[str], scenario: str) -> list[DiscoveryCheck]:
+    """The checks of the drafts named ``scenario`` under ``root/discover`` (none when absent)."""
+    found = []
+    for path in discovery_checks(root):
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise _fail_read(str(path), exc) from None
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if meta.get("journey.scenario") != scenario:
+            continue
+        missing = [c for c in CHECK_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}")
+        name = path.name.split(".")[0]
+        found.append(DiscoveryCheck(name, table, int(meta.get("journey.replicates", "0"))))
     return found
 
 

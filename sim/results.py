@@ -59,6 +59,7 @@ __all__ = [
     "CALIBRATIONS",
     "CALIBRATION_FILES",
     "CORE_TABLES",
+    "DISCOVERIES",
     "STUDIES",
     "STUDY_FILES",
     "TABLES",
@@ -71,6 +72,9 @@ __all__ = [
     "calibration_folders",
     "claim",
     "claim_variants",
+    "discovery_check_path",
+    "discovery_checks",
+    "discovery_fit_path",
     "is_complete",
     "journal_file",
     "list_runs",
@@ -554,6 +558,11 @@ STUDIES = "optimise"
 CALIBRATIONS = "calibrate"
 """The folder of calibrations below a results root."""
 
+DISCOVERIES = "discover"
+"""The folder below a results root where the report looks for discovered drafts' checks."""
+DISCOVERY_FIT_SUFFIX = ".fit.parquet"
+DISCOVERY_CHECK_SUFFIX = ".check.parquet"
+
 JOURNAL_SUFFIX = ".journal"
 _TRIALS, _SUMMARY = "trials.parquet", "summary.json"
 """Files both a study and a calibration write."""
@@ -599,6 +608,23 @@ def study_folder(root: str | os.PathLike[str], study: str) -> Path:
 def calibration_folder(root: str | os.PathLike[str], study: str) -> Path:
     """Where calibration ``study`` writes its files: ``ROOT/calibrate/<study>/``."""
     return Path(root) / CALIBRATIONS / study
+
+
+def discovery_fit_path(draft: str | os.PathLike[str]) -> Path:
+    """The fit table beside a discovered draft (``x.yaml`` -> ``x.fit.parquet``)."""
+    path = Path(draft)
+    return path.with_name(f"{path.stem}{DISCOVERY_FIT_SUFFIX}")
+
+
+def discovery_check_path(draft: str | os.PathLike[str]) -> Path:
+    """The observed-against-simulated table beside a discovered draft (``x.check.parquet``)."""
+    path = Path(draft)
+    return path.with_name(f"{path.stem}{DISCOVERY_CHECK_SUFFIX}")
+
+
+def discovery_checks(root: str | os.PathLike[str]) -> list[Path]:
+    """The discovered drafts' check tables under ``ROOT/discover/``, by name."""
+    return sorted((Path(root) / DISCOVERIES).glob(f"*{DISCOVERY_CHECK_SUFFIX}"))
 
 
 def journal_file(folder: str | os.PathLike[str]) -> Path:
