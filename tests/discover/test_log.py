@@ -1,4 +1,5 @@
-"""Bad logs and mapping files: one located line per problem, exit 2, no traceback."""
+"""Reading a log and its mapping file: bad ones get one located line per problem (exit 2,
+no traceback); good ones give a valid draft."""
 
 from __future__ import annotations
 
@@ -172,3 +173,36 @@ def test_timestamps_are_cut_into_steps_and_a_second_discovery_gives_the_same_dra
     assert first.scenario.entry_stage() == "browse"
     assert first.scenario.population.arrivals.per_day == pytest.approx(1 / 5, rel=1e-5)
     assert first.scenario.time.horizon_days == 5
+
+
+def test_values_of_entry_events_become_the_stages_entry_values(tmp_path: Path) -> None:
+    priced = "customer_id,day,event,segment,value\n" + "".join(
+        f"{c},0,browse,web,\n{c},{d},buy,web,{v}\n"
+        for c, d, v in (("a", 2, 100.0), ("b", 3, 140.0), ("c", 4, 120.0))
+    )
+    log, mapping = _files(tmp_path, priced)
+    found = discover(log, mapping)
+    assert found.scenario.stages["buy"].value.on_entry == pytest.approx(120.0)
+    (row,) = found.fit.to_pandas().query("kind == 'value_on_entry'").itertuples()
+    assert row.n == 3 and row.low < 120.0 < row.high
+
+
+def test_the_installed_command_reports_a_bad_log_in_a_real_process(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    log, mapping = _files(tmp_path, GOOD + "c,4,browse,web\n")
+    exe = shutil.which("journey", path=str(Path(sys.executable).parent)) or "journey"
+    res = subprocess.run(
+        [exe, "discover", str(log), "--map", str(mapping)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"{log}:8: event: duplicate row: customer 'c', day 4, event 'browse' appears 2 "
+        "times (also line 9)"
+    ]
