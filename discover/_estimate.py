@@ -376,32 +376,24 @@ def _cells(
         WHERE stage = ? AND dwell >= {m} GROUP BY segment, mask, to_stage""",
         [stage],
     )
+    # (segment, mask) -> exit target (None: stayed) -> customer-steps
     cells: dict[tuple[str, int], dict[str | None, int]] = {}
     for g, mask, t, c in rows:
         cells.setdefault((g, int(mask)), {})[t] = int(c)
+    trials = {k: sum(v.values()) for k, v in cells.items()}
     for g in d.log.segments:
-        exposed_n = sum(sum(v.values()) for (gg, _), v in cells.items() if gg == g)
-        unexposed: dict[str | None, int] = {None: at_risk.get(g, 0) - exposed_n}
-        for t in targets:
-            ex = sum(v.get(t, 0) for (gg, _), v in cells.items() if gg == g)
-            unexposed[t] = exits.get((g, t), 0) - ex
-        unexposed[None] = at_risk.get(g, 0) - exposed_n  # trials: every customer-step
-        if unexposed[None] > 0:
-            cells[(g, 0)] = unexposed
+        exposed = [v for (gg, _), v in cells.items() if gg == g]
+        unexposed_n = at_risk.get(g, 0) - sum(sum(v.values()) for v in exposed)
+        if unexposed_n > 0:
+            cells[(g, 0)] = {
+                t: exits.get((g, t), 0) - sum(v.get(t, 0) for v in exposed) for t in targets
+            }
+            trials[(g, 0)] = unexposed_n
     keys = list(cells)
-    n = np.array(
-        [
-            cells[k][None] + sum(cells[k].get(t, 0) for t in targets)
-            if k[1] != 0
-            else cells[k][None]
-            for k in keys
-        ],
-        float,
-    )
     return _Cells(
         segment=np.array([seg_no[k[0]] for k in keys], int),
         mask=np.array([k[1] for k in keys], np.uint64),
-        n=n,
+        n=np.array([trials[k] for k in keys], float),
         y={t: np.array([cells[k].get(t, 0) for k in keys], float) for t in targets},
     )
 

@@ -206,3 +206,15 @@ def test_the_installed_command_reports_a_bad_log_in_a_real_process(tmp_path: Pat
         f"{log}:8: event: duplicate row: customer 'c', day 4, event 'browse' appears 2 "
         "times (also line 9)"
     ]
+
+
+def test_an_exposure_on_the_step_of_the_exit_counts_for_the_stage_left(tmp_path: Path) -> None:
+    log, mapping = _files(tmp_path, GOOD.replace("a,1,email,web", "a,3,email,web"))
+    found = discover(log, mapping)
+    reach = found.fit.to_pandas().query("kind == 'reach' and segment == 'web'")
+    # a's three steps in browse (1..3) hold its one e-mail; c arrived in step 4 and stays
+    # to the end (steps 4 and 5): five customer-steps of web in browse
+    assert reach[["stage", "n", "events"]].values.tolist() == [["browse", 5, 1]]
+    # one exposed step, and it ended in an exit: no lift can be told from it
+    assert found.discovery.find("lift") == []
+    assert "lift not estimable" in found.text
