@@ -38,7 +38,8 @@ class Mapping(BaseModel):
         name: the discovered scenario's name.
         step_days: length of one step in days (the log's days are cut into steps).
         stages: stage -> kind (``prospect``, ``customer`` or ``lost``), in journey order.
-        touchpoints: touchpoints whose events are exposures.
+        touchpoints: touchpoints whose events are exposures (at most 64: a customer-step's
+            exposures are kept as the bits of one integer).
         events: an event name of the log -> the stage or touchpoint it means, where they
             differ (an event named like a stage or touchpoint means it without this).
         ignore: events of the log that are neither (read and dropped).
@@ -53,7 +54,7 @@ class Mapping(BaseModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")] = "discovered"
     step_days: Annotated[float, Field(gt=0.0)] = 1.0
     stages: Annotated[dict[Name, Literal["prospect", "customer", "lost"]], Field(min_length=1)]
-    touchpoints: list[Name] = Field(default_factory=list)
+    touchpoints: Annotated[list[Name], Field(max_length=64)] = Field(default_factory=list)
     events: dict[str, Name] = Field(default_factory=dict)
     ignore: list[str] = Field(default_factory=list)
     start_day: float | None = None

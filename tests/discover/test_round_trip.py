@@ -13,6 +13,7 @@ from scipy.special import expit, logit
 
 import sim
 from discover import discover
+from sim import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLICATES = 6
@@ -227,3 +228,14 @@ def test_the_logs_occupancy_is_the_engines_and_the_check_compares_it_with_the_dr
     survival = table[table["curve"] == "survival"]
     assert survival["observed"].iloc[0] == 1.0
     assert survival[["observed", "low", "high"]].stack().between(0, 1).all()
+
+
+def test_a_folder_of_several_replicates_is_refused_with_one_line(
+    round_trip: tuple[sim.RunResult, object],
+) -> None:
+    _, found = round_trip
+    folder = Path(found.paths[0]).parent  # type: ignore[attr-defined]
+    with pytest.raises(DataError) as err:
+        discover(folder / "run" / "events", folder / "map.yaml")
+    (line,) = str(err.value).splitlines()
+    assert f"holds the events of {REPLICATES} runs (replicates)" in line
