@@ -120,7 +120,7 @@ def _segments(d: Discovery) -> list[str]:
     names = d.log.segments
     rounded = {g: float(_num(shares[g].estimate)) if g in shares else 0.0 for g in names}
     rest = 1.0 - sum(rounded[g] for g in names[1:])
-    rounded[names[0]] = max(0.0, rest)
+    rounded[names[0]] = round(max(0.0, rest), 9)
     het = _heterogeneous(d)
     for g in names:
         lines.append(f"  {g}:")
