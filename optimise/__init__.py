@@ -12,12 +12,16 @@ Public API::
     variants = optimise.design({"touchpoints.email.reach.use": [0.1, 0.2]})
     swept = optimise.sweep("scenarios/tiny.yaml", variants, replicates=4, out="results")
     swept.summary
+
+    worth = optimise.attribute("scenarios/cosmetic_clinic.yaml", population_scale=0.1)
+    worth.side_by_side, worth.removal, worth.shapley
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from optimise._attribute import Attribution, PathAttribution, attribute, attribute_paths
     from optimise._calibrate import CalibrationResult, FittedParameter, calibrate
     from optimise._design import INTERVENTIONS, Variant, design, parse_vary, read_design
     from optimise._search import Evaluation, OptimisationResult, optimise
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from optimise._sweep import SweepResult, sweep
 
 _WHERE = {
+    "Attribution": "_attribute", "PathAttribution": "_attribute", "attribute": "_attribute",
+    "attribute_paths": "_attribute",
     "CalibrationResult": "_calibrate", "FittedParameter": "_calibrate", "calibrate": "_calibrate",
     "Evaluation": "_search", "OptimisationResult": "_search", "optimise": "_search",
     "SensitivityResult": "_sensitivity", "sensitivity": "_sensitivity",
@@ -43,7 +49,8 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(f"optimise.{module}"), name)
 
 
-__all__ = ["INTERVENTIONS", "CalibrationResult", "Evaluation", "FittedParameter",
-           "OptimisationResult", "SensitivityResult", "SweepResult", "Variant", "calibrate",
+__all__ = ["INTERVENTIONS", "Attribution", "CalibrationResult", "Evaluation", "FittedParameter",
+           "OptimisationResult", "PathAttribution", "SensitivityResult", "SweepResult",
+           "Variant", "attribute", "attribute_paths", "calibrate",
            "design", "optimise", "parse_range", "parse_vary", "read_design", "sensitivity",
            "sweep"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from report._charts import (
     Chart,
+    by_month,
     funnel,
     money_over_time,
     occupancy,
@@ -21,6 +22,7 @@ from report._compare import compare_charts, kpi_deltas
 from report._data import (
     ReportError,
     RunData,
+    load_attributions,
     load_calibrations,
     load_discovery_checks,
     load_run,
@@ -28,6 +30,7 @@ from report._data import (
     load_studies,
 )
 from report._extras import (
+    attribution_charts,
     calibration_charts,
     discovery_charts,
     queue_charts,
@@ -128,6 +131,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
         sections.append((heading, [chart] if chart is not None else []))
         if chart is None:
             absent.append((heading, WHY_ABSENT[heading]))
+    month = by_month(run)
+    if month is not None:
+        sections.append(("By month", [month]))
     sections.append(("Queues", queue_charts(run)))
     studies = [c for s in load_studies(run.root) for c in study_charts(s)]
     sections.append(("Optimisation", studies))
@@ -139,6 +145,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     analyses = [c for a in load_sensitivities(run.root, run.scenario.name)
                 for c in sensitivity_charts(a)]
     sections.append(("Sensitivity", analyses))
+    attributions = [c for a in load_attributions(run.root, run.scenario.name)
+                    for c in attribution_charts(a)]
+    sections.append(("Attribution", attributions))
     page = render_page(run, sections, deltas, alternatives, absent)
     path = Path(out) if out is not None else default_path(run)
     if path.is_dir():

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
+import pyarrow as pa
 
 from report._cube import cube
 from report._data import RunData
+from sim.scenario import dates
 from sim.stats import mean_interval
 
 __all__ = ["Chart", "funnel", "money_over_time", "occupancy", "retention", "sankey",
@@ -230,6 +232,18 @@ def funnel(run: RunData) -> Chart | None:
                  f"stages in the scenario's order. Relative to the first stage: {pct}.")
 
 
+def calendar(run: RunData, days: np.ndarray) -> np.ndarray:
+    """The x values of a chart over the run's time: dates when the scenario has a
+    ``time.start_date``, else days."""
+    at = dates(run.scenario.time, np.asarray(days, dtype=float))
+    return at if at is not None else np.asarray(days, dtype=float)
+
+
+def time_title(run: RunData) -> str:
+    """The title of a chart's time axis: ``date`` or ``day``."""
+    return "date" if run.scenario.time.start_date is not None else "day"
+
+
 def occupancy(run: RunData) -> Chart | None:
     """Stage counts over time, stacked, for all segments and each one."""
     scen = run.scenario
@@ -238,7 +252,7 @@ def occupancy(run: RunData) -> Chart | None:
     steps = scen.steps
     counts = cube(occ, [("step", list(range(steps + 1))), ("segment", segments),
                         ("stage", stages)], "count", reps).mean(axis=0) * _full(run)
-    days = np.arange(steps + 1) * scen.time.step_days
+    days = calendar(run, np.arange(steps + 1) * scen.time.step_days)
     groups = [ALL, *segments]
     fig = go.Figure()
     colour = stage_colours(run)
@@ -249,12 +263,12 @@ def occupancy(run: RunData) -> Chart | None:
                 x=days, y=data[:, si], name=stage, stackgroup="one", mode="lines",
                 line={"width": 0.5, "color": colour[stage]}, fillcolor=colour[stage],
                 legendgroup=stage, visible=gi == 0,
-                hovertemplate=f"{group}<br>{stage}: %{{y:,.0f}} agents on day %{{x:g}}"
-                              f"<extra></extra>"))
+                hovertemplate=f"{group}<br>{stage}: %{{y:,.0f}} agents on "
+                              f"{_x_hover(days)}<extra></extra>"))
     segment_menu(fig, groups, [len(stages)] * len(groups))
     layout(fig, f"Stage occupancy over time (agents, {per_replicate(run)})",
            subtitle="agents in each stage at the end of each step, stacked",
-           x="day", y="agents in the stage")
+           x=time_title(run), y="agents in the stage")
     return Chart("occupancy", "Stage occupancy over time", fig,
                  "Agents in each stage at the end of each step, stacked; blue prospect, "
                  "green customer, red lost stages. Choose a segment in the menu.")
@@ -280,6 +294,11 @@ def min_cohort(cohort: np.ndarray) -> float:
     return max(20.0, 0.02 * float(cohort.max(initial=0.0)))
 
 
+def _x_hover(x: np.ndarray) -> str:
+    """How a hover label shows a point's time: its date, or its day."""
+    return "%{x|%d %b %Y}" if np.asarray(x).dtype.kind == "M" else "day %{x:g}"
+
+
 def band_traces(x: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarray,
                 name: str, colour: str, unit: str, scale: float = 1.0,
                 dash: str = "solid") -> list[go.Scatter]:
@@ -302,7 +321,7 @@ def band_traces(x: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarr
                                  name=f"{name}: 95% CI", showlegend=True))
     traces.append(go.Scatter(x=x, y=mean * scale, name=name, mode="lines", legendgroup=name,
                              line={"color": colour, "width": 2, "dash": dash},
-                             hovertemplate=f"{name}<br>day %{{x:g}}: %{{y:.3g}}{unit}"
+                             hovertemplate=f"{name}<br>{_x_hover(x)}: %{{y:.3g}}{unit}"
                                            f"<extra></extra>"))
     return traces
 
@@ -343,7 +362,8 @@ def money_bands(run: RunData) -> dict[str, Band]:
     for name, mask in (("revenue", kind == "revenue"), ("cost", kind != "revenue")):
         per_step = cube(led.filter(mask), [("step", grid)], "amount", reps)
         mean, low, high = mean_interval(np.cumsum(per_step, axis=1), bounds=bounds[name])
-        out[name] = (np.array(grid, dtype=float) * run.scenario.time.step_days, mean, low, high)
+        out[name] = (calendar(run, np.array(grid, dtype=float) * run.scenario.time.step_days),
+                     mean, low, high)
     return out
 
 
@@ -357,7 +377,7 @@ def money_over_time(run: RunData) -> Chart | None:
         fig.add_traces(band_traces(x, mean, low, high, f"cumulative {name}", colour,
                                    f" {cur}"))
     layout(fig, f"Cumulative revenue and cost ({cur}, {per_replicate(run)}, 95% CI)",
-           x="day", y=f"cumulative amount ({cur})")
+           x=time_title(run), y=f"cumulative amount ({cur})")
     return Chart("money", "Revenue and cost over time", fig,
                  "Revenue is the stages' values earned (on entry and per day); cost is "
                  "touchpoint exposures and fixed costs plus intervention costs.")
@@ -393,3 +413,62 @@ def spend_by_item(run: RunData) -> Chart | None:
     return Chart("cost_by_touchpoint", "Cost by touchpoint", fig,
                  "Blue bars are touchpoints (exposures and fixed costs), orange ones "
                  "interventions.")
+
+
+def by_month(run: RunData) -> Chart | None:
+    """Per calendar month (a scenario with ``time.start_date``): new prospects, new
+    customers, churned customers and revenue, means over replicates with 95% CIs."""
+    scen = run.scenario
+    if scen.time.start_date is None:
+        return None
+    steps = scen.steps
+    reps = _replicates(run)
+    grid = list(range(steps + 1))
+    at = dates(scen.time, np.arange(steps + 1) * scen.time.step_days)
+    assert at is not None
+    months = at.astype("datetime64[M]")
+    labels = sorted(set(months[1:].tolist()))
+    member = np.array([[m == label for m in months] for label in labels], dtype=float)  # [M, T1]
+    kinds = {n: st.kind for n, st in scen.stages.items()}
+    flows = run.tables["flows"]
+    frm = flows.column("from_stage").to_pylist()
+    to = flows.column("to_stage").to_pylist()
+    kind = flows.column("kind").to_pylist()
+
+    def monthly(mask: list[bool]) -> np.ndarray:
+        per_step = cube(flows.filter(pa.array(mask)), [("step", grid)], "count", reps)
+        return per_step @ member.T * _full(run)                               # [R, M]
+
+    series = {
+        "new prospects": monthly([k in ("arrival", "referral") for k in kind]),
+        "new customers": monthly([k == "transition" and kinds.get(f or "") == "prospect"
+                                  and kinds.get(t) == "customer"
+                                  for k, f, t in zip(kind, frm, to, strict=True)]),
+        "churned": monthly([k == "transition" and kinds.get(f or "") == "customer"
+                            and kinds.get(t) == "lost"
+                            for k, f, t in zip(kind, frm, to, strict=True)]),
+    }
+    led = run.tables["ledger"]
+    revenue = cube(led.filter(pa.array([k == "revenue" for k in led.column("kind").to_pylist()])),
+                   [("step", grid)], "amount", reps) @ member.T
+    cur = scen.economics.currency
+    x = [str(label) for label in labels]
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        mean, low, high = mean_interval(values, bounds=(0.0, np.inf))
+        fig.add_trace(go.Bar(
+            x=x, y=mean, name=name, marker={"color": PALETTE[i]},
+            error_y={"type": "data", "symmetric": False,
+                     "array": np.nan_to_num(high - mean), "arrayminus": np.nan_to_num(mean - low),
+                     "visible": bool(np.isfinite(high).any())},
+            hovertemplate=f"%{{x}}: {name} %{{y:,.0f}}<extra></extra>"))
+    r_mean, _, _ = mean_interval(revenue, bounds=(0.0, np.inf))
+    fig.update_layout(barmode="group")
+    layout(fig, f"By month (agents, {per_replicate(run)}, 95% CI)",
+           subtitle=f"revenue per month ({cur}): " + ", ".join(
+               f"{m} {v:,.0f}" for m, v in zip(x[:3], r_mean[:3], strict=False)) + " …",
+           x="month", y="agents")
+    return Chart("by_month", "By month", fig,
+                 "Per calendar month: prospects who arrived or were referred, prospects who "
+                 "became customers, customers who were lost. Revenue per month: " + "; ".join(
+                     f"{m}: {v:,.0f} {cur}" for m, v in zip(x, r_mean, strict=True)) + ".")

@@ -13,9 +13,11 @@ from report._charts import (
     Band,
     Chart,
     band_traces,
+    calendar,
     layout,
     money_bands,
     retention_bands,
+    time_title,
 )
 from report._cube import cube
 from report._data import RunData
@@ -88,7 +90,7 @@ def _customers(run: RunData) -> Band:
     mask = np.array([s in customer for s in occ.column("stage").to_pylist()], dtype=bool)
     counts = cube(occ.filter(mask), [("step", steps)], "count", reps) / run.population_scale
     mean, low, high = mean_interval(counts, bounds=(0.0, np.inf))
-    return np.array(steps, dtype=float) * scen.time.step_days, mean, low, high
+    return calendar(run, np.array(steps, dtype=float) * scen.time.step_days), mean, low, high
 
 
 def compare_charts(base: RunData, alternatives: list[RunData],
@@ -130,7 +132,7 @@ def compare_charts(base: RunData, alternatives: list[RunData],
     for run, name, colour in zip(runs, names, colours, strict=True):
         fig.add_traces(band_traces(*_customers(run), name, colour, " agents"))
     layout(fig, "Customers over time, overlaid (agents in customer stages, 95% CI)",
-           x="day", y="agents in customer stages")
+           x=time_title(base), y="agents in customer stages")
     charts.append(Chart("compare_customers", "Customers over time, overlaid", fig))
     cur = base.scenario.economics.currency
     fig = go.Figure()
@@ -139,6 +141,6 @@ def compare_charts(base: RunData, alternatives: list[RunData],
             fig.add_traces(band_traces(*money_bands(run)[kind], f"{name}: {kind}", colour,
                                        f" {cur}", dash=dash))
     layout(fig, f"Cumulative revenue (solid) and cost (dashed), overlaid ({cur}, 95% CI)",
-           x="day", y=f"cumulative amount ({cur})")
+           x=time_title(base), y=f"cumulative amount ({cur})")
     charts.append(Chart("compare_money", "Revenue and cost, overlaid", fig))
     return charts

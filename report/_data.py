@@ -27,11 +27,13 @@ from sim import Scenario, SimError, load_scenario
 from sim.metrics import kpi_bounds
 from sim.model import compile_scenario
 from sim.results import (
+    ATTRIBUTION_FILES,
     CALIBRATION_FILES,
     CORE_TABLES,
     STUDY_FILES,
     RunInfo,
     RunKey,
+    attribution_folders,
     calibration_folders,
     discovery_checks,
     list_runs,
@@ -43,9 +45,21 @@ from sim.results import (
 )
 from sim.stats import Bounds
 
-__all__ = ["Calibration", "DiscoveryCheck", "ReportError", "RunData", "Sensitivity", "Study",
-           "load_calibrations", "load_discovery_checks", "load_run", "load_sensitivities",
-           "load_studies"]
+__all__ = [
+    "Attribution",
+    "Calibration",
+    "DiscoveryCheck",
+    "ReportError",
+    "RunData",
+    "Sensitivity",
+    "Study",
+    "load_attributions",
+    "load_calibrations",
+    "load_discovery_checks",
+    "load_run",
+    "load_sensitivities",
+    "load_studies",
+]
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +314,44 @@ def load_calibrations(root: str | os.PathLike[str]) -> list[Calibration]:
             raise ReportError(f"{folder / CALIBRATION_FILES.fit} lacks the column(s) "
                               f"{', '.join(missing)}")
         found.append(Calibration(folder.name, fit, params))
+    return found
+
+
+SIDE_COLUMNS = ("touchpoint", "removal_effect", "removal_low", "removal_high", "shapley",
+                "shapley_low", "shapley_high", "markov", "last_touch", "first_touch")
+"""Columns of an attribution's side-by-side table the report reads."""
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What ``journey attribute`` wrote for one scenario (``DIR/attribute/<name>/``)."""
+
+    name: str
+    side_by_side: pa.Table
+    removal: pa.Table
+    summary: dict[str, Any]
+
+
+def load_attributions(root: str | os.PathLike[str], scenario: str) -> list[Attribution]:
+    """Every attribution of ``scenario`` under ``root/attribute`` (none when absent)."""
+    found = []
+    for folder in attribution_folders(root):
+        summary_file = folder / ATTRIBUTION_FILES.summary
+        side_file = folder / ATTRIBUTION_FILES.side_by_side
+        if not summary_file.is_file() or not side_file.is_file():
+            continue
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            if summary.get("scenario") != scenario:
+                continue
+            side = pq.read_table(side_file)
+            removal = pq.read_table(folder / ATTRIBUTION_FILES.removal)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise _fail_read(str(folder), exc) from None
+        missing = [c for c in SIDE_COLUMNS if c not in side.column_names]
+        if missing:
+            raise ReportError(f"{side_file} lacks the column(s) {', '.join(missing)}")
+        found.append(Attribution(folder.name, side, removal, summary))
     return found
 
 

@@ -10,13 +10,31 @@ import plotly.graph_objects as go
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from report._charts import PALETTE, Chart, band_traces, layout, per_replicate, rgba
+from report._charts import (
+    PALETTE,
+    Chart,
+    band_traces,
+    calendar,
+    layout,
+    per_replicate,
+    rgba,
+    time_title,
+)
 from report._cube import cube
-from report._data import Calibration, DiscoveryCheck, ReportError, RunData, Sensitivity, Study
+from report._data import (
+    Attribution,
+    Calibration,
+    DiscoveryCheck,
+    ReportError,
+    RunData,
+    Sensitivity,
+    Study,
+)
 from sim.display import DASH, format_number, plural
 from sim.stats import mean_interval
 
-__all__ = ["calibration_charts", "discovery_charts", "queue_charts", "sensitivity_charts",
+__all__ = ["attribution_charts", "calibration_charts", "discovery_charts", "queue_charts",
+           "sensitivity_charts",
            "study_charts"]
 
 
@@ -74,7 +92,8 @@ def queue_charts(run: RunData) -> list[Chart]:
     reps = sorted(set(run.tables["kpis"].column("replicate").to_pylist()))
     points = sorted(set(q.column("touchpoint").to_pylist()))
     starts = np.array(steps[::size], dtype=float)
-    days = (starts - 1 + np.minimum(size, len(steps) - starts + 1)) * scen.time.step_days
+    days = calendar(run, (starts - 1 + np.minimum(size, len(steps) - starts + 1))
+                    * scen.time.step_days)
     waits, util = go.Figure(), go.Figure()
     totals = []
     for i, tp in enumerate(points):
@@ -106,12 +125,12 @@ def queue_charts(run: RunData) -> list[Chart]:
     every = f"per {span:g} days" if span != 1 else "per day"
     layout(waits, f"Queue waits at capacity-limited touchpoints (days, {per}, 95% CI)",
            subtitle=f"requests served {every}: mean wait (solid) and 90th percentile (dotted), "
-                    f"weighted by the requests served", x="day", y="wait (days)")
+                    f"weighted by the requests served", x=time_title(run), y="wait (days)")
     waits.update_yaxes(rangemode="tozero")
     util.update_yaxes(ticksuffix="%", rangemode="tozero")
     layout(util, f"Utilisation of capacity-limited touchpoints (% of capacity, {per}, 95% CI)",
            subtitle=f"server time spent serving over servers × time, averaged {every}",
-           x="day", y="utilisation (% of capacity)")
+           x=time_title(run), y="utilisation (% of capacity)")
     note = "From the event engine's queues table."
     if totals:
         note += " Over the horizon, per replicate: " + "; ".join(totals) + "."
@@ -386,4 +405,69 @@ def discovery_charts(check: DiscoveryCheck) -> list[Chart]:
         charts.append(Chart(f"discovery_{key}_{check.name}", title.split(":")[0], fig,
                             f"The log lies inside the draft's band at {100 * share:.1f}% of "
                             f"{plural(len(hits), 'point')}."))
+    return charts
+
+
+def attribution_charts(attribution: Attribution) -> list[Chart]:
+    """Per touchpoint, in acquired customers: the true removal effect and Shapley value
+    (95% CIs) beside the Markov, last-touch and first-touch credits; and the removal
+    effects on each attributed KPI."""
+    rows = attribution.side_by_side.to_pylist()
+    rows.sort(key=lambda r: float(r["removal_effect"]) if r["removal_effect"] == r[
+        "removal_effect"] else -math.inf)
+    names = [str(r["touchpoint"]) for r in rows]
+    fig = go.Figure()
+    bars = [("removal_effect", "removal_low", "removal_high", "removal effect (truth)"),
+            ("shapley", "shapley_low", "shapley_high", "Shapley value (truth)"),
+            ("markov", None, None, "Markov (paths)"), ("last_touch", None, None, "last touch"),
+            ("first_touch", None, None, "first touch")]
+    for i, (col, low, high, label) in enumerate(bars):
+        x = [float(r[col]) if r[col] is not None else math.nan for r in rows]
+        if all(math.isnan(v) for v in x):
+            continue
+        error = None
+        if low is not None and high is not None:
+            error = {"type": "data", "symmetric": False, "visible": True,
+                     "array": [float(r[high]) - v for r, v in zip(rows, x, strict=True)],
+                     "arrayminus": [v - float(r[low]) for r, v in zip(rows, x, strict=True)]}
+        fig.add_trace(go.Bar(x=x, y=names, orientation="h", name=label,
+                             marker={"color": PALETTE[i % len(PALETTE)]}, error_x=error,
+                             hovertemplate=f"%{{y}}: {label} %{{x:,.1f}}<extra></extra>"))
+    fig.update_layout(barmode="group")
+    summary = attribution.summary
+    how = summary.get("shapley") or "not computed"
+    reps = plural(summary.get("replicates", 0), "replicate")
+    layout(fig, "Acquired customers per touchpoint: truth beside the path methods",
+           subtitle=f"attribution {attribution.name}; {reps} per run, Shapley {how}",
+           x="acquired customers (full population)",
+           height=max(360, 80 + 60 * len(rows)))
+    charts = [Chart(f"attribution_{attribution.name}", f"Attribution {attribution.name}", fig,
+                    "Removal effect: acquired customers with everything on minus without the "
+                    "touchpoint (runs on common random numbers, 95% CI). Shapley: its average "
+                    "marginal effect over all orders. Markov, last and first touch credit "
+                    "conversions along the simulated paths: a touchpoint that meets customers "
+                    "who would have converted anyway gets credit there but little effect.")]
+    removal = [r for r in attribution.removal.to_pylist() if r["segment"] is None]
+    kpis = list(dict.fromkeys(str(r["kpi"]) for r in removal))
+    if removal:
+        names = list(dict.fromkeys(str(r["name"]) for r in removal))
+        by = {(r["name"], r["kpi"]): r for r in removal}
+
+        def cell(name: str, kpi: str) -> str:
+            r = by.get((name, kpi))
+            if r is None:
+                return DASH
+            return (f"{format_number(r['effect'])} ({format_number(r['ci_low'])} … "
+                    f"{format_number(r['ci_high'])})")
+
+        table = go.Figure(go.Table(
+            header={"values": ["touchpoint / intervention", *kpis, "cost"], "align": "left"},
+            cells={"values": [names, *[[cell(n, k) for n in names] for k in kpis],
+                              [format_number(by[(n, kpis[0])]["cost"]) for n in names]],
+                   "align": "left"}))
+        layout(table, "Removal effects per KPI (95% CI)", height=max(300, 60 + 30 * len(names)))
+        charts.append(Chart(f"attribution_{attribution.name}_removal",
+                            f"Attribution {attribution.name}: removal effects", table,
+                            "Each KPI with everything on minus with the touchpoint or "
+                            "intervention switched off, for the full population."))
     return charts

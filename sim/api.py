@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,14 +18,22 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from sim._errors import SimError
+from sim._errors import SimError, unknown_name
 from sim._version import __version__
 from sim.engines import des, fast
 from sim.engines._driver import EVENT_KINDS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
-from sim.metrics import kpi_bounds, kpis, ledger, queue_table, retention_curve, summarise
-from sim.model import CompiledModel, compile_scenario
+from sim.metrics import (
+    kpi_bounds,
+    kpis,
+    ledger,
+    queue_table,
+    retention_curve,
+    segment_kpis,
+    summarise,
+)
+from sim.model import CompiledModel, compile_scenario, switch_off
 from sim.results import (
     CORE_TABLES,
     Replaced,
@@ -39,7 +47,7 @@ from sim.results import (
     with_keys,
     write_run_table,
 )
-from sim.scenario import Scenario, is_variant_label, load_scenario
+from sim.scenario import Scenario, dates, is_variant_label, load_scenario
 from sim.stats import Bounds
 
 __all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity",
@@ -171,6 +179,18 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
                  "utilisation", "utilisation_open"]
         out["queues"] = pa.table({
             k: pa.array(queues[k], pa.int32() if k == "step" else None) for k in order})
+    if model.scenario.time.start_date is not None:
+        # occupancy: the state at the end of step t, the start of day t * step_days;
+        # the other tables: what happened during step t, on the days from (t - 1) *
+        # step_days: the date of its first day (the initial population's on day 0)
+        for name, table in out.items():
+            if "day" in table.column_names:
+                days = table.column("day").to_numpy(zero_copy_only=False)
+                if name != "occupancy":
+                    days = np.maximum(days - sd, 0.0)
+                out[name] = table.add_column(table.column_names.index("day") + 1, "date",
+                                             pa.array(dates(model.scenario.time, days),
+                                                      pa.date32()))
     return out
 
 
@@ -455,6 +475,14 @@ class RunCounts:
         rows = [{**kpis(raw), "agents": float(raw.agents)} for raw in self.raw]
         return {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
 
+    @functools.cached_property
+    def segment_kpis(self) -> dict[str, dict[str, np.ndarray]]:
+        """The KPIs of :data:`sim.metrics.SEGMENT_KPIS` by segment: segment -> KPI ->
+        float64[R] (:func:`sim.metrics.segment_kpis`)."""
+        rows = [segment_kpis(raw) for raw in self.raw]
+        return {g: {name: np.array([row[g][name] for row in rows], dtype=float)
+                    for name in rows[0][g]} for g in rows[0]}
+
     @property
     def occupancy(self) -> np.ndarray:
         """Agents in each segment and stage at the end of each step: int64[R, T1, G, S]."""
@@ -483,7 +511,8 @@ class RunCounts:
 
 def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
              replicates: int = 1, population_scale: float = 1.0, engine: str = "fast",
-             threads: int | None = None, first_replicate: int = 0) -> RunCounts:
+             threads: int | None = None, first_replicate: int = 0,
+             off: Sequence[str] = ()) -> RunCounts:
     """Simulate a scenario and keep its dense counts: :func:`run` without tables or files.
 
     The same replicates, seeds and numbers as :func:`run` with the same arguments; for
@@ -500,6 +529,10 @@ def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = 
         engine: ``"fast"`` or ``"des"``.
         threads: numba threads (default: all cores); results do not depend on it.
         first_replicate: number of the first replicate, as in :func:`run`.
+        off: touchpoints switched off (:func:`sim.model.switch_off`): nobody is
+            exposed to them and their costs are gone, every other random draw is as
+            in the run without ``off`` (common random numbers): the counterfactual
+            runs of attribution.
 
     Returns:
         The counts and KPIs of each replicate.
@@ -517,8 +550,11 @@ def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = 
     _check_args(scenario, replicates, population_scale, engine, threads)
     base_seed = _base_seed(scenario, seed, first_replicate)
     seeds = [derive_seed(base_seed, first_replicate + r) for r in range(replicates)]
+    unknown = [name for name in off if name not in scenario.touchpoints]
+    if unknown:
+        raise SimError(unknown_name("touchpoint", unknown[0], list(scenario.touchpoints)))
     with _numba_threads(threads):
-        model = compile_scenario(scenario, population_scale)
+        model = switch_off(compile_scenario(scenario, population_scale), list(off))
         stop = threading.Event()
         parallel = _side_by_side(replicates) == 1
 

@@ -26,8 +26,8 @@ from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 from sim.stats import UNBOUNDED, Bounds, mean_interval, too_few
 
-__all__ = ["KPI_NAMES", "kpi_bounds", "kpis", "ledger", "queue_table", "retention_curve",
-           "summarise"]
+__all__ = ["KPI_NAMES", "SEGMENT_KPIS", "kpi_bounds", "kpis", "ledger", "queue_table",
+           "retention_curve", "segment_kpis", "summarise"]
 
 
 def _regime_rows(raw: RawRun) -> np.ndarray:
@@ -162,6 +162,51 @@ def kpis(raw: RawRun) -> dict[str, float]:
         out[f"retention_{days}"] = float(curve["share"][lag]) if lag <= model.steps \
             else math.nan
     return {name: float(out[name]) for name in KPI_NAMES}
+
+
+SEGMENT_KPIS: tuple[str, ...] = ("entrants", "acquired", "conversion", "churned", "won_back",
+                                  "revenue")
+"""The KPIs :func:`segment_kpis` computes per segment: those whose counts the engine
+keeps by segment (costs, retention curves and the rating are kept for all only)."""
+
+
+def segment_kpis(raw: RawRun) -> dict[str, dict[str, float]]:
+    """The KPIs of :data:`SEGMENT_KPIS` for each segment of one run.
+
+    Defined as in :func:`kpis`, restricted to the agents of one segment (an agent's
+    segment never changes), so the counts and revenue of the segments add up to the
+    run's; expressed for the full population like :func:`kpis`.
+
+    Returns:
+        segment -> KPI -> value (NaN where undefined).
+    """
+    model = raw.model
+    m = model.arrays
+    scale = model.population_scale
+    kind = m.kind
+    reg = _regime_rows(raw)[1:]
+    start = raw.occupancy[:-1] + raw.arrivals[1:] + raw.referred[1:]       # [steps, G, S]
+    inflow = raw.flows[1:].sum(axis=2)
+    revenue = ((start * m.per_step_value[reg][:, None, :] + inflow * m.on_entry[reg][:, None, :])
+               * m.value_mult[reg][:, :, None]).sum(axis=(0, 2)) / scale          # [G]
+    entrants = (raw.arrivals.sum(axis=(0, 2)) + raw.referred.sum(axis=(0, 2)))     # [G]
+    prospects = raw.occupancy[0][:, kind == 0].sum(axis=1)                         # [G]
+    acquired = raw.acquired.sum(axis=0)                                            # [G]
+    flows = raw.flows.sum(axis=0)                                                  # [G, S, S]
+    churned = flows[:, kind == 1][:, :, kind == 2].sum(axis=(1, 2))
+    won_back = flows[:, kind == 2][:, :, kind == 1].sum(axis=(1, 2))
+    out: dict[str, dict[str, float]] = {}
+    for g, name in enumerate(model.segments):
+        base = int(prospects[g] + entrants[g])
+        out[name] = {
+            "entrants": float(entrants[g]) / scale,
+            "acquired": float(acquired[g]) / scale,
+            "conversion": float(acquired[g]) / base if base else math.nan,
+            "churned": float(churned[g]) / scale,
+            "won_back": float(won_back[g]) / scale,
+            "revenue": float(revenue[g]),
+        }
+    return out
 
 
 SERVED, ABANDONED = 1, 2

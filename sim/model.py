@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from sim.scenario import Scenario
+from sim.scenario import SHAPE_LEVELS, Scenario, shape_levels, step_multipliers
 
 __all__ = ["KIND_CODES", "CompiledModel", "ModelArrays", "QueueArrays", "QueueSpec",
-           "compile_scenario", "stream_id"]
+           "compile_scenario", "stream_id", "switch_off"]
 
 KIND_CODES = {"prospect": 0, "customer": 1, "lost": 2}
 HET_NONE, HET_BETA, HET_LOGIT_NORMAL = -1, 0, 1
@@ -76,6 +77,8 @@ class ModelArrays(NamedTuple):
     value_mult: np.ndarray      # float64[R, G]
     discount: np.ndarray        # float64[L] factor at each lag in steps
     tp_qmask: np.ndarray        # uint64[T] 1 << q for the touchpoint of queue q, 0 unqueued
+    exit_mult: np.ndarray       # float64[steps, E] calendar profile of each exit, by step
+    reach_mult: np.ndarray      # float64[steps, T] calendar profile of each touchpoint's reach
 
 
 class QueueArrays(NamedTuple):
@@ -122,6 +125,7 @@ class CompiledModel:
     arrays: ModelArrays
     placements: list[tuple[int, int, int]]   # (segment, stage, count)
     arrival_rate: np.ndarray             # float64[R, G] expected arrivals per step
+    arrival_mult: np.ndarray             # float64[steps] calendar profile of the arrivals
     entry_stage: np.ndarray              # int64[R]
     ref_entry_stage: np.ndarray          # int64[R]
     con_q: np.ndarray                    # float64[R]
@@ -155,31 +159,76 @@ class CompiledModel:
         return int(self.regime_of_step.shape[0])
 
 
+def switch_off(model: CompiledModel, touchpoints: list[str] | tuple[str, ...]) -> CompiledModel:
+    """``model`` with ``touchpoints`` switched off: no agent is exposed to them (reach 0
+    in every stage, segment and regime, whatever an intervention sets) and their costs
+    are gone; everything else is as it was.
+
+    Every touchpoint draws from its own random stream (:func:`stream_id`), so the other
+    draws of every agent and step stay the same: a run of the result and a run of
+    ``model`` on one seed differ only by what the touchpoints did (common random
+    numbers).
+
+    Raises:
+        ValueError: a name that is not a touchpoint of the model.
+    """
+    names = list(touchpoints)
+    unknown = [n for n in names if n not in model.touchpoints]
+    if unknown:
+        raise ValueError(f"not a touchpoint of {model.scenario.name}: {', '.join(unknown)}")
+    if not names:
+        return model
+    off = np.array([model.touchpoints.index(n) for n in names], dtype=np.int64)
+    m = model.arrays
+    pairs = np.isin(m.act_tp.astype(np.int64), off)
+    reach = m.reach.copy()
+    reach[:, :, pairs] = 0.0
+    cost = model.cost_per_exposure.copy()
+    cost[:, off] = 0.0
+    fixed = model.fixed_cost_per_step.copy()
+    fixed[:, off] = 0.0
+    return replace(model, arrays=m._replace(reach=reach), cost_per_exposure=cost,
+                   fixed_cost_per_step=fixed)
+
+
 def stream_id(name: str) -> int:
     """Stable random-stream number of a named thing (touchpoint, exit)."""
     return 1024 + zlib.crc32(name.encode("utf-8"))
 
 
-def _regimes(s: Scenario) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, list[str]]:
+def _regimes(s: Scenario) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray, list[str],
+                                   list[list[tuple[str, float]]]]:
+    """The distinct sets of active interventions over the run (regimes), the regime of
+    each step, each intervention's activity (its window: what its costs follow), the
+    interventions' names, and each regime's interventions with their weights.
+
+    A shaped intervention (``shape:``) is active at a weight in 1/32 steps
+    (:func:`sim.scenario.shape_levels`); such a regime is named ``name@k/32``.
+    """
     names = list(s.interventions)
     steps = s.steps
     active = np.zeros((steps, len(names)), dtype=bool)
+    levels = np.zeros((steps, len(names)), dtype=np.int64)
+    day = np.arange(steps) * s.time.step_days
     for j, name in enumerate(names):
         iv = s.interventions[name]
         if not iv.enabled:
             continue
-        start = iv.window.start_day if iv.window else 0.0
-        end = iv.window.end_day if iv.window and iv.window.end_day is not None else math.inf
-        day = np.arange(steps) * s.time.step_days
+        start, end = iv.window.days(s.time) if iv.window else (0.0, math.inf)
         active[:, j] = (day >= start) & (day < end)
+        levels[:, j] = shape_levels(iv, s.time)
     regimes: list[tuple[str, ...]] = []
+    weighted: list[list[tuple[str, float]]] = []
     of_step = np.zeros(steps, dtype=np.int64)
     for t in range(steps):
-        key = tuple(n for j, n in enumerate(names) if active[t, j])
+        key = tuple(n if levels[t, j] == SHAPE_LEVELS else f"{n}@{levels[t, j]}/{SHAPE_LEVELS}"
+                    for j, n in enumerate(names) if levels[t, j] > 0)
         if key not in regimes:
             regimes.append(key)
+            weighted.append([(n, levels[t, j] / SHAPE_LEVELS)
+                             for j, n in enumerate(names) if levels[t, j] > 0])
         of_step[t] = regimes.index(key)
-    return regimes, of_step, active, names
+    return regimes, of_step, active, names, weighted
 
 
 def _placements(s: Scenario, stages: list[str], segments: list[str],
@@ -213,8 +262,8 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
             the reviews' prior weight, so that every KPI keeps its expectation (a
             speed knob; capacities of the event engine's queues do not scale).
     """
-    regimes, of_step, iv_active, iv_names = _regimes(s)
-    variants = [s.materialise(active) for active in regimes]
+    regimes, of_step, iv_active, iv_names, weighted = _regimes(s)
+    variants = [s.materialise_weighted(active) for active in weighted]
     stages = list(s.stages)
     segments = list(s.segments)
     S, G, R = len(stages), len(segments), len(regimes)
@@ -390,13 +439,23 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
                             dtype=np.uint64),
         on_entry=on_entry, per_step_value=per_step_value, value_mult=value_mult,
         discount=discount, tp_qmask=tp_qmask,
+        exit_mult=_by_step(variants, of_step, lambda v: [
+            step_multipliers(v, v.stages[a].exits[b].profile) if b in v.stages[a].exits
+            else np.ones(steps) for a, b in exits], len(exits)),
+        reach_mult=_by_step(variants, of_step, lambda v: [
+            step_multipliers(v, v.touchpoints[t].profile) if t in v.touchpoints
+            else np.ones(steps) for t in touchpoints], T),
     )
     iv_fixed = np.array([s.interventions[n].cost.fixed for n in iv_names])
     iv_per_step = np.array([s.interventions[n].cost.per_day * sd for n in iv_names])
     return CompiledModel(
         scenario=s, stages=stages, segments=segments, touchpoints=touchpoints, exits=exits,
         interventions=iv_names, regimes=regimes, regime_of_step=of_step, arrays=arrays,
-        placements=placements, arrival_rate=arrival_rate, entry_stage=entry_stage,
+        placements=placements, arrival_rate=arrival_rate,
+        arrival_mult=_by_step(variants, of_step,
+                              lambda v: [step_multipliers(v, v.population.arrivals.profile)],
+                              1)[:, 0],
+        entry_stage=entry_stage,
         ref_entry_stage=ref_entry, con_q=con_q, con_adopter=con_adopter, market_size=market,
         cost_per_exposure=cost_per_exposure, fixed_cost_per_step=fixed_cost,
         iv_fixed=iv_fixed.reshape(len(iv_names)), iv_per_step=iv_per_step.reshape(len(iv_names)),
@@ -405,6 +464,23 @@ def compile_scenario(s: Scenario, population_scale: float = 1.0) -> CompiledMode
         queues=queues, queue_arrays=queue_arrays, queue_settings=settings,
         population_scale=float(population_scale),
     )
+
+
+def _by_step(variants: list[Scenario], of_step: np.ndarray,
+             curves: Callable[[Scenario], list[np.ndarray]], width: int) -> np.ndarray:
+    """float64[steps, width]: column j at step t is curve j of the regime of step t.
+
+    Without any profile every entry is exactly 1.0 (the run is the run without
+    calendar, bit for bit)."""
+    steps = of_step.shape[0]
+    out = np.ones((steps, width))
+    for r, v in enumerate(variants):
+        at = of_step == r
+        if not at.any():
+            continue
+        for j, curve in enumerate(curves(v)):
+            out[at, j] = curve[at]
+    return out
 
 
 def _rating_and_nps(s: Scenario, population_scale: float) -> dict[str, Any]:

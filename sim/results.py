@@ -56,6 +56,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "ATTRIBUTIONS",
+    "ATTRIBUTION_FILES",
     "CALIBRATIONS",
     "CALIBRATION_FILES",
     "CORE_TABLES",
@@ -63,11 +65,14 @@ __all__ = [
     "STUDIES",
     "STUDY_FILES",
     "TABLES",
+    "AttributionFiles",
     "CalibrationFiles",
     "Replaced",
     "RunInfo",
     "RunKey",
     "StudyFiles",
+    "attribution_folder",
+    "attribution_folders",
     "calibration_folder",
     "calibration_folders",
     "claim",
@@ -558,6 +563,9 @@ STUDIES = "optimise"
 CALIBRATIONS = "calibrate"
 """The folder of calibrations below a results root."""
 
+ATTRIBUTIONS = "attribute"
+"""The folder of attributions below a results root."""
+
 DISCOVERIES = "discover"
 """The folder below a results root where the report looks for discovered drafts' checks."""
 DISCOVERY_FIT_SUFFIX = ".fit.parquet"
@@ -596,7 +604,28 @@ class CalibrationFiles:
     """Every evaluated point's loss, appended as it is computed (a resumed fit replays it)."""
 
 
+@dataclass(frozen=True)
+class AttributionFiles:
+    """The files of one attribution, in its folder (:func:`attribution_folder`)."""
+
+    removal: str = "removal.parquet"
+    """Each touchpoint's and intervention's removal effect, per KPI and segment."""
+    shapley: str = "shapley.parquet"
+    """Only with ``method`` shapley or both."""
+    paths: str = "paths.parquet"
+    """Markov, last-touch and first-touch attribution of the simulated paths (or of a
+    user's paths file)."""
+    path_counts: str = "path_counts.parquet"
+    """The simulated paths in ChannelAttribution's format."""
+    side_by_side: str = "side_by_side.parquet"
+    summary: str = _SUMMARY
+    coalitions: str = "coalitions"
+    """A folder: each simulated coalition's KPIs per replicate, written as it finishes
+    (a resumed attribution reuses them)."""
+
+
 STUDY_FILES = StudyFiles()
+ATTRIBUTION_FILES = AttributionFiles()
 CALIBRATION_FILES = CalibrationFiles()
 
 
@@ -608,6 +637,16 @@ def study_folder(root: str | os.PathLike[str], study: str) -> Path:
 def calibration_folder(root: str | os.PathLike[str], study: str) -> Path:
     """Where calibration ``study`` writes its files: ``ROOT/calibrate/<study>/``."""
     return Path(root) / CALIBRATIONS / study
+
+
+def attribution_folder(root: str | os.PathLike[str], name: str) -> Path:
+    """Where attribution ``name`` writes its files: ``ROOT/attribute/<name>/``."""
+    return Path(root) / ATTRIBUTIONS / name
+
+
+def attribution_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """The attributions of a results root (folders holding a removal table), by name."""
+    return _folders_with(Path(root) / ATTRIBUTIONS, ATTRIBUTION_FILES.removal)
 
 
 def discovery_fit_path(draft: str | os.PathLike[str]) -> Path:

@@ -36,7 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SCALE = "0.1"
-SIMULATING = ("run", "optimise", "sweep", "sensitivity")
+SIMULATING = ("run", "optimise", "sweep", "sensitivity", "attribute")
 """Commands that take --population-scale (calibrate's scale is its fit's own setting)."""
 
 PRELUDE = f"""
@@ -52,6 +52,7 @@ def _tiny(fn, **defaults):
 sim.api.run = _tiny(sim.api.run, population_scale={SCALE})
 optimise.optimise = _tiny(optimise.optimise, population_scale={SCALE})
 optimise.sweep = _tiny(optimise.sweep, population_scale={SCALE}, workers=1)
+optimise.attribute = _tiny(optimise.attribute, population_scale={SCALE})
 """
 """Run before each Python block: the public entry points default to a tiny population."""
 
@@ -120,7 +121,7 @@ def _bash(command: str, pg_url: str | None, chromium: bool) -> str | None:
     words = shlex.split(command)
     if words[0] == "journey":
         sub = words[1]
-        if sub in SIMULATING and "--population-scale" not in words:
+        if sub in SIMULATING and "--population-scale" not in words and "--paths" not in words:
             words += ["--population-scale", SCALE]
         if sub == "sweep" and "--workers" not in words and "--scheduler" not in words:
             words += ["--workers", "1"]

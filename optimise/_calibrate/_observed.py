@@ -71,8 +71,10 @@ class ObservedData:
         return column in self.labels and any(v is not None for v in self.labels[column])
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    """Header and (line, row) pairs of a CSV or Parquet file."""
+def read_rows(path: Path, what: str = "observed data"
+              ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """Header and (line, row) pairs of a CSV or Parquet file (``what`` it holds, for
+    the message of a file of another type)."""
     source = str(path)
     if not path.is_file():
         raise DataError([Problem(source, 0, 0, "", "no such file")])
@@ -89,7 +91,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]
         return header, rows
     if suffix not in (".csv", ".txt"):
         raise DataError([Problem(source, 0, 0, "", f"unknown file type {suffix or '(none)'!r}: "
-                                                   f"observed data are .csv or .parquet")])
+                                                   f"{what} are .csv or .parquet")])
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -127,7 +129,7 @@ def infer_kind(header: Iterable[str]) -> str | None:
 
 def kind_of(path: Path) -> str | None:
     """The kind an observed file's columns describe, or None."""
-    header, _ = _read_rows(path)
+    header, _ = read_rows(path)
     return infer_kind(header)
 
 
@@ -230,7 +232,7 @@ def read_observed(path: str | os.PathLike[str], scenario: Scenario,
     """
     path = Path(path)
     source = str(path)
-    header, rows = _read_rows(path)
+    header, rows = read_rows(path)
     found = infer_kind(header)
     if kind is None:
         if found is None:

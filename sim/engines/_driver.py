@@ -83,7 +83,7 @@ def draw_arrivals(model: CompiledModel, seed: int) -> np.ndarray:
     out = np.zeros((model.steps + 1, G), np.int64)
     seed64 = np.uint64(seed)
     for t in range(1, model.steps + 1):
-        rates = model.arrival_rate[model.regime_of_step[t - 1]]
+        rates = model.arrival_rate[model.regime_of_step[t - 1]] * model.arrival_mult[t - 1]
         key = np.uint64(agent_key(seed64, POPULATION_AGENT, np.uint64(t)))
         for g in range(G):
             if rates[g] > 0:
@@ -216,7 +216,7 @@ class Driver:
         if m.con_exit >= 0:
             adopters = float(self.occupancy[t - 1][:, model.con_adopter == 1].sum())
             self.con_add = float(model.con_q[r]) * adopters / model.market_size
-        step_factors(r, reputation, self.con_add, m, self.f)
+        step_factors(t, r, reputation, self.con_add, m, self.f)
         return r
 
     def advance(self, t: int, r: int) -> None:

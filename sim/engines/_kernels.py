@@ -126,13 +126,14 @@ class Factors(NamedTuple):
     exit_cut: np.ndarray   # uint64[G, S] an unexposed agent can leave only below this
     reach_cut: np.ndarray  # uint64[G, K] exposed when the draw lies below this
     act_key: np.ndarray    # uint64[K] the stream of each (stage, touchpoint) pair, times G
+    emult: np.ndarray      # float64[E] this step's profile multiplier of each exit
 
 
 def make_factors(G: int, S: int, E: int, K: int) -> Factors:
     """Allocate the per-step factors."""
     return Factors(odds0=np.zeros((G, E)), mult=np.zeros((G, E)), p0=np.zeros((G, E)),
                    exit_cut=np.zeros((G, S), np.uint64), reach_cut=np.zeros((G, K), np.uint64),
-                   act_key=np.zeros(K, np.uint64))
+                   act_key=np.zeros(K, np.uint64), emult=np.ones(E))
 
 
 def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
@@ -253,8 +254,14 @@ def odds(p: float) -> float:
 
 
 @kernel
-def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors) -> None:
-    """What every agent-step of this step shares (``f``'s arrays are overwritten).
+def step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: Factors
+                 ) -> None:
+    """What every agent-step of step ``t`` (1-based) shares (``f``'s arrays are
+    overwritten).
+
+    Calendar profiles enter here: the step's multiplier of each exit's base
+    probability (``emult[e]``, capped at 1; it also multiplies an agent's own base
+    rate of a Beta heterogeneity) and of each touchpoint's reach (capped at 1).
 
     * ``odds0[g, e]``: base odds (contagion's addition included); ``mult[g, e]``:
       exp(segment offset + reputation effect * rep); ``p0[g, e]``: the probability
@@ -272,7 +279,10 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors)
     """
     G, E = f.odds0.shape
     for e in range(E):
-        p = m.base_p[r, e]
+        f.emult[e] = m.exit_mult[t - 1, e]
+        p = m.base_p[r, e] * f.emult[e]
+        if p > 1.0:
+            p = 1.0
         if e == m.con_exit:
             p = min(1.0, p + con_add)
         o = odds(p)
@@ -301,7 +311,8 @@ def step_factors(r: int, rep: float, con_add: float, m: ModelArrays, f: Factors)
         for k in range(f.reach_cut.shape[1]):
             # a capacity-limited touchpoint acts only through its queue (served bits)
             queued = m.tp_qmask[m.act_tp[k]] != 0
-            f.reach_cut[g, k] = np.uint64(0) if queued else _cut53(m.reach[r, g, k])
+            reach = min(1.0, m.reach[r, g, k] * m.reach_mult[t - 1, m.act_tp[k]])
+            f.reach_cut[g, k] = np.uint64(0) if queued else _cut53(reach)
     for k in range(f.act_key.shape[0]):
         f.act_key[k] = m.tp_stream[m.act_tp[k]] * _GOLDEN
 
@@ -486,7 +497,7 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
                         het_mult = 1.0
                         if h >= 0:
                             if het_kind[g, h] == HET_BETA:  # the agent's own base rate
-                                q = float(het[i, h])
+                                q = min(1.0, float(het[i, h]) * f.emult[e])
                                 if e == con_exit:
                                     q = min(1.0, q + con_add)
                                 o = odds(q)
@@ -604,7 +615,8 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
             if not keyed:
                 key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
                 keyed = True
-            if _bits53(key, m.tp_stream[tp] * _GOLDEN) < _cut53(m.reach[r, g, k]):
+            reach = min(1.0, m.reach[r, g, k] * m.reach_mult[t - 1, tp])
+            if _bits53(key, m.tp_stream[tp] * _GOLDEN) < _cut53(reach):
                 q = qa.queue_of[tp]
                 base = qa.stream[q]
                 agent[count] = i

@@ -1,5 +1,6 @@
 """Scenario files: schema, safe loading, validation and patches."""
 
+from sim.scenario._calendar import SHAPE_LEVELS, dates, shape_levels, step_multipliers
 from sim.scenario._load import check_scenario_file, load_scenario
 from sim.scenario._problems import problems_from_validation
 from sim.scenario._scenario import Scenario, json_schema
@@ -16,6 +17,7 @@ from sim.scenario._yaml import Located, read_yaml
 
 __all__ = [
     "BASE_VARIANT",
+    "SHAPE_LEVELS",
     "Intervention",
     "Located",
     "Scenario",
@@ -23,6 +25,7 @@ __all__ = [
     "Stage",
     "Touchpoint",
     "check_scenario_file",
+    "dates",
     "is_variant_label",
     "json_schema",
     "load_scenario",
@@ -31,6 +34,8 @@ __all__ = [
     "parse_value",
     "problems_from_validation",
     "read_yaml",
+    "shape_levels",
     "split_exit",
+    "step_multipliers",
     "variant_label",
 ]

@@ -183,17 +183,74 @@ class _Checker:
                 self.stage(("reviews", "post", stage), stage)
             self.exits(("reviews", "effects"), s.reviews.effects)
 
+    def _profile(self, loc: Loc, ref: Any) -> None:
+        """A profile reference: a known name, or a profile whose dates have a start date."""
+        s = self.s
+        if ref is None:
+            return
+        if isinstance(ref, str):
+            if ref not in (s.profiles or {}):
+                self.error(loc, unknown_name("profile", ref, s.profiles or {}))
+            return
+        self._profile_body(loc, ref)
+
+    def _profile_body(self, loc: Loc, profile: Any) -> None:
+        s = self.s
+        if profile.needs_dates and s.time.start_date is None:
+            part = ("by_month" if profile.by_month is not None else
+                    "by_weekday" if profile.by_weekday is not None else "curve")
+            self.error((*loc, part), "months, weekdays and dates need time.start_date "
+                                     "(the date of day 0)")
+            return
+        if profile.curve is not None:
+            at = [s.time.day_of(p.date) if p.date is not None else p.day
+                  for p in profile.curve]
+            for i in range(1, len(at)):
+                if at[i] <= at[i - 1]:
+                    self.error((*loc, "curve", i), "the curve's points must go forward in time")
+                    return
+
+    def check_calendar(self) -> None:
+        s = self.s
+        for name, profile in (s.profiles or {}).items():
+            self._profile_body(("profiles", name), profile)
+        self._profile(("population", "arrivals", "profile"), s.population.arrivals.profile)
+        for name, tp in s.touchpoints.items():
+            self._profile(("touchpoints", name, "profile"), tp.profile)
+        for stage_name, stage in s.stages.items():
+            for target, rate in stage.exits.items():
+                self._profile(("stages", stage_name, "exits", target, "profile"), rate.profile)
+        for name, iv in s.interventions.items():
+            if iv.window is None:
+                continue
+            for field in ("start_date", "end_date"):
+                if getattr(iv.window, field) is not None and s.time.start_date is None:
+                    self.error(("interventions", name, "window", field),
+                               "a window given as dates needs time.start_date (the date of "
+                               "day 0)")
+
     def check_interventions(self, check_patches: bool) -> None:
         s = self.s
         data: dict[str, Any] | None = None
         found = self.n_errors()
         for name, iv in s.interventions.items():
             loc: Loc = ("interventions", name)
-            if iv.window is not None and iv.window.start_day >= s.time.horizon_days:
-                self.warn((*loc, "window", "start_day"),
-                          f"the window opens on day {iv.window.start_day:g}, at or after the "
-                          f"horizon ({format_days(s.time.horizon_days)}): the intervention "
-                          f"never acts")
+            dated = iv.window is not None and (
+                iv.window.start_date is not None or iv.window.end_date is not None)
+            if iv.window is not None and (s.time.start_date is not None or not dated):
+                start, _ = iv.window.days(s.time)
+                if start >= s.time.horizon_days:
+                    field = "start_date" if iv.window.start_date else "start_day"
+                    self.warn((*loc, "window", field),
+                              f"the window opens on day {start:g}, at or after the "
+                              f"horizon ({format_days(s.time.horizon_days)}): the "
+                              f"intervention never acts")
+            if iv.shape is not None:
+                for path, value in iv.set.items():
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        self.error((*loc, "set", path),
+                                   "a shaped intervention sets numbers only (its effect is "
+                                   "weighted between the base value and this one)")
             if data is None:
                 data = s.to_data()
             for path in iv.set:
@@ -328,6 +385,7 @@ def cross_check(s: ScenarioFields, *, check_patches: bool = True) -> list[Check]
     c.check_population()
     c.check_touchpoints()
     c.check_feedbacks()
+    c.check_calendar()
     # what a patch produces is only worth checking on a base without errors
     clean = not any(p.severity == "error" for p in c.out)
     c.check_interventions(check_patches and clean)

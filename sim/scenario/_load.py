@@ -39,7 +39,8 @@ def _cross_despite(exc: ValidationError, located: Located, source: str) -> list[
     dropped, an invalid value of an optional model field falls back to its default.
     Anything else (a missing required field, a bad collection entry) and the
     cross-field check is left for the next pass. Problems that touch a repaired
-    place are dropped, so the repair cannot invent errors.
+    place, or that name a repaired field, are dropped, so the repair cannot invent
+    errors.
     """
     data = copy.deepcopy(located.data)
     repaired: list[Loc] = []
@@ -68,9 +69,11 @@ def _cross_despite(exc: ValidationError, located: Located, source: str) -> list[
         rules = [e for e in again.errors() if e["type"] == "scenario_rules"]
         if len(rules) != len(again.errors()):
             return []
+        # a problem at a repaired place, or one that names a repaired field (a profile
+        # that "needs time.start_date" when the start date was dropped), is its echo
         return [p for p in problems_from_validation(again, located, source)
                 if not any(_related(tuple(p.path.split(".")), tuple(map(str, r)))
-                           for r in repaired)]
+                           or ".".join(map(str, r)) in p.message for r in repaired)]
     return []
 
 

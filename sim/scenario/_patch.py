@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from sim._errors import Problem, ScenarioError, unknown_name
-from sim.scenario._paths import PathError, set_path
+from sim.scenario._paths import PathError, get_path, set_path
 from sim.scenario._problems import problems_from_validation
 from sim.scenario._schema import ScenarioFields
 from sim.scenario._yaml import Located
 
-__all__ = ["apply_patches", "materialise"]
+__all__ = ["apply_patches", "materialise", "materialise_weighted"]
 
 S = TypeVar("S", bound=ScenarioFields)
 
@@ -73,4 +73,40 @@ def materialise(scenario: S, active: Iterable[str]) -> S:
     patches: dict[str, Any] = {}
     for name in active:
         patches.update(scenario.interventions[name].set)
+    return apply_patches(scenario, patches, patched=True) if patches else scenario
+
+
+def materialise_weighted(scenario: S, active: Iterable[tuple[str, float]]) -> S:
+    """``scenario`` with the ``set`` patches of interventions merged in, each at a weight
+    in [0, 1]: a number becomes ``base + w (set - base)`` (a value the scenario does
+    not have counts as 0); at weight 1 this is :func:`materialise`.
+
+    Raises:
+        ScenarioError: an unknown intervention, a shaped patch of something other than
+            a number, or a result that breaks a rule.
+    """
+    active = list(active)
+    if all(w == 1.0 for _, w in active):
+        return materialise(scenario, [n for n, _ in active])
+    missing = [n for n, _ in active if n not in scenario.interventions]
+    if missing:
+        raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{n}",
+                                     unknown_name("intervention", n, scenario.interventions))
+                             for n in missing])
+    data = scenario.to_data()
+    patches: dict[str, Any] = {}
+    for name, weight in active:
+        for path, value in scenario.interventions[name].set.items():
+            if weight == 1.0:
+                patches[path] = value
+                continue
+            try:
+                base = get_path(data, path, type(scenario))
+            except PathError as exc:
+                raise ScenarioError([Problem("<apply>", 0, 0, f"interventions.{name}.set",
+                                             str(exc))]) from None
+            if isinstance(base, dict) and "p" in base:     # an exit rate written as p
+                base = base["p"]
+            base = 0.0 if base is None or isinstance(base, (bool, dict, list)) else base
+            patches[path] = float(base) + weight * (float(value) - float(base))
     return apply_patches(scenario, patches, patched=True) if patches else scenario

@@ -127,6 +127,18 @@ def set_path(data: dict[str, Any], path: str, value: Any, model: type[BaseModel]
     container[key] = copy.deepcopy(value)
 
 
+def get_path(data: dict[str, Any], path: str, model: type[BaseModel]) -> Any:
+    """The value at ``path`` in plain scenario ``data``, or None where it is not set.
+
+    Raises:
+        PathError: the path does not lead anywhere.
+    """
+    container, key, _ = _walk(data, path, model)
+    if isinstance(container, dict):
+        return container.get(key)
+    return container[key]
+
+
 def check_path(data: dict[str, Any], path: str, model: type[BaseModel]) -> str | None:
     """Why ``path`` does not lead anywhere in ``data``, or None when it does."""
     try:

@@ -15,7 +15,7 @@ from pydantic import ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
 from sim.scenario._checks import cross_check
-from sim.scenario._patch import apply_patches, materialise
+from sim.scenario._patch import apply_patches, materialise, materialise_weighted
 from sim.scenario._schema import ScenarioFields
 
 __all__ = ["Scenario", "json_schema"]
@@ -86,6 +86,11 @@ class Scenario(ScenarioFields):
         Windows are not consulted: the caller chooses what is active when.
         """
         return materialise(self, active)
+
+    def materialise_weighted(self, active: Iterable[tuple[str, float]]) -> Scenario:
+        """The scenario with each ``(intervention, weight)``'s ``set`` numbers weighted
+        between the base value and its own (a shaped intervention's effect at a step)."""
+        return materialise_weighted(self, active)
 
 
 def json_schema() -> dict[str, Any]:

@@ -10,6 +10,7 @@ to each other (names that must exist, shares that must sum to one) live in
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import re
@@ -20,7 +21,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -33,6 +36,7 @@ __all__ = [
     "Calibration",
     "Constraints",
     "Contagion",
+    "CurvePoint",
     "Economics",
     "ExitRate",
     "FunnelTarget",
@@ -46,6 +50,7 @@ __all__ = [
     "Placement",
     "Population",
     "Prior",
+    "Profile",
     "Referrals",
     "Reviews",
     "Satisfaction",
@@ -53,6 +58,7 @@ __all__ = [
     "SearchParam",
     "Segment",
     "ServiceTime",
+    "Shape",
     "Stage",
     "SurvivalTarget",
     "Target",
@@ -121,16 +127,51 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------- time
 
 
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "date", "{value} is not a date: write YYYY-MM-DD (2027-01-31)",
+                {"value": repr(value)}) from None
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise PydanticCustomError(
+                "date", "{value} is not a date: write YYYY-MM-DD (2027-01-31)",
+                {"value": repr(value)})
+    return value
+
+
+IsoDate = Annotated[str, BeforeValidator(_iso_date)]
+"""A calendar date, written ``YYYY-MM-DD``."""
+
+
 class Time(_Model):
     """Clock of a run.
 
     Attributes:
         step_days: length of one step in days (1 = daily, 7 = weekly, 365 = annual).
         horizon_days: simulated span; a whole number of steps.
+        start_date: the date of day 0 (``YYYY-MM-DD``): tables gain a ``date`` column,
+            reports show dates, and profiles by month or weekday, curves over dates
+            and windows given as dates become possible.
     """
 
     step_days: Positive = 1.0
     horizon_days: Positive
+    start_date: IsoDate | None = None
+
+    @property
+    def start(self) -> dt.date | None:
+        """The date of day 0, or None."""
+        return dt.date.fromisoformat(self.start_date) if self.start_date else None
+
+    def day_of(self, date: str) -> float:
+        """Days from ``start_date`` to ``date`` (``YYYY-MM-DD``)."""
+        start = self.start
+        if start is None:
+            raise ValueError("a date needs time.start_date")
+        return float((dt.date.fromisoformat(date) - start).days)
 
     @model_validator(mode="after")
     def _whole_steps(self) -> Time:
@@ -147,6 +188,69 @@ class Time(_Model):
     def steps(self) -> int:
         """Number of steps in the horizon."""
         return round(self.horizon_days / self.step_days)
+
+
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Month = Literal["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                "dec"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class CurvePoint(_Model):
+    """One point of a piecewise-linear profile: a ``date`` (or a ``day`` of the run) and
+    the multiplier there."""
+
+    date: IsoDate | None = None
+    day: NonNegative | None = None
+    value: NonNegative
+
+    @model_validator(mode="after")
+    def _when(self) -> CurvePoint:
+        if (self.date is None) == (self.day is None):
+            raise PydanticCustomError("one_of", "give exactly one of date or day")
+        return self
+
+
+class Profile(_Model):
+    """Multipliers that vary over the calendar; the parts given multiply.
+
+    Attributes:
+        by_month: a multiplier per month (``jan`` … ``dec``; a month not named is 1).
+        by_weekday: a multiplier per day of the week (``mon`` … ``sun``; default 1).
+        curve: a piecewise-linear curve through points at dates or days, constant
+            before the first point and after the last.
+
+    A step's multiplier is the mean of the daily multipliers of the days it spans.
+    ``by_month``, ``by_weekday`` and points at dates need ``time.start_date``.
+    """
+
+    by_month: dict[Month, NonNegative] | None = None
+    by_weekday: dict[Weekday, NonNegative] | None = None
+    curve: Annotated[list[CurvePoint], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Profile:
+        if self.by_month is None and self.by_weekday is None and self.curve is None:
+            raise PydanticCustomError("profile", "give by_month, by_weekday or curve")
+        return self
+
+    @property
+    def needs_dates(self) -> bool:
+        return (self.by_month is not None or self.by_weekday is not None
+                or any(p.date is not None for p in self.curve or []))
+
+
+def _profile_kind(value: Any) -> str:
+    return "[name]" if isinstance(value, str) else "[profile]"
+
+
+ProfileRef = Annotated[
+    Annotated[str, BeforeValidator(_name), Tag("[name]")] | Annotated[Profile, Tag("[profile]")],
+    Discriminator(_profile_kind),
+]
+"""A profile: the name of one in ``profiles:``, or one written in place. (The tags are
+pydantic's union markers, dropped from error locations.)"""
 
 
 class Economics(_Model):
@@ -169,6 +273,8 @@ class ExitRate(_Model):
 
     p: Probability | None = None
     mean_days: Positive | None = None
+    profile: ProfileRef | None = None
+    """Multiplies the per-step probability over the calendar (capped at 1)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -282,6 +388,8 @@ class Arrivals(_Model):
 
     per_day: NonNegative = 0.0
     stage: Name | None = None
+    profile: ProfileRef | None = None
+    """Multiplies ``per_day`` over the calendar (a January surge, quiet weekends)."""
 
 
 class Population(_Model):
@@ -381,6 +489,8 @@ class Touchpoint(_Model):
     target_wait_days: NonNegative | None = None
     opening: Opening | None = None
     server_cost_per_day: NonNegative | None = None
+    profile: ProfileRef | None = None
+    """Multiplies the reach in every stage over the calendar (capped at 1)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -515,16 +625,43 @@ class Reviews(_Model):
 
 
 class Window(_Model):
-    """Days [start_day, end_day) of the run in which an intervention is active."""
+    """Days [start_day, end_day) of the run in which an intervention is active; or the
+    dates [start_date, end_date) (with ``time.start_date``)."""
 
     start_day: NonNegative = 0.0
     end_day: Positive | None = None
+    start_date: IsoDate | None = None
+    end_date: IsoDate | None = None
 
     @model_validator(mode="after")
     def _order(self) -> Window:
+        if self.start_date is not None and self.start_day != 0.0:
+            raise PydanticCustomError("one_of", "give start_day or start_date, not both")
+        if self.end_date is not None and self.end_day is not None:
+            raise PydanticCustomError("one_of", "give end_day or end_date, not both")
         if self.end_day is not None and self.end_day <= self.start_day:
             raise PydanticCustomError("window_order", "end_day must come after start_day")
+        if (self.start_date is not None and self.end_date is not None
+                and self.end_date <= self.start_date):
+            raise PydanticCustomError("window_order", "end_date must come after start_date")
         return self
+
+    def days(self, time: Time) -> tuple[float, float]:
+        """[start, end) in days of the run (``inf`` for an open end)."""
+        start = time.day_of(self.start_date) if self.start_date else self.start_day
+        end = (time.day_of(self.end_date) if self.end_date else
+               self.end_day if self.end_day is not None else math.inf)
+        return start, end
+
+
+class Shape(_Model):
+    """How an intervention's effect comes and goes: it grows linearly over
+    ``ramp_up_days`` from the window's start, and after the window's end decays with
+    ``half_life_days`` (without it, it stops at the end). The effect at a step is the
+    ``set`` values weighted, ``base + w (set - base)``, with w in 1/32 steps."""
+
+    ramp_up_days: NonNegative = 0.0
+    half_life_days: Positive | None = None
 
 
 class InterventionCost(_Model):
@@ -546,6 +683,7 @@ class Intervention(_Model):
     description: str = ""
     enabled: bool = False
     window: Window | None = None
+    shape: Shape | None = None
     cost: InterventionCost = Field(default_factory=InterventionCost)
     set: Annotated[dict[str, Any], Field(min_length=1)]
 
@@ -741,6 +879,7 @@ class ScenarioFields(_Model):
     segments: Annotated[dict[Name, Segment], Field(min_length=1)] = Field(
         default_factory=_default_segments)
     stages: Annotated[dict[Name, Stage], Field(min_length=1)]
+    profiles: dict[Name, Profile] | None = None
     touchpoints: dict[Name, Touchpoint] = Field(default_factory=dict)
     satisfaction: Satisfaction = Field(default_factory=Satisfaction)
     word_of_mouth: WordOfMouth = Field(default_factory=WordOfMouth)

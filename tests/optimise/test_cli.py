@@ -55,7 +55,7 @@ def test_registering_the_commands_twice_adds_each_once() -> None:
     register(fresh)
     register(fresh)
     names = [c.name for c in fresh.registered_commands]
-    assert sorted(names) == ["calibrate", "optimise", "sensitivity", "sweep"]
+    assert sorted(names) == ["attribute", "calibrate", "optimise", "sensitivity", "sweep"]
 
 
 def test_a_bad_variant_names_its_values(sweep_file: Path, tmp_path: Path) -> None:

@@ -400,3 +400,20 @@ def test_a_sweep_variant_is_shown_by_its_values_and_sensitivity_has_a_section(
                          population_scale=0.05, workers=1)
     written = report.write_report(tmp_path, tmp_path / "s.html", variant="m00000")
     assert "sensitivity_morris_retention_365" in written.charts
+
+
+def test_an_attribution_has_a_section_with_truth_beside_the_path_methods(
+        tmp_path: Path) -> None:
+    scenario = short(sim.load_scenario(ROOT / "scenarios" / "cosmetic_clinic.yaml"))
+    sim.run(scenario, out=tmp_path, population_scale=0.05, replicates=2)
+    worth = optimise.attribute(scenario, kpis=["acquired", "revenue"], replicates=2,
+                               population_scale=0.05, method="removal", out=tmp_path,
+                               touchpoints=["consult", "review_site"])
+    written = report.write_report(tmp_path, tmp_path / "a.html")
+    assert "attribution_cosmetic_clinic" in written.charts
+    assert "attribution_cosmetic_clinic_removal" in written.charts
+    page = written.path.read_text()
+    assert "truth beside the path methods" in page
+    # the chart's bars are the written table's numbers
+    side = {r["touchpoint"]: r for r in worth.side_by_side.to_pylist()}
+    assert side["review_site"]["last_touch"] > 0

@@ -162,7 +162,7 @@ def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
         r = t % len(model.regimes)
         rep = 0.9 - 0.15 * t          # reputation from +0.75 down to -0.9
         con_add = 0.03 * t
-        K.step_factors(r, rep, con_add, m, f)
+        K.step_factors(t, r, rep, con_add, m, f)
         step_kernel(np.int64(n), np.int64(t), np.int64(r), np.uint64(SEED), con_add,
                     f, m, st, buf)
         naive.step(n, t, r, SEED, rep, con_add, nm, twin, twin_buf)

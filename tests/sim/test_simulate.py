@@ -55,3 +55,28 @@ def test_simulate_checks_its_arguments_as_run_does(tiny_scenario: sim.Scenario) 
         sim.simulate(tiny_scenario, replicates=0)
     with pytest.raises(sim.SimError, match="first_replicate"):
         sim.simulate(tiny_scenario, first_replicate=-1)
+
+
+def test_segment_kpis_add_up_to_the_run_s(both: tuple[sim.RunResult, sim.RunCounts]) -> None:
+    _, counts = both
+    by_segment = counts.segment_kpis
+    assert set(by_segment) == {"young", "old"}
+    for name in ("entrants", "acquired", "churned", "won_back", "revenue"):
+        total = sum(by_segment[g][name] for g in by_segment)
+        np.testing.assert_allclose(total, counts.kpis[name], rtol=1e-12, err_msg=name)
+
+
+def test_switching_a_touchpoint_off_removes_its_exposures_and_costs_only(
+        tiny_scenario: sim.Scenario) -> None:
+    args = {"seed": 3, "replicates": 2, "population_scale": 0.2}
+    on = sim.simulate(tiny_scenario, **args)
+    off = sim.simulate(tiny_scenario, off=["email"], **args)
+    assert all(raw.exposures.sum() > 0 for raw in on.raw)
+    assert all(raw.exposures.sum() == 0 for raw in off.raw)
+    assert (off.kpis["cost"] == 0).all()
+    # the touchpoint lowers churn: without it more customers churn, on the same seeds
+    assert off.kpis["churned"].sum() > on.kpis["churned"].sum()
+    # arrivals draw from their own streams: the same entrants either way
+    np.testing.assert_array_equal(off.kpis["entrants"], on.kpis["entrants"])
+    with pytest.raises(sim.SimError, match="unknown touchpoint 'emial'"):
+        sim.simulate(tiny_scenario, off=["emial"], **args)
