@@ -23,7 +23,8 @@ __all__ = ["LEFT_OUT", "fit_table", "scenario_text", "write_discovery"]
 LEFT_OUT = (
     "satisfaction and its effects on exits, reviews and the public rating, word of "
     "mouth (referrals, contagion), costs of touchpoints, values per day, "
-    "capacity-limited touchpoints, interventions, optimise and calibrate sections"
+    "capacity-limited touchpoints, calendar profiles (the estimates are averages over the "
+    "log's days), interventions, optimise and calibrate sections"
 )
 """What an event log cannot tell, named in every draft's header."""
 FIT_COLUMNS = (
