@@ -24,6 +24,7 @@ from report._data import (
     RunData,
     load_attributions,
     load_calibrations,
+    load_discovery_checks,
     load_run,
     load_sensitivities,
     load_studies,
@@ -31,6 +32,7 @@ from report._data import (
 from report._extras import (
     attribution_charts,
     calibration_charts,
+    discovery_charts,
     queue_charts,
     sensitivity_charts,
     study_charts,
@@ -137,6 +139,9 @@ def write_report(dataset: str | os.PathLike[str], out: str | os.PathLike[str] | 
     sections.append(("Optimisation", studies))
     calibrations = [c for cal in load_calibrations(run.root) for c in calibration_charts(cal)]
     sections.append(("Calibration", calibrations))
+    checks = [c for ch in load_discovery_checks(run.root, run.scenario.name)
+              for c in discovery_charts(ch)]
+    sections.append(("Discovery", checks))
     analyses = [c for a in load_sensitivities(run.root, run.scenario.name)
                 for c in sensitivity_charts(a)]
     sections.append(("Sensitivity", analyses))

@@ -35,6 +35,7 @@ from sim.results import (
     RunKey,
     attribution_folders,
     calibration_folders,
+    discovery_checks,
     list_runs,
     open_dataset,
     sensitivity_path,
@@ -47,12 +48,14 @@ from sim.stats import Bounds
 __all__ = [
     "Attribution",
     "Calibration",
+    "DiscoveryCheck",
     "ReportError",
     "RunData",
     "Sensitivity",
     "Study",
     "load_attributions",
     "load_calibrations",
+    "load_discovery_checks",
     "load_run",
     "load_sensitivities",
     "load_studies",
@@ -354,6 +357,37 @@ def load_attributions(root: str | os.PathLike[str], scenario: str) -> list[Attri
         if missing:
             raise ReportError(f"{side_file} lacks the column(s) {', '.join(missing)}")
         found.append(Attribution(folder.name, side, removal, summary))
+    return found
+
+
+@dataclass(frozen=True)
+class DiscoveryCheck:
+    """What ``journey discover --check`` wrote beside a draft (``DIR/discover/<name>``)."""
+
+    name: str
+    table: pa.Table
+    replicates: int
+
+
+CHECK_COLUMNS = ("curve", "step", "day", "observed", "simulated", "low", "high", "inside")
+
+
+def load_discovery_checks(root: str | os.PathLike[str], scenario: str) -> list[DiscoveryCheck]:
+    """The checks of the drafts named ``scenario`` under ``root/discover`` (none when absent)."""
+    found = []
+    for path in discovery_checks(root):
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise _fail_read(str(path), exc) from None
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if meta.get("journey.scenario") != scenario:
+            continue
+        missing = [c for c in CHECK_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}")
+        name = path.name.split(".")[0]
+        found.append(DiscoveryCheck(name, table, int(meta.get("journey.replicates", "0"))))
     return found
 
 

@@ -21,11 +21,20 @@ from report._charts import (
     time_title,
 )
 from report._cube import cube
-from report._data import Attribution, Calibration, ReportError, RunData, Sensitivity, Study
+from report._data import (
+    Attribution,
+    Calibration,
+    DiscoveryCheck,
+    ReportError,
+    RunData,
+    Sensitivity,
+    Study,
+)
 from sim.display import DASH, format_number, plural
 from sim.stats import mean_interval
 
-__all__ = ["attribution_charts", "calibration_charts", "queue_charts", "sensitivity_charts",
+__all__ = ["attribution_charts", "calibration_charts", "discovery_charts", "queue_charts",
+           "sensitivity_charts",
            "study_charts"]
 
 
@@ -372,6 +381,49 @@ def sensitivity_charts(analysis: Sensitivity) -> list[Chart]:
                 "KPI); σ: its spread (interactions, non-linearity).")
         charts.append(Chart(f"sensitivity_{analysis.method}_{kpi}",
                             f"Sensitivity ({analysis.method}): {kpi}", fig, note))
+    return charts
+
+
+def discovery_charts(check: DiscoveryCheck) -> list[Chart]:
+    """The log a draft was discovered from against the draft's own runs: each stage's
+    occupancy and the initial cohort's survival, observed (dotted) over the simulated
+    mean and one run's 95% band."""
+    t = check.table
+    curve = t.column("curve").to_pylist()
+    day, obs, mean = _num(t, "day"), _num(t, "observed"), _num(t, "simulated")
+    low, high = _num(t, "low"), _num(t, "high")
+    inside = np.asarray(t.column("inside").to_pylist(), dtype=bool)
+    charts = []
+    for key, title, names, unit, scale in (
+            ("occupancy", "Occupancy: the log against its draft", None, "", 1.0),
+            ("survival", "Survival of the initial cohort: the log against its draft",
+             ["survival"], "%", 100.0)):
+        stages = [c for c in dict.fromkeys(curve) if c != "survival"] if names is None else names
+        fig = go.Figure()
+        hits = []
+        for i, name in enumerate(stages):
+            rows = np.array([c == name for c in curve])
+            if not rows.any():
+                continue
+            colour = PALETTE[i % len(PALETTE)]
+            fig.add_traces(band_traces(day[rows], mean[rows], low[rows], high[rows],
+                                       f"{name}: draft", colour, unit, scale))
+            fig.add_trace(go.Scatter(x=day[rows], y=obs[rows] * scale, name=f"{name}: log",
+                                     mode="lines", legendgroup=f"{name}: draft",
+                                     line={"color": colour, "width": 1.5, "dash": "dot"}))
+            hits += list(inside[rows])
+        if not hits:
+            continue
+        layout(fig, f"{title} ({check.name})",
+               subtitle=f"log dotted; draft: mean of {plural(check.replicates, 'run')} and one "
+                        "run's 95% band", x="day",
+               y="customers" if names is None else "still customers (%)")
+        if names is not None:
+            fig.update_yaxes(ticksuffix="%", range=[0, 100])
+        share = sum(hits) / len(hits)
+        charts.append(Chart(f"discovery_{key}_{check.name}", title.split(":")[0], fig,
+                            f"The log lies inside the draft's band at {100 * share:.1f}% of "
+                            f"{plural(len(hits), 'point')}."))
     return charts
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "CALIBRATIONS",
     "CALIBRATION_FILES",
     "CORE_TABLES",
+    "DISCOVERIES",
     "STUDIES",
     "STUDY_FILES",
     "TABLES",
@@ -76,6 +77,9 @@ __all__ = [
     "calibration_folders",
     "claim",
     "claim_variants",
+    "discovery_check_path",
+    "discovery_checks",
+    "discovery_fit_path",
     "is_complete",
     "journal_file",
     "list_runs",
@@ -562,6 +566,11 @@ CALIBRATIONS = "calibrate"
 ATTRIBUTIONS = "attribute"
 """The folder of attributions below a results root."""
 
+DISCOVERIES = "discover"
+"""The folder below a results root where the report looks for discovered drafts' checks."""
+DISCOVERY_FIT_SUFFIX = ".fit.parquet"
+DISCOVERY_CHECK_SUFFIX = ".check.parquet"
+
 JOURNAL_SUFFIX = ".journal"
 _TRIALS, _SUMMARY = "trials.parquet", "summary.json"
 """Files both a study and a calibration write."""
@@ -640,6 +649,23 @@ def attribution_folder(root: str | os.PathLike[str], name: str) -> Path:
 def attribution_folders(root: str | os.PathLike[str]) -> list[Path]:
     """The attributions of a results root (folders holding a removal table), by name."""
     return _folders_with(Path(root) / ATTRIBUTIONS, ATTRIBUTION_FILES.removal)
+
+
+def discovery_fit_path(draft: str | os.PathLike[str]) -> Path:
+    """The fit table beside a discovered draft (``x.yaml`` -> ``x.fit.parquet``)."""
+    path = Path(draft)
+    return path.with_name(f"{path.stem}{DISCOVERY_FIT_SUFFIX}")
+
+
+def discovery_check_path(draft: str | os.PathLike[str]) -> Path:
+    """The observed-against-simulated table beside a discovered draft (``x.check.parquet``)."""
+    path = Path(draft)
+    return path.with_name(f"{path.stem}{DISCOVERY_CHECK_SUFFIX}")
+
+
+def discovery_checks(root: str | os.PathLike[str]) -> list[Path]:
+    """The discovered drafts' check tables under ``ROOT/discover/``, by name."""
+    return sorted((Path(root) / DISCOVERIES).glob(f"*{DISCOVERY_CHECK_SUFFIX}"))
 
 
 def journal_file(folder: str | os.PathLike[str]) -> Path:

@@ -2,7 +2,7 @@
 any third-party library) is entered through a private name.
 
 * ``sim`` imports neither ``optimise`` nor ``report``; ``optimise`` does not import
-  ``report``.
+  ``report``; ``discover`` imports ``sim`` only.
 * Across packages only public names travel: no ``from sim._x import …``, no
   ``from sim.scenario import _y``, no ``import optuna.storages._heartbeat``. Inside
   a package its private rooms import each other freely.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("sim", "optimise", "report")
-BELOW = {"sim": set(), "optimise": {"sim"}, "report": {"sim", "optimise"}}
+PACKAGES = ("sim", "optimise", "report", "discover")
+BELOW = {"sim": set(), "optimise": {"sim"}, "report": {"sim", "optimise"}, "discover": {"sim"}}
 """What each package may import of the others."""
 
 
