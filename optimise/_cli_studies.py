@@ -316,7 +316,7 @@ def _print_calibration(result: Any, label: str, output: Output) -> None:
     output.fact("population_scale_reason", result.population_scale_reason)
     output.table(table)
     if mc is not None:
-        output.say(f"MC s.e.: Monte Carlo standard error, the spread of the fit refitted on "
+        output.say(f"MC s.e.: Monte Carlo standard error of the mean of the fit and its refits on "
                    f"{mc.seeds} other seed sets")
         for note in mc.notes:
             output.say(note)

@@ -321,7 +321,7 @@ def _noise_note(cal: Calibration) -> str:
     """The population scale, where it came from, and what the Monte Carlo error says."""
     summary = cal.summary or {}
     mc = summary.get("monte_carlo") or {}
-    parts = [f"MC s.e.: Monte Carlo standard error, the spread of the fit refitted on "
+    parts = [f"MC s.e.: Monte Carlo standard error of the mean of the fit and its refits on "
              f"{mc.get('seed_sets', 'other')} other seed sets"]
     if "population_scale" in summary:
         parts.append(f"population scale {format_number(summary['population_scale'])} "

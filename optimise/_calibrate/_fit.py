@@ -32,7 +32,8 @@ class FittedParameter:
     at_bound: tuple[bool, bool] = (False, False)
     """The interval reached the search range's low / high end instead of crossing."""
     mc_se: float = math.nan
-    """The spread of the fit over other seed sets (NaN when not computed)."""
+    """The Monte Carlo standard error of ``value`` (the mean of the fit and its refits
+    on other seed sets; NaN when not computed)."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ in the agents simulated) and is rounded down on the same grid, not below 1. A
 rerun whose timing lands on the other side of the budget chooses another scale
 and so another study; the summary says which.
 
-**The Monte Carlo error** (:func:`monte_carlo`): after the fit, K other seed sets
+**The Monte Carlo error** (:func:`monte_carlo`, :func:`averaged`): after the fit, K
+other seed sets
 (replicates k·R .. k·R + R - 1 of the same base seed, k = 1..K, so independent
 of the fit's and of each other) each repeat the fit — the global search, with a
 sampler seeded apart, and the Nelder–Mead refinement; the profiles are not
@@ -36,7 +37,11 @@ optimiser's path is part of the estimate's noise: a refinement started from the
 optimum alone would understate it. A parameter's Monte Carlo standard error is
 the sample standard deviation of its K refits, and each fit-table row's (fitted
 and projected values alike) that of its values at the K refits, each on its own
-seed set. Noise is *material* when it passes a quarter of the interval's
+seed set. The reported estimate is the mean of the fit and its K refits: K + 1 fits
+on independent seed sets, whose mean has sqrt(K + 1) times less Monte Carlo error
+than one fit (the data's sampling error is the same for all of them); its standard
+error is their spread over sqrt(K + 1). The profile intervals stay those of the
+fit's seed set. Noise is *material* when it passes a quarter of the interval's
 half-width (of the 95% band's, for a projected row); since it falls as
 1 / sqrt(scale), scale · (se / (¼ half-width))² brings it under.
 """
@@ -194,8 +199,13 @@ class MonteCarlo:
     Attributes:
         seeds: K.
         refits: each seed set's refitted values.
-        se: Monte Carlo standard error by parameter path (continuous ones).
-        fit_se: float[rows]: each fit-table row's, in the table's order.
+        se: Monte Carlo standard error of the reported estimate by parameter path
+            (continuous ones): the estimate is the mean of the fit and its K refits
+            (:func:`averaged`), so this is their spread over sqrt(K + 1).
+        single_se: the Monte Carlo standard error of one fit on one seed set (the
+            spread of the K refits).
+        fit_se: float[rows]: each fit-table row's on one seed set, in the table's
+            order (an upper bound at the averaged estimate).
         holdout_se: the hold-out figures' (mean absolute error, share inside the band).
         notes: plain sentences: where the noise is material, or that it is small.
         scale_needed: the population scale that brings every material error under a
@@ -207,6 +217,9 @@ class MonteCarlo:
     se: dict[str, float]
     fit_se: np.ndarray
     holdout_se: dict[str, float] = field(default_factory=dict)
+    single_se: dict[str, float] = field(default_factory=dict)
+    first: dict[str, Any] = field(default_factory=dict)
+    """The fit on the calibration's own seed set, before the mean (:func:`averaged`)."""
     notes: list[str] = field(default_factory=list)
     scale_needed: float | None = None
 
@@ -237,7 +250,22 @@ def monte_carlo(scenario: Scenario, space: Space, targets: list[Target],
     fit_se = np.std(np.vstack(fitted), axis=0, ddof=1)
     holdout_se = {key: float(np.std([h[key] for h in holdouts], ddof=1))
                   for key in holdouts[0]} if holdouts and holdouts[0] else {}
-    return MonteCarlo(mc_seeds, refits, se, fit_se, holdout_se)
+    return MonteCarlo(mc_seeds, refits, se, fit_se, holdout_se, single_se=dict(se))
+
+
+def averaged(space: Space, fitted: dict[str, Any], mc: MonteCarlo) -> dict[str, Any]:
+    """The estimate reported after the refits: each continuous parameter's mean over the
+    fit and its K refits (K + 1 fits on independent seed sets, so its Monte Carlo error
+    is sqrt(K + 1) times smaller than one fit's); :attr:`MonteCarlo.se` becomes that
+    mean's standard error. Other parameters keep the fit's value."""
+    values = dict(fitted)
+    mc.first = dict(fitted)
+    for i in space.continuous:
+        path = space.params[i].path
+        every = np.array([float(fitted[path]), *(float(v[path]) for v in mc.refits)])
+        values[path] = float(every.mean())
+        mc.se[path] = float(every.std(ddof=1) / math.sqrt(every.size))
+    return values
 
 
 def assess(mc: MonteCarlo, parameters: Sequence[FittedParameter], fit: pa.Table,

@@ -8,8 +8,9 @@
 * **refine** the best trial with a bounded Nelder–Mead;
 * **intervals**: profile likelihood for each continuous parameter;
 * **fit** at the optimum: observed beside fitted values, goodness of fit;
-* **Monte Carlo error**: the fit refitted on other seed sets, the spread of its
-  values beside each interval; then the files are written in one call.
+* **Monte Carlo error**: the fit refitted on other seed sets; the estimate becomes
+  the mean of the fit and its refits, their spread over sqrt(K + 1) its Monte Carlo
+  error beside each interval; then the files are written in one call.
 
 Resolving chooses the population scale from the data when neither the block nor
 the caller sets it (:mod:`optimise._calibrate._noise`).
@@ -40,6 +41,7 @@ from optimise._calibrate._noise import (
     MonteCarlo,
     ScaleChoice,
     assess,
+    averaged,
     choose_scale,
     expected_evaluations,
     monte_carlo,
@@ -142,9 +144,15 @@ def _calibrate(setup: _Setup, store: Storage, tick: Tick) -> CalibrationResult:
     study = _search(setup, ev, store, tick)
     point = _refine(setup.space, ev, _best_trial(setup.space, ev, study), tick)
     point, profiles = _intervals(setup, ev, point, tick)
-    fit = fit_at(setup.targets, ev.simulate(point.values), len(setup.space.continuous))
-    parameters = fitted_parameters(setup.space, point, profiles)
+    best = point
     mc = _monte_carlo(setup, point, tick)
+    if mc is not None:       # the mean of the fit and its refits: less Monte Carlo error
+        values = averaged(setup.space, point.values, mc)
+        point = Point.at(setup.space, values, ev.loss(values))
+    fit = fit_at(setup.targets, ev.simulate(point.values), len(setup.space.continuous))
+    # the intervals are the fit's own profiles, walked out from its optimum
+    parameters = [replace(p, value=point.values[p.path])
+                  for p in fitted_parameters(setup.space, best, profiles)]
     if mc is not None:
         parameters = [replace(p, mc_se=mc.se.get(p.path, math.nan)) for p in parameters]
         assess(mc, parameters, fit.table, setup.scale.scale)
@@ -155,7 +163,7 @@ def _calibrate(setup: _Setup, store: Storage, tick: Tick) -> CalibrationResult:
         fit=fit.table.append_column("mc_se", pa.array(mc_se, pa.float64())), gof=fit.gof,
         scenario=calibrated(setup.scenario, point.values),
         trials=trials_table(study), evaluations=len(ev.cache),
-        profiles=profiles_table(setup.space, profiles, point.loss), holdout=fit.holdout,
+        profiles=profiles_table(setup.space, profiles, best.loss), holdout=fit.holdout,
         population_scale=setup.scale.scale, population_scale_source=setup.scale.source,
         population_scale_reason=setup.scale.reason, monte_carlo=mc)
     result.paths = write_files(setup.folder, files(
