@@ -296,20 +296,31 @@ def _search(setup: _Setup, ev: Evaluator, store: Storage, tick: Tick) -> optuna.
     space = setup.space
     study = open_study(setup.name, store, ["minimize"], sampler=_sampler(space, setup.seed))
     if not study.get_trials(deepcopy=False):
-        start = start_point(setup.scenario, space)
-        if start is not None:
-            study.enqueue_trial(start)
+        _start_at_the_scenario(setup, study)
+    tick("search", counted(study), setup.trials)
+    run_trials(study, store, _objective(space, ev, Unusable), setup.trials,
+               on_trial=lambda s: tick("search", counted(s), setup.trials))
+    return study
 
+
+def _start_at_the_scenario(setup: _Setup, study: optuna.Study) -> None:
+    """The first trial: the scenario's own values, when they lie in the ranges."""
+    start = start_point(setup.scenario, setup.space)
+    if start is not None:
+        study.enqueue_trial(start)
+
+
+def _objective(space: Space, ev: Evaluator, unusable: type[Exception]
+               ) -> Callable[[optuna.Trial], float]:
+    """A trial's loss; a point without a finite loss raises ``unusable`` (the study
+    core's :class:`Unusable` in a stored study, Optuna's pruning in memory)."""
     def objective(trial: optuna.Trial) -> float:
         loss = ev.loss(suggest_point(trial, space.params))
         if not math.isfinite(loss):
-            raise Unusable("no finite loss at these values")
+            raise unusable("no finite loss at these values")
         return loss
 
-    tick("search", counted(study), setup.trials)
-    run_trials(study, store, objective, setup.trials,
-               on_trial=lambda s: tick("search", counted(s), setup.trials))
-    return study
+    return objective
 
 
 def _sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
@@ -392,15 +403,6 @@ def _refit(setup: _Setup, ev: Evaluator, k: int) -> Point:
     space = setup.space
     study = optuna.create_study(direction="minimize",
                                 sampler=_sampler(space, sampler_seed(setup.seed, worker=k)))
-    start = start_point(setup.scenario, space)
-    if start is not None:
-        study.enqueue_trial(start)
-
-    def objective(trial: optuna.Trial) -> float:
-        loss = ev.loss(suggest_point(trial, space.params))
-        if not math.isfinite(loss):
-            raise optuna.TrialPruned("no finite loss at these values")
-        return loss
-
-    study.optimize(objective, n_trials=setup.trials)
+    _start_at_the_scenario(setup, study)
+    study.optimize(_objective(space, ev, optuna.TrialPruned), n_trials=setup.trials)
     return _refine(space, ev, _best_trial(space, ev, study), lambda *_: None)

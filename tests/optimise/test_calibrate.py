@@ -17,19 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from scipy import optimize as sopt
-from scipy.special import betaln
 from typer.testing import CliRunner
 
 import optimise
 import sim
 from sim._errors import DataError
 from sim.cli import app
-
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "scenarios" / "subscription_cohort.yaml"
-A_PATH = "segments.all.heterogeneity.active->churned.a"
-B_PATH = "segments.all.heterogeneity.active->churned.b"
+from tests.optimise.sbg import A_PATH, B_PATH, ROOT, SHIPPED, sbg_mle
 
 COHORT = """\
 name: cohort
@@ -55,33 +49,6 @@ calibrate:
 """
 
 
-def _sbg_nll(a: float, b: float, active: np.ndarray) -> float:
-    """Exact -log likelihood of cohort counts under sBG (binomial chain, constants dropped)."""
-    t = np.arange(active.size)
-    s = np.exp(betaln(a, b + t) - betaln(a, b))
-    q = s[1:] / s[:-1]
-    m, k = active[:-1], active[1:]
-    return float(-np.sum(k * np.log(q) + (m - k) * np.log1p(-q)))
-
-
-def _sbg_mle(active: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """MLE of (a, b) and each one's exact 95% profile-likelihood interval."""
-    res = sopt.minimize(lambda x: _sbg_nll(*np.exp(x), active), [0.0, 0.0],
-                        method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12})
-    best = float(res.fun)
-    intervals = []
-    for j in (0, 1):
-        def profile(v: float, j: int = j) -> float:
-            inner = sopt.minimize_scalar(
-                lambda y: _sbg_nll(*np.exp([v, y] if j == 0 else [y, v]), active),
-                bounds=(-6, 6), method="bounded", options={"xatol": 1e-9})
-            return float(inner.fun) - best - 3.841458820694124 / 2
-        lo = sopt.brentq(profile, res.x[j] - 3, res.x[j])
-        hi = sopt.brentq(profile, res.x[j], res.x[j] + 3)
-        intervals.append((math.exp(lo), math.exp(hi)))
-    return np.exp(res.x), intervals
-
-
 def test_sbg_fit_matches_the_closed_form_maximum_likelihood(tmp_path: Path) -> None:
     """The published 7-year cohort: fitted a, b and their intervals equal the exact sBG ones.
 
@@ -91,7 +58,7 @@ def test_sbg_fit_matches_the_closed_form_maximum_likelihood(tmp_path: Path) -> N
     tolerance, far smaller).
     """
     active = np.array([1000, 631, 468, 382, 326, 289, 262, 241], float)
-    mle, exact = _sbg_mle(active)
+    mle, exact = sbg_mle(active)
     # the published fit of these data (Fader & Hardie 2007): a = 0.704, b = 1.182
     assert mle == pytest.approx([0.704, 1.182], abs=5e-4)
     result = optimise.calibrate(SHIPPED, fit_periods=7, out=tmp_path, trials=20, mc_seeds=0)

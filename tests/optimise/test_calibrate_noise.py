@@ -15,20 +15,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from scipy import optimize as sopt
 from scipy import stats
-from scipy.special import betaln
 from typer.testing import CliRunner
 
 import optimise
 from optimise._calibrate._noise import RHO, nice
 from sim.cli import app
 from sim.display import format_number
-
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "scenarios" / "subscription_cohort.yaml"
-A_PATH = "segments.all.heterogeneity.active->churned.a"
-B_PATH = "segments.all.heterogeneity.active->churned.b"
+from tests.optimise.sbg import SHIPPED, sbg_mle, sbg_nll, survival
 
 SMALL = """\
 name: small_cohort
@@ -57,29 +51,14 @@ calibrate:
 """
 
 
-def _survival(a: float, b: float, periods: int) -> np.ndarray:
-    """S(0..periods) = B(a, b + t) / B(a, b)."""
-    t = np.arange(periods + 1)
-    return np.exp(betaln(a, b + t) - betaln(a, b))
-
-
-def _sbg_mle(active: np.ndarray) -> np.ndarray:
-    """The exact maximum-likelihood (a, b) of cohort counts (binomial chain)."""
-
-    def nll(x: np.ndarray) -> float:
-        s = _survival(*np.exp(x), active.size - 1)
-        q = s[1:] / s[:-1]
-        m, k = active[:-1], active[1:]
-        return float(-np.sum(k * np.log(q) + (m - k) * np.log1p(-q)))
-
-    res = sopt.minimize(nll, [0.0, 0.0], method="Nelder-Mead",
-                        options={"xatol": 1e-10, "fatol": 1e-12})
-    return np.exp(res.x)
+def _mle(active: np.ndarray) -> np.ndarray:
+    """The exact maximum-likelihood (a, b) of cohort counts."""
+    return sbg_mle(active)[0]
 
 
 def _small_cohort(tmp_path: Path) -> Path:
     """A 400-customer cohort whose counts are its sBG expectation at a = 0.8, b = 2."""
-    active = np.round(400 * _survival(0.8, 2.0, 5))
+    active = np.round(400 * survival(0.8, 2.0, 5))
     (tmp_path / "survival.csv").write_text("period,active\n" + "".join(
         f"{t},{int(v)}\n" for t, v in enumerate(active)))
     path = tmp_path / "small.yaml"
@@ -185,7 +164,7 @@ def test_the_automatic_scale_brings_the_fit_within_its_stated_tolerance(
     assert summary["population_scale"] == 50 and "1,000 customers" in \
         summary["population_scale_reason"]
     active = np.array([1000, 631, 468, 382, 326, 289, 262, 241], float)
-    mle = _sbg_mle(active)
+    mle = _mle(active)
     # the data standard errors of the exact fit (Fader & Hardie 2007): from the
     # observed information of log a, log b, by finite differences of the exact nll
     se = _data_se(active, mle)
@@ -198,10 +177,7 @@ def _data_se(active: np.ndarray, mle: np.ndarray) -> np.ndarray:
     """Standard errors of a, b at the exact MLE: the inverse observed information."""
 
     def nll(x: np.ndarray) -> float:
-        s = _survival(*np.exp(x), active.size - 1)
-        q = s[1:] / s[:-1]
-        m, k = active[:-1], active[1:]
-        return float(-np.sum(k * np.log(q) + (m - k) * np.log1p(-q)))
+        return sbg_nll(*np.exp(x), active)
 
     x0, h = np.log(mle), 1e-4
     hess = np.empty((2, 2))
@@ -228,7 +204,7 @@ def test_the_command_on_the_shipped_cohort_lands_within_its_monte_carlo_error(
     assert doc["population_scale_source"] == "automatic" and doc["population_scale"] == 50
     k = doc["monte_carlo"]["seed_sets"]
     assert k == 8
-    mle = _sbg_mle(np.array([1000, 631, 468, 382, 326, 289], float))
+    mle = _mle(np.array([1000, 631, 468, 382, 326, 289], float))
     # the value is the mean of K + 1 fits, its s.e. from their spread (K degrees of
     # freedom): the exact MLE lies within the 95% Monte Carlo interval it implies
     t = float(stats.t.ppf(0.975, k))
