@@ -49,8 +49,8 @@ from optimise._attribute._effects import (
 )
 from optimise._attribute._paths import (
     PathSet,
-    markov,
     path_attribution,
+    path_tables,
     paths_from_events,
     read_paths,
 )
@@ -211,13 +211,14 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
     elif sample:
         masks = sorted({m for o in sample for m in prefix_masks(o)})
     wanted += [off(m) for m in masks]
-    total_runs = len(dict.fromkeys(wanted)) + 1          # + the run with exposure rows
+    wanted = list(dict.fromkeys(wanted))                  # each coalition once
+    total_runs = len(wanted) + 1                          # + the run with exposure rows
 
     def step(done: int, _total: int) -> None:
         if progress is not None:
             progress(done, total_runs)
 
-    reused = sum(c in store.values for c in dict.fromkeys(wanted))
+    reused = sum(c in store.values for c in wanted)
     values = evaluate(scenario, wanted, store, seed=base_seed, replicates=replicates,
                       population_scale=population_scale, engine=engine, threads=threads,
                       progress=step)
@@ -255,6 +256,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
         untouched_null += null
     step(total_runs, total_runs)
     path_set = PathSet.from_counts(counts)
+    path_counts = path_set.table()
     paths = path_attribution(path_set, order, collapse, channels=list(scenario.touchpoints))
     side = _side_by_side(players, removal, shapley, paths)
     summary: dict[str, Any] = {
@@ -263,7 +265,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
         "replicates": replicates, "population_scale": population_scale, "engine": engine,
         "shapley": None if not shapley_on else ("exact" if exact else "sampled"),
         "orders": len(sample) if sample else None,
-        "coalitions": len(dict.fromkeys(wanted)), "reused_coalitions": reused,
+        "coalitions": len(wanted), "reused_coalitions": reused,
         "replaced_coalitions": store.replaced,
         "markov_order": order, "collapse_repeats": collapse,
         "prospects_without_touchpoint": {"conversions": untouched_conv,
@@ -271,7 +273,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
         "seconds": round(time.perf_counter() - started, 3),
     }
     attribution = Attribution(scenario=scenario, removal=removal, shapley=shapley, paths=paths,
-                              path_counts=path_set.table(), side_by_side=side,
+                              path_counts=path_counts, side_by_side=side,
                               summary=summary, folder=folder)
     if folder is not None:
         meta = {"scenario_hash": scenario.content_hash, "run_id": ident["run_id"],
@@ -282,7 +284,7 @@ def attribute(scenario: Scenario | str | os.PathLike[str], *,
             ATTRIBUTION_FILES.removal: _metadata(removal, meta),
             ATTRIBUTION_FILES.shapley: None if shapley is None else _metadata(shapley, meta),
             ATTRIBUTION_FILES.paths: _metadata(paths, meta),
-            ATTRIBUTION_FILES.path_counts: _metadata(path_set.table(), meta),
+            ATTRIBUTION_FILES.path_counts: _metadata(path_counts, meta),
             ATTRIBUTION_FILES.side_by_side: _metadata(side, meta),
             ATTRIBUTION_FILES.summary: (json.dumps(summary, indent=2) + "\n").encode(),
         })
@@ -409,8 +411,7 @@ def attribute_paths(file: str | os.PathLike[str], *, order: int = 1, collapse: b
     if order < 1:
         raise SimError("the Markov order must be at least 1")
     path_set = read_paths(file)
-    table = path_attribution(path_set, order, collapse)
-    _, probability = markov(path_set, order, collapse)
+    table, probability = path_tables(path_set, order, collapse)
     result = PathAttribution(table=table, paths=path_set, conversion_probability=probability)
     if out is not None:
         folder = attribution_folder(out, name or Path(file).stem)

@@ -25,7 +25,7 @@ import numpy as np
 from sim.stats import UNBOUNDED, Bounds, mean_interval, t_quantile
 
 __all__ = ["difference_bounds", "exact_shapley", "sampled_orders", "sampled_shapley",
-           "subset_masks", "summarise_effect"]
+           "summarise_effect"]
 
 
 def difference_bounds(bounds: Bounds) -> Bounds:
@@ -41,11 +41,6 @@ def summarise_effect(per_replicate: np.ndarray, bounds: Bounds = UNBOUNDED,
     """Mean and confidence interval of a paired effect over replicates."""
     mean, low, high = mean_interval(per_replicate, level, bounds)
     return float(mean), float(low), float(high)
-
-
-def subset_masks(n: int) -> range:
-    """Every coalition of ``n`` players as a bit mask (bit i: player i switched on)."""
-    return range(1 << n)
 
 
 def exact_shapley(values: np.ndarray) -> np.ndarray:

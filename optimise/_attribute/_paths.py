@@ -42,7 +42,7 @@ from optimise._calibrate._observed import read_rows
 from sim import DataError, Problem
 
 __all__ = ["PathSet", "first_touch", "last_touch", "markov", "path_attribution",
-           "read_paths"]
+           "path_tables", "read_paths"]
 
 SEPARATOR = ">"
 
@@ -239,6 +239,12 @@ def first_touch(paths: PathSet) -> dict[str, float]:
 
 def path_attribution(paths: PathSet, order: int = 1, collapse: bool = False,
                      channels: Sequence[str] | None = None) -> pa.Table:
+    """The table of :func:`path_tables` (see there)."""
+    return path_tables(paths, order, collapse, channels)[0]
+
+
+def path_tables(paths: PathSet, order: int = 1, collapse: bool = False,
+                channels: Sequence[str] | None = None) -> tuple[pa.Table, float]:
     """Markov removal effects, their shares and attributed conversions, with last- and
     first-touch conversions, one row per channel.
 
@@ -250,10 +256,11 @@ def path_attribution(paths: PathSet, order: int = 1, collapse: bool = False,
             default: every channel of the paths.
 
     Returns:
-        Columns ``channel``, ``removal_effect``, ``share``, ``conversions`` (the total
-        conversions split by the removal effects), ``last_touch``, ``first_touch``.
+        The table, with columns ``channel``, ``removal_effect``, ``share``,
+        ``conversions`` (the total conversions split by the removal effects),
+        ``last_touch``, ``first_touch``; and the chain's conversion probability.
     """
-    effects, _ = markov(paths, order, collapse)
+    effects, probability = markov(paths, order, collapse)
     total_effect = sum(effects.values())
     total = paths.total_conversions
     last, first = last_touch(paths), first_touch(paths)
@@ -268,7 +275,7 @@ def path_attribution(paths: PathSet, order: int = 1, collapse: bool = False,
     schema = pa.schema([("channel", pa.string()), ("removal_effect", pa.float64()),
                         ("share", pa.float64()), ("conversions", pa.float64()),
                         ("last_touch", pa.float64()), ("first_touch", pa.float64())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=schema), probability
 
 
 def paths_from_events(events: pa.Table, stage_kinds: Mapping[str, str], touchpoints: Sequence[str],
