@@ -18,13 +18,19 @@ import numpy as np
 
 from sim._errors import SimError
 from sim.engines._kernels import (
+    Population,
     State,
+    Tally,
     agent_key,
     birth,
+    births_due,
     make_buffers,
     make_factors,
     poisson,
-    step_factors,
+    run_steps,
+    run_steps_serial,
+    step_begin,
+    step_end,
     step_kernel,
     step_kernel_serial,
 )
@@ -48,30 +54,35 @@ EVENT_KINDS = ("entry", "transition", "exposure")
 EVENT_COLUMNS = ("step", "agent", "segment", "from_stage", "to_stage", "kind", "touchpoint")
 """The raw events' columns (``from_stage`` -1 on an entry, ``touchpoint`` -1 unless an
 exposure; stages, segments and touchpoints by index)."""
-PARALLEL_MIN_AGENTS = 32_768
+PARALLEL_MIN_AGENTS = 4_096
 """Below this population a step runs on one thread: a parallel launch costs more than
 it saves. Both kernels walk the same chunks in the same order, so results match."""
 
 
 def _grow(st: State, capacity: int) -> State:
-    def grow(a: np.ndarray) -> np.ndarray:
-        if a.shape[0] == 0:  # queue fields of a run without queues stay empty
-            return a
+    """The agents' arrays grown to ``capacity``, one at a time (each old one freed as its
+    copy is made: the peak is the old arrays and one new one, not twice the state)."""
+    fields = list(st)
+    del st
+    for k, a in enumerate(fields):
+        if a.shape[0] == 0:  # fields of a run without queues or events stay empty
+            continue
         out = np.zeros((capacity, *a.shape[1:]), dtype=a.dtype)
         out[: a.shape[0]] = a
-        return out
+        fields[k] = out
+        del a, out
+    return State(*fields)
 
-    return State(*(grow(a) for a in st))
 
-
-def _alloc(capacity: int, H: int, queues: bool = False, exposures: bool = False) -> State:
+def _alloc(capacity: int, H: int, queues: bool = False, exposures: bool = False,
+           events: bool = True) -> State:
     q = capacity if queues else 0
     return State(
         stage=np.zeros(capacity, np.uint8), seg=np.zeros(capacity, np.uint8),
         dwell=np.zeros(capacity, np.int32), sat=np.zeros(capacity, np.float32),
         acq=np.full(capacity, -1, np.int32), born=np.zeros(capacity, np.int32),
         het=np.zeros((capacity, H), np.float32), clv=np.zeros(capacity),
-        moved=np.full(capacity, -1, np.int8),
+        moved=np.full(capacity if events or exposures else 0, -1, np.int8),
         served=np.zeros(q, np.uint64), wait_sat=np.zeros(q),
         seen=np.zeros(capacity if exposures else 0, np.uint64),
     )
@@ -130,120 +141,120 @@ class Driver:
         T1 = steps + 1
         H = m.het_kind.shape[2]
         self.seed64 = seed64 = np.uint64(seed)
-        self.arrivals = draw_arrivals(model, seed)
+        arrivals = draw_arrivals(model, seed)
         initial = sum(c for _, _, c in model.placements)
-        expected = initial + int(self.arrivals.sum())
+        expected = initial + int(arrivals.sum())
         if expected > MAX_AGENTS:
             raise SimError(f"the run would hold {expected:,} agents; the engine's limit is "
                            f"{MAX_AGENTS:,} (lower population_scale)")
-        self.capacity = max(16, expected + expected // 8)
-        self.st = _alloc(self.capacity, H, queues, exposures)
+        # arrivals are drawn in advance; only referred prospects are not known: room for
+        # an eighth more where the scenario has referrals
+        referrals = bool((m.ref_p > 0).any())
+        self.capacity = max(16, expected + (expected // 8 if referrals else 0))
+        self.st = _alloc(self.capacity, H, queues, exposures, self.events)
         e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
         self.buf = make_buffers(G, S, T, T1, e_max)
         E = m.base_p.shape[1]
         self.f = make_factors(G, S, E, m.act_tp.shape[0])
-
-        self.occupancy = np.zeros((T1, G, S), np.int64)
-        self.sat_sum = np.zeros((T1, G, S))
-        self.flows = np.zeros((T1, G, S, S), np.int64)
-        self.arrived = np.zeros((T1, G, S), np.int64)
-        self.referred = np.zeros((T1, G, S), np.int64)
-        self.exposures = np.zeros((T1, G, T), np.int64)
-        self.acquired = np.zeros((T1, G), np.int64)
-        self.reviews = np.zeros((T1, 2), np.int64)
-        self.rating = np.zeros(T1)
+        self.pop = Population(
+            regime_of_step=model.regime_of_step.astype(np.int64),
+            entry_stage=model.entry_stage.astype(np.int64),
+            ref_entry_stage=model.ref_entry_stage.astype(np.int64),
+            con_q=model.con_q.astype(np.float64), con_adopter=model.con_adopter.astype(np.int8),
+            consts=np.array([model.market_size, 1.0 if model.has_reviews else 0.0,
+                             model.rating_prior_mean, model.rating_prior_weight,
+                             (m.review_min + m.review_max) / 2.0,
+                             (m.review_max - m.review_min) / 2.0]))
+        self.tally = tl = Tally(
+            arrivals=arrivals, occupancy=np.zeros((T1, G, S), np.int64),
+            sat_sum=np.zeros((T1, G, S)), flows=np.zeros((T1, G, S, S), np.int64),
+            arrived=np.zeros((T1, G, S), np.int64), referred=np.zeros((T1, G, S), np.int64),
+            exposures=np.zeros((T1, G, T), np.int64), acquired=np.zeros((T1, G), np.int64),
+            reviews=np.zeros((T1, 2), np.int64), rating=np.zeros(T1),
+            pending=np.zeros(G, np.int64), totals=np.zeros(3, np.int64), con_add=np.zeros(1))
         self.ev: list[np.ndarray] = []
 
         n = 0
         r0 = int(model.regime_of_step[0])
         for g, s, count in model.placements:
-            birth(n, n + count, 0, r0, seed64, np.full(count, g, np.int64),
-                  np.full(count, s, np.int64), m, self.st)
-            self.occupancy[0, g, s] += count
-            self.sat_sum[0, g, s] += count * float(np.float32(m.sat_initial[r0]))
+            birth(n, n + count, 0, r0, seed64, g, s, m, self.st)
+            tl.occupancy[0, g, s] += count
+            tl.sat_sum[0, g, s] += count * float(np.float32(m.sat_initial[r0]))
             if self.events and count:
                 self.ev.append(np.stack([np.zeros(count, np.int64), np.arange(n, n + count),
                                          np.full(count, g), np.full(count, -1),
                                          np.full(count, s), np.full(count, ENTRY),
                                          np.full(count, -1)]))
             n += count
-        self.n = n
+        tl.totals[0] = n
+        tl.rating[0] = model.rating_prior_mean
 
-        self.prior_mean = model.rating_prior_mean
-        self.prior_weight = model.rating_prior_weight
-        self.mid = (m.review_min + m.review_max) / 2.0
-        self.half = (m.review_max - m.review_min) / 2.0
-        self.n_reviews, self.score_total = 0, 0
-        self.rating[0] = self.prior_mean
-        self.pending_referrals = np.zeros(G, np.int64)
-        self.con_add = 0.0
+    @property
+    def n(self) -> int:
+        """Agents born so far."""
+        return int(self.tally.totals[0])
+
+    def _room(self, t: int) -> None:
+        """Grow the agents' arrays when step ``t``'s births would not fit."""
+        need = self.n + int(births_due(t, self.tally))
+        if need > MAX_AGENTS:
+            raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
+        if need > self.capacity:
+            self.capacity = min(MAX_AGENTS, max(need, self.capacity + self.capacity // 2))
+            log.debug("growing agent arrays to %d", self.capacity)
+            self.st = _grow(self.st, self.capacity)
+
+    def _threads(self) -> int:
+        """Threads for this step's kernel: 1 below :data:`PARALLEL_MIN_AGENTS` agents."""
+        threads = numba.get_num_threads()
+        return threads if self.parallel and self.n >= PARALLEL_MIN_AGENTS else 1
+
+    def run(self, t0: int, t1: int) -> None:
+        """Steps ``t0 .. t1-1`` (begin, advance, end each) in compiled loops: the fast
+        engine's path when no events are recorded. The same results as the calls one
+        by one."""
+        m = self.model.arrays
+        while t0 < t1:
+            self._room(t0)
+            threads = self._threads()
+            if threads > 1:
+                t0 = run_steps(t0, t1, self.seed64, self.pop, self.tally, self.f, m, self.st,
+                               self.buf, threads)
+            else:
+                t0 = run_steps_serial(t0, t1, self.seed64, self.pop, self.tally, self.f, m,
+                                      self.st, self.buf)
 
     def begin(self, t: int) -> int:
         """Start step ``t``: births of arrivals and referred prospects, this step's
         factors (reputation, contagion). Returns the step's regime."""
-        model, m, st = self.model, self.model.arrays, self.st
-        G = len(model.segments)
-        r = int(model.regime_of_step[t - 1])
-        arrivals, pending = self.arrivals, self.pending_referrals
-        new_seg = np.concatenate([np.repeat(np.arange(G), arrivals[t]),
-                                  np.repeat(np.arange(G), pending)]).astype(np.int64)
-        n_arr = int(arrivals[t].sum())
-        new_stage = np.empty(new_seg.shape[0], np.int64)
-        new_stage[:n_arr] = model.entry_stage[r]
-        new_stage[n_arr:] = model.ref_entry_stage[r]
-        self.arrived[t, :, model.entry_stage[r]] = arrivals[t]
-        self.referred[t, :, model.ref_entry_stage[r]] = pending
+        self._room(t)
         n = self.n
-        if n + new_seg.shape[0] > MAX_AGENTS:
-            raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
-        if n + new_seg.shape[0] > self.capacity:
-            self.capacity = min(MAX_AGENTS, max(n + new_seg.shape[0],
-                                                self.capacity + self.capacity // 2))
-            log.debug("growing agent arrays to %d", self.capacity)
-            self.st = st = _grow(st, self.capacity)
-        if new_seg.shape[0]:
-            birth(n, n + new_seg.shape[0], t, r, self.seed64, new_seg, new_stage, m, st)
-            if self.events:
-                k = new_seg.shape[0]
-                self.ev.append(np.stack([np.full(k, t), np.arange(n, n + k), new_seg,
-                                         np.full(k, -1), new_stage, np.full(k, ENTRY),
-                                         np.full(k, -1)]))
-            self.n = n + new_seg.shape[0]
-
-        reputation = (self.rating[t - 1] - self.mid) / self.half \
-            if model.has_reviews else 0.0
-        self.con_add = 0.0
-        if m.con_exit >= 0:
-            adopters = float(self.occupancy[t - 1][:, model.con_adopter == 1].sum())
-            self.con_add = float(model.con_q[r]) * adopters / model.market_size
-        step_factors(t, r, reputation, self.con_add, m, self.f)
+        r = int(step_begin(t, self.seed64, self.pop, self.tally, self.model.arrays, self.st,
+                           self.f))
+        if self.events and self.n > n:
+            st, k = self.st, self.n - n
+            self.ev.append(np.stack([np.full(k, t), np.arange(n, n + k),
+                                     st.seg[n:self.n].astype(np.int64), np.full(k, -1),
+                                     st.stage[n:self.n].astype(np.int64), np.full(k, ENTRY),
+                                     np.full(k, -1)]))
         return r
 
     def advance(self, t: int, r: int) -> None:
         """Every agent takes step ``t`` under regime ``r`` (the kernel)."""
-        kernel = step_kernel if (self.parallel and self.n >= PARALLEL_MIN_AGENTS
-                                 and numba.get_num_threads() > 1) else step_kernel_serial
-        kernel(self.n, t, r, self.seed64, self.con_add, self.f, self.model.arrays, self.st,
-               self.buf)
+        threads = self._threads()
+        con_add = float(self.tally.con_add[0])
+        if threads > 1:
+            step_kernel(self.n, t, r, self.seed64, con_add, self.f, self.model.arrays,
+                        self.st, self.buf, threads)
+        else:
+            step_kernel_serial(self.n, t, r, self.seed64, con_add, self.f, self.model.arrays,
+                               self.st, self.buf)
 
     def end(self, t: int) -> None:
         """Finish step ``t``: reduce the kernel's chunks, update the rating, record events."""
-        buf, st = self.buf, self.st
-        self.occupancy[t] = buf.occ.sum(axis=0)
-        self.sat_sum[t] = buf.sat_sum.sum(axis=0)
-        self.flows[t] = buf.flows.sum(axis=0)
-        self.exposures[t] = buf.exposures.sum(axis=0)
-        self.acquired[t] = buf.acquired.sum(axis=0)
-        self.reviews[t] = buf.reviews.sum(axis=0)
-        self.pending_referrals = buf.referrals.sum(axis=0)
-        self.n_reviews += int(self.reviews[t, 0])
-        self.score_total += int(self.reviews[t, 1])
-        if self.model.has_reviews:
-            pw = self.prior_weight
-            self.rating[t] = (self.prior_mean * pw + self.score_total) / (pw + self.n_reviews) \
-                if pw + self.n_reviews > 0 else self.prior_mean
+        step_end(t, self.pop, self.tally, self.buf)
         if self.events:
-            n = self.n
+            st, n = self.st, self.n
             idx = np.flatnonzero(st.moved[:n] >= 0)
             if idx.size:
                 self.ev.append(np.stack([np.full(idx.size, t), idx,
@@ -273,7 +284,7 @@ class Driver:
 
     def result(self) -> RawRun:
         """The raw counts of the finished replicate."""
-        model, st, n, buf = self.model, self.st, self.n, self.buf
+        model, st, n, buf, tl = self.model, self.st, self.n, self.buf, self.tally
         m = model.arrays
         kinds = m.kind[st.stage[:n]]
         customers = kinds == 1
@@ -283,10 +294,10 @@ class Driver:
             allev = np.concatenate(self.ev, axis=1) if self.ev else np.zeros((7, 0), np.int64)
             events_out = {name: allev[j] for j, name in enumerate(EVENT_COLUMNS)}
         return RawRun(
-            model=model, seed=self.seed, occupancy=self.occupancy, sat_sum=self.sat_sum,
-            flows=self.flows, arrivals=self.arrived, referred=self.referred,
-            exposures=self.exposures, acquired=self.acquired, reviews=self.reviews,
-            rating=self.rating, retained=buf.retained.sum(axis=0),
+            model=model, seed=self.seed, occupancy=tl.occupancy, sat_sum=tl.sat_sum,
+            flows=tl.flows, arrivals=tl.arrived, referred=tl.referred,
+            exposures=tl.exposures, acquired=tl.acquired, reviews=tl.reviews,
+            rating=tl.rating, retained=buf.retained.sum(axis=0),
             to_convert=buf.to_convert.sum(axis=0), clv_total=float(st.clv[:n].sum()), agents=n,
             promoters=int((sat_end > model.promoter_above).sum()),
             detractors=int((sat_end < model.detractor_below).sum()),

@@ -40,15 +40,22 @@ __all__ = [
     "STREAM_REVIEW",
     "Buffers",
     "Factors",
+    "Population",
     "State",
+    "Tally",
     "advance",
     "birth",
+    "births_due",
     "draw_requests",
     "make_buffers",
     "make_factors",
     "mix64",
     "odds",
     "poisson",
+    "run_steps",
+    "run_steps_serial",
+    "step_begin",
+    "step_end",
     "step_factors",
     "step_kernel",
     "step_kernel_serial",
@@ -94,7 +101,8 @@ class State(NamedTuple):
     born: np.ndarray    # int32 step of entry (0 for the initial population)
     het: np.ndarray     # float32[N, H] per-agent propensities
     clv: np.ndarray     # float64 discounted revenue since acquisition
-    moved: np.ndarray   # int8 stage left this step, -1 when the agent stayed
+    moved: np.ndarray   # int8 stage left this step, -1 when the agent stayed (zero-length
+                        # unless events are recorded)
     # queues (event engine; zero-length arrays when the model has none):
     served: np.ndarray    # uint64 queues (bits) whose service ended in this step
     wait_sat: np.ndarray  # float64 satisfaction change from waits that ended in this step
@@ -127,6 +135,36 @@ class Factors(NamedTuple):
     reach_cut: np.ndarray  # uint64[G, K] exposed when the draw lies below this
     act_key: np.ndarray    # uint64[K] the stream of each (stage, touchpoint) pair, times G
     emult: np.ndarray      # float64[E] this step's profile multiplier of each exit
+
+
+class Population(NamedTuple):
+    """What the between-step feedbacks read (:func:`step_begin`), from the compiled model."""
+
+    regime_of_step: np.ndarray   # int64[steps] regime of step t + 1
+    entry_stage: np.ndarray      # int64[R] where arrivals enter
+    ref_entry_stage: np.ndarray  # int64[R] where referred prospects enter
+    con_q: np.ndarray            # float64[R] contagion's imitation coefficient
+    con_adopter: np.ndarray      # int8[S] 1 for the stages that count as adopters
+    consts: np.ndarray           # float64[6] market size, reviews (1/0), the rating's prior
+                                 # mean and weight, the review scale's middle and half-width
+
+
+class Tally(NamedTuple):
+    """A replicate's counts by step (leading axis: step 0 .. steps) and running totals."""
+
+    arrivals: np.ndarray   # int64[T1, G] arrivals drawn for each step
+    occupancy: np.ndarray  # int64[T1, G, S]
+    sat_sum: np.ndarray    # float64[T1, G, S]
+    flows: np.ndarray      # int64[T1, G, S, S]
+    arrived: np.ndarray    # int64[T1, G, S]
+    referred: np.ndarray   # int64[T1, G, S]
+    exposures: np.ndarray  # int64[T1, G, T]
+    acquired: np.ndarray   # int64[T1, G]
+    reviews: np.ndarray    # int64[T1, 2]
+    rating: np.ndarray     # float64[T1]
+    pending: np.ndarray    # int64[G] referrals made in the last step: born in the next
+    totals: np.ndarray     # int64[3] agents, reviews posted, sum of their scores
+    con_add: np.ndarray    # float64[1] contagion's addition in the current step
 
 
 def make_factors(G: int, S: int, E: int, K: int) -> Factors:
@@ -318,50 +356,57 @@ def step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: 
 
 
 @kernel
-def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
-          seg_of: np.ndarray, stage_of: np.ndarray, m: ModelArrays, st: State) -> None:
-    """Initialise agents ``i0 .. i1-1`` entering at step ``t`` under regime ``r``.
-
-    Args:
-        seg_of, stage_of: int64[i1 - i0] segment and stage of each new agent.
-    """
-    H = st.het.shape[1]
-    for j in range(i1 - i0):
-        i = i0 + j
-        g = seg_of[j]
-        s = stage_of[j]
-        st.stage[i] = s
-        st.seg[i] = g
-        st.dwell[i] = 0
-        st.sat[i] = m.sat_initial[r]
-        st.born[i] = t
-        # -1: born a prospect, not yet acquired; -2: placed as a customer or lost,
-        # so never counted as an acquisition of this run
-        st.acq[i] = -1 if m.kind[s] == 0 else -2
-        st.clv[i] = 0.0
-        st.moved[i] = -1
+def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
+          m: ModelArrays, st: State) -> None:
+    """Initialise agents ``i0 .. i1-1`` of segment ``g`` entering stage ``s`` at step
+    ``t`` under regime ``r`` (every birth is a run of one segment and one stage:
+    a placement, a step's arrivals or referred prospects of a segment)."""
+    stage, seg, dwell, sat, born, acq, clv, moved, het = (
+        st.stage, st.seg, st.dwell, st.sat, st.born, st.acq, st.clv, st.moved, st.het)
+    track = moved.shape[0] > 0
+    H = het.shape[1]
+    # -1: born a prospect, not yet acquired; -2: placed as a customer or lost,
+    # so never counted as an acquisition of this run
+    first = -1 if m.kind[s] == 0 else -2
+    sat0 = m.sat_initial[r]
+    het_kind, het_a, het_b, het_stream = m.het_kind[r, g], m.het_a[r, g], m.het_b[r, g], \
+        m.het_stream
+    for i in range(i0, i1):
+        stage[i] = s
+        seg[i] = g
+        dwell[i] = 0
+        sat[i] = sat0
+        born[i] = t
+        acq[i] = first
+        clv[i] = 0.0
+        if track:
+            moved[i] = -1
+        if H == 0:
+            continue
         key = agent_key(seed, i, BIRTH_STEP)
         for h in range(H):
-            kind = m.het_kind[r, g, h]
+            kind = het_kind[h]
             value = 0.0
             if kind == HET_BETA:
-                x = _gamma(m.het_a[r, g, h], key, m.het_stream[h])
-                y = _gamma(m.het_b[r, g, h], key, m.het_stream[h] + np.uint64(1 << 20))
+                x = _gamma(het_a[h], key, het_stream[h])
+                y = _gamma(het_b[h], key, het_stream[h] + np.uint64(1 << 20))
                 value = x / (x + y)
             elif kind == HET_LOGIT_NORMAL:  # stored as the odds multiplier exp(sd * N)
-                value = math.exp(m.het_a[r, g, h] * _normal(key, m.het_stream[h]))
-            st.het[i, h] = value
+                value = math.exp(het_a[h] * _normal(key, het_stream[h]))
+            het[i, h] = value
 
 
 @kernel
-def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
+def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
-    """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
+    """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step
+    ``t`` (1-based) under regime ``r``; each chunk's per-step buffers are reset first.
 
-    This is the one agent-step rule of the engine; the fast engine calls it on
-    a chunk of agents, an event engine may call it on one (``hi = lo + 1``).
-    The loop over agents is inside the function so that the model, state and
-    buffer tuples are passed once per chunk, not once per agent.
+    This is the one agent-step rule of the engine. The loops over chunks and
+    agents are inside the function so that the model, state and buffer tuples
+    are unpacked once per call, not once per chunk or agent: unpacking costs a
+    reference count update per array (atomics), which a population of a few
+    thousand agents would otherwise pay 64 times a step.
 
     Order, per agent: dwell and satisfaction decay; exposures (lift,
     satisfaction, exposure counts); one competing-exit draw on the modified
@@ -378,7 +423,9 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     ``uniform(...) < p``.
 
     Args:
-        c: the chunk whose slices of ``buf`` receive the counts.
+        c0, c1: the chunks to advance; chunk c holds agents ``c * size .. (c + 1) *
+            size - 1`` with ``size = ceil(n / CHUNKS)`` and receives their counts in
+            its slices of ``buf``.
         con_add: contagion's addition to the contagion exit's probability.
         f: this step's factors from :func:`step_factors`.
     """
@@ -386,15 +433,12 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     # may cost a reference count update (an atomic shared by all threads) per agent
     stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
     born, het, clv, moved = st.born, st.het, st.clv, st.moved
+    track_moves = moved.shape[0] > 0
     served_of, wait_sat_of = st.served, st.wait_sat
     queues = served_of.shape[0] > 0
     seen_of = st.seen
     track = seen_of.shape[0] > 0
     tp_qmask = m.tp_qmask
-    occ, sat_sum, flows, exposures = buf.occ[c], buf.sat_sum[c], buf.flows[c], buf.exposures[c]
-    acquired, referrals = buf.acquired[c], buf.referrals[c]
-    reviews, retained, to_convert = buf.reviews[c], buf.retained[c], buf.to_convert[c]
-    scr = buf.scratch[c]
     exit_start, min_dwell, act_start, act_tp = m.exit_start, m.min_dwell, m.act_start, m.act_tp
     kind, exit_to, discount = m.kind, m.exit_to, m.discount
     tp_sat, on_entry = m.tp_sat[r], m.on_entry[r]
@@ -407,53 +451,54 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
     review_min, review_max = m.review_min, m.review_max
     odds0, mult, p0, exit_cut, reach_cut = f.odds0, f.mult, f.p0, f.exit_cut, f.reach_cut
     act_key = f.act_key
+    b_occ, b_sat_sum, b_flows, b_exposures = buf.occ, buf.sat_sum, buf.flows, buf.exposures
+    b_acquired, b_referrals, b_reviews = buf.acquired, buf.referrals, buf.reviews
+    b_retained, b_to_convert, b_scratch = buf.retained, buf.to_convert, buf.scratch
     step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
-    # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
-    # emits no negative-index wraparound for them
-    for i in range(np.uint64(lo), np.uint64(hi)):
-        s = stage[i]
-        g = seg[i]
-        key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
-        dwell = dwell_of[i] + 1
-        dwell_of[i] = dwell
-        x = float(sat[i])
-        x += decay * (baseline - x)
+    size = (n + CHUNKS - 1) // CHUNKS
+    for c in range(c0, c1):
+        occ, sat_sum, flows, exposures = b_occ[c], b_sat_sum[c], b_flows[c], b_exposures[c]
+        acquired, referrals, reviews = b_acquired[c], b_referrals[c], b_reviews[c]
+        retained, to_convert, scr = b_retained[c], b_to_convert[c], b_scratch[c]
+        occ[:, :] = 0
+        sat_sum[:, :] = 0.0
+        flows[:, :, :] = 0
+        exposures[:, :] = 0
+        acquired[:] = 0
+        referrals[:] = 0
+        reviews[:] = 0
+        lo = min(n, c * size)
+        hi = min(n, lo + size)
+        # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
+        # emits no negative-index wraparound for them
+        for i in range(np.uint64(lo), np.uint64(hi)):
+            s = stage[i]
+            g = seg[i]
+            key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
+            dwell = dwell_of[i] + 1
+            dwell_of[i] = dwell
+            x = float(sat[i])
+            x += decay * (baseline - x)
 
-        # exposures; scr[0, :] holds the product of their exits' lifts once there is one.
-        # A capacity-limited touchpoint (never drawn here: its cut is 0) counts as an
-        # exposure in the step its service ends, in the same order as any other.
-        done = np.uint64(0)
-        if queues:
-            done = served_of[i]
-        e0 = exit_start[s]
-        ne = exit_start[s + 1] - e0
-        exposed = False
-        mask = np.uint64(0)
-        for k in range(act_start[s], act_start[s + 1]):
-            tp = act_tp[k]
-            hit = _bits53(key, act_key[k]) < reach_cut[g, k]
-            if not hit and done != 0 and (done & tp_qmask[tp]) != 0:
-                hit = True
-                done ^= tp_qmask[tp]
-            if hit:
-                if track:
-                    mask |= _ONE << tp
-                exposures[g, tp] += 1
-                x += tp_sat[tp]
-                if not exposed:
-                    exposed = True
-                    for j in range(ne):
-                        scr[0, j] = 1.0
-                for j in range(ne):
-                    scr[0, j] *= tp_elift[tp, e0 + j]
-        if queues:
-            # served for a touchpoint not active in this stage (the agent moved while
-            # being served): the same effects, after the active ones
-            for tp in range(tp_qmask.shape[0]):
-                if done != 0 and (done & tp_qmask[tp]) != 0:
+            # exposures; scr[0, :] holds the product of their exits' lifts once there is one.
+            # A capacity-limited touchpoint (never drawn here: its cut is 0) counts as an
+            # exposure in the step its service ends, in the same order as any other.
+            done = np.uint64(0)
+            if queues:
+                done = served_of[i]
+            e0 = exit_start[s]
+            ne = exit_start[s + 1] - e0
+            exposed = False
+            mask = np.uint64(0)
+            for k in range(act_start[s], act_start[s + 1]):
+                tp = act_tp[k]
+                hit = _bits53(key, act_key[k]) < reach_cut[g, k]
+                if not hit and done != 0 and (done & tp_qmask[tp]) != 0:
+                    hit = True
                     done ^= tp_qmask[tp]
+                if hit:
                     if track:
-                        mask |= _ONE << np.uint64(tp)
+                        mask |= _ONE << tp
                     exposures[g, tp] += 1
                     x += tp_sat[tp]
                     if not exposed:
@@ -462,105 +507,122 @@ def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: 
                             scr[0, j] = 1.0
                     for j in range(ne):
                         scr[0, j] *= tp_elift[tp, e0 + j]
-            served_of[i] = 0
-            x += wait_sat_of[i]
-            wait_sat_of[i] = 0.0
-        if track:
-            seen_of[i] = mask
-        x = min(1.0, max(-1.0, x))
+            if queues:
+                # served for a touchpoint not active in this stage (the agent moved while
+                # being served): the same effects, after the active ones
+                for tp in range(tp_qmask.shape[0]):
+                    if done != 0 and (done & tp_qmask[tp]) != 0:
+                        done ^= tp_qmask[tp]
+                        if track:
+                            mask |= _ONE << np.uint64(tp)
+                        exposures[g, tp] += 1
+                        x += tp_sat[tp]
+                        if not exposed:
+                            exposed = True
+                            for j in range(ne):
+                                scr[0, j] = 1.0
+                        for j in range(ne):
+                            scr[0, j] *= tp_elift[tp, e0 + j]
+                served_of[i] = 0
+                x += wait_sat_of[i]
+                wait_sat_of[i] = 0.0
+            if track:
+                seen_of[i] = mask
+            x = min(1.0, max(-1.0, x))
 
-        to = s
-        if ne > 0 and dwell >= min_dwell[s]:
-            bits = _bits53(key, _EXIT_G)
-            # the exits' probabilities are needed only for an agent that was exposed, or
-            # one whose draw lies below the cut (written out here, not in a helper: a
-            # call of a kernel taking arrays updates their reference counts, atomics)
-            if exposed or bits < exit_cut[g, s]:
-                u = float(np.int64(bits)) * _TWO53  # uniform(key, STREAM_EXIT)
-                if not exposed:
+            to = s
+            if ne > 0 and dwell >= min_dwell[s]:
+                bits = _bits53(key, _EXIT_G)
+                # the exits' probabilities are needed only for an agent that was exposed, or
+                # one whose draw lies below the cut (written out here, not in a helper: a
+                # call of a kernel taking arrays updates their reference counts, atomics)
+                if exposed or bits < exit_cut[g, s]:
+                    u = float(np.int64(bits)) * _TWO53  # uniform(key, STREAM_EXIT)
+                    if not exposed:
+                        for j in range(ne):
+                            scr[0, j] = 1.0
+                    # pass 1: each exit's probability, or for an exit with a satisfaction effect
+                    # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
+                    # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
+                    bound = 0.0
                     for j in range(ne):
-                        scr[0, j] = 1.0
-                # pass 1: each exit's probability, or for an exit with a satisfaction effect
-                # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
-                # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
-                bound = 0.0
-                for j in range(ne):
-                    e = e0 + j
-                    h = het_slot[g, e]
-                    beta = sat_effect[e]
-                    lift = scr[0, j]
-                    scr[0, j] = -1.0
-                    if h < 0 and beta == 0.0 and lift == 1.0:
-                        p = p0[g, e]  # nothing agent-specific: this step's probability
-                    else:
-                        o = odds0[g, e]
-                        het_mult = 1.0
-                        if h >= 0:
-                            if het_kind[g, h] == HET_BETA:  # the agent's own base rate
-                                q = min(1.0, float(het[i, h]) * f.emult[e])
-                                if e == con_exit:
-                                    q = min(1.0, q + con_add)
-                                o = odds(q)
-                            elif het_kind[g, h] == HET_LOGIT_NORMAL:
-                                het_mult = float(het[i, h])
-                        od = o * mult[g, e] * lift * het_mult
-                        if beta != 0.0:
-                            scr[0, j] = od
-                            od *= sat_bound[e]
-                        p = od / (1.0 + od) if od < math.inf else 1.0
-                    scr[1, j] = p
-                    bound += p
-                # an agent whose draw lies above the bound stays, whatever its satisfaction;
-                # the exact probabilities (an exp each) are needed only below it
-                if not (bound < 1.0 and u >= bound + 1e-12):
-                    total = 0.0
-                    for j in range(ne):
-                        od = scr[0, j]
-                        if od >= 0.0:
-                            od *= math.exp(sat_effect[e0 + j] * x)
-                            scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
-                        total += scr[1, j]
-                    if total > 1.0:
-                        u *= total  # renormalise: compare on the cumulative's scale
-                    cum = 0.0
-                    for j in range(ne):
-                        cum += scr[1, j]
-                        if u < cum:
-                            to = exit_to[e0 + j]
-                            break
+                        e = e0 + j
+                        h = het_slot[g, e]
+                        beta = sat_effect[e]
+                        lift = scr[0, j]
+                        scr[0, j] = -1.0
+                        if h < 0 and beta == 0.0 and lift == 1.0:
+                            p = p0[g, e]  # nothing agent-specific: this step's probability
+                        else:
+                            o = odds0[g, e]
+                            het_mult = 1.0
+                            if h >= 0:
+                                if het_kind[g, h] == HET_BETA:  # the agent's own base rate
+                                    q = min(1.0, float(het[i, h]) * f.emult[e])
+                                    if e == con_exit:
+                                        q = min(1.0, q + con_add)
+                                    o = odds(q)
+                                elif het_kind[g, h] == HET_LOGIT_NORMAL:
+                                    het_mult = float(het[i, h])
+                            od = o * mult[g, e] * lift * het_mult
+                            if beta != 0.0:
+                                scr[0, j] = od
+                                od *= sat_bound[e]
+                            p = od / (1.0 + od) if od < math.inf else 1.0
+                        scr[1, j] = p
+                        bound += p
+                    # an agent whose draw lies above the bound stays, whatever its satisfaction;
+                    # the exact probabilities (an exp each) are needed only below it
+                    if not (bound < 1.0 and u >= bound + 1e-12):
+                        total = 0.0
+                        for j in range(ne):
+                            od = scr[0, j]
+                            if od >= 0.0:
+                                od *= math.exp(sat_effect[e0 + j] * x)
+                                scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                            total += scr[1, j]
+                        if total > 1.0:
+                            u *= total  # renormalise: compare on the cumulative's scale
+                        cum = 0.0
+                        for j in range(ne):
+                            cum += scr[1, j]
+                            if u < cum:
+                                to = exit_to[e0 + j]
+                                break
 
-        # value earned this step: the stage's per-step value, and entry value on a move
-        value = per_step_value[s]
-        if to != s:
-            flows[g, s, to] += 1
-            stage[i] = to
-            dwell_of[i] = 0
-            moved[i] = s
-            value += on_entry[to]
-            # acquisition: the first move into a customer stage from a non-customer one
-            # (an agent placed as a customer is not acquired by moving between customer stages)
-            if kind[to] == 1 and acq[i] == -1:  # the first acquisition
-                acq[i] = t
-                acquired[g] += 1
-                to_convert[t - born[i]] += 1
-        else:
-            moved[i] = -1
-        sat[i] = x
-        a = acq[i]
-        if a >= 0:
-            clv[i] += value * value_mult[g] * discount[t - a]
-            if kind[to] == 1:
-                retained[t - a] += 1
-        occ[g, to] += 1
-        sat_sum[g, to] += x
-        post = review_post[to]
-        if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
-            score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
-            reviews[0] += 1
-            reviews[1] += np.int64(math.floor(score + 0.5))
-        if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
-                and uniform(key, STREAM_REFERRAL) < ref_p):
-            referrals[g] += 1
+            # value earned this step: the stage's per-step value, and entry value on a move
+            value = per_step_value[s]
+            if to != s:
+                flows[g, s, to] += 1
+                stage[i] = to
+                dwell_of[i] = 0
+                if track_moves:
+                    moved[i] = s
+                value += on_entry[to]
+                # acquisition: the first move into a customer stage from a non-customer one
+                # (an agent placed as a customer is not acquired by moving between customer stages)
+                if kind[to] == 1 and acq[i] == -1:  # the first acquisition
+                    acq[i] = t
+                    acquired[g] += 1
+                    to_convert[t - born[i]] += 1
+            elif track_moves:
+                moved[i] = -1
+            sat[i] = x
+            a = acq[i]
+            if a >= 0:
+                clv[i] += value * value_mult[g] * discount[t - a]
+                if kind[to] == 1:
+                    retained[t - a] += 1
+            occ[g, to] += 1
+            sat_sum[g, to] += x
+            post = review_post[to]
+            if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
+                score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
+                reviews[0] += 1
+                reviews[1] += np.int64(math.floor(score + 0.5))
+            if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
+                    and uniform(key, STREAM_REFERRAL) < ref_p):
+                referrals[g] += 1
 
 
 @kernel
@@ -630,34 +692,24 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
     return count
 
 
-@kernel
-def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-           f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
-    """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
-    buf.occ[c, :, :] = 0
-    buf.sat_sum[c, :, :] = 0.0
-    buf.flows[c, :, :, :] = 0
-    buf.exposures[c, :, :] = 0
-    buf.acquired[c, :] = 0
-    buf.referrals[c, :] = 0
-    buf.reviews[c, :] = 0
-    size = (n + CHUNKS - 1) // CHUNKS
-    lo = min(n, c * size)
-    advance(lo, min(n, lo + size), t, r, seed, c, con_add, f, m, st, buf)
-
-
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
+                f: Factors, m: ModelArrays, st: State, buf: Buffers, workers: int) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
-    The ``prange`` body only calls :func:`_chunk`: numba's parfor pass
-    mishandles writes through named-tuple fields made directly in a
-    ``prange`` body (reproduced with numba 0.68), so they stay in a serial
-    function.
+    ``workers`` (numba's thread count, passed in: asking numba for it inside a
+    kernel would keep the kernel out of the cache) threads each take one
+    contiguous run of chunks (one unpacking of the tuples per
+    thread and step); which thread advances a chunk changes nothing, as every chunk
+    has its own buffers and walks its agents in id order. The ``prange`` body only
+    calls :func:`advance`: numba's parfor pass mishandles writes through
+    named-tuple fields made directly in a ``prange`` body (reproduced with numba
+    0.68), so they stay in a serial function.
     """
-    for c in prange(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)
+    workers = max(1, min(CHUNKS, workers))
+    for w in prange(workers):
+        advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed, con_add,
+                f, m, st, buf)
 
 
 @kernel
@@ -666,5 +718,136 @@ def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
-    for c in range(CHUNKS):
-        _chunk(c, n, t, r, seed, con_add, f, m, st, buf)
+    advance(0, CHUNKS, n, t, r, seed, con_add, f, m, st, buf)
+
+
+# ------------------------------------------------------------------ steps
+
+
+@kernel
+def births_due(t: int, tl: Tally) -> int:
+    """How many agents step ``t`` gives birth to (arrivals and referred prospects)."""
+    return int(tl.arrivals[t].sum() + tl.pending.sum())
+
+
+@kernel
+def step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays, st: State,
+               f: Factors) -> int:
+    """Start step ``t``: arrivals then referred prospects are born (by segment, ids
+    after every agent so far), reputation and contagion set this step's factors.
+
+    Returns:
+        The step's regime, or -1 (nothing done) when the agents' arrays cannot take
+        the births (:func:`births_due`): the caller grows them and calls again.
+    """
+    n = tl.totals[0]
+    if n + births_due(t, tl) > st.stage.shape[0]:
+        return -1
+    r = p.regime_of_step[t - 1]
+    G = tl.pending.shape[0]
+    for g in range(G):
+        k = tl.arrivals[t, g]
+        birth(n, n + k, t, r, seed, g, p.entry_stage[r], m, st)
+        tl.arrived[t, g, p.entry_stage[r]] = k
+        n += k
+    for g in range(G):
+        k = tl.pending[g]
+        birth(n, n + k, t, r, seed, g, p.ref_entry_stage[r], m, st)
+        tl.referred[t, g, p.ref_entry_stage[r]] = k
+        n += k
+    tl.totals[0] = n
+    market, reviews, mid, half = p.consts[0], p.consts[1], p.consts[4], p.consts[5]
+    reputation = (tl.rating[t - 1] - mid) / half if reviews != 0.0 else 0.0
+    con_add = 0.0
+    if m.con_exit >= 0:
+        adopters = 0
+        for g in range(G):
+            for s in range(p.con_adopter.shape[0]):
+                if p.con_adopter[s] == 1:
+                    adopters += tl.occupancy[t - 1, g, s]
+        con_add = p.con_q[r] * float(adopters) / market
+    tl.con_add[0] = con_add
+    step_factors(t, r, reputation, con_add, m, f)
+    return r
+
+
+@kernel
+def step_end(t: int, p: Population, tl: Tally, buf: Buffers) -> None:
+    """Finish step ``t``: the chunks' counts summed in chunk order, the rating updated."""
+    C, G, S = buf.occ.shape
+    for g in range(G):
+        for s in range(S):
+            occ = 0
+            total = 0.0
+            for c in range(C):
+                occ += buf.occ[c, g, s]
+                total += buf.sat_sum[c, g, s]
+            tl.occupancy[t, g, s] = occ
+            tl.sat_sum[t, g, s] = total
+            for s2 in range(S):
+                flows = 0
+                for c in range(C):
+                    flows += buf.flows[c, g, s, s2]
+                tl.flows[t, g, s, s2] = flows
+        for k in range(buf.exposures.shape[2]):
+            exposed = 0
+            for c in range(C):
+                exposed += buf.exposures[c, g, k]
+            tl.exposures[t, g, k] = exposed
+        acquired = 0
+        referrals = 0
+        for c in range(C):
+            acquired += buf.acquired[c, g]
+            referrals += buf.referrals[c, g]
+        tl.acquired[t, g] = acquired
+        tl.pending[g] = referrals
+    posted = 0
+    score = 0
+    for c in range(C):
+        posted += buf.reviews[c, 0]
+        score += buf.reviews[c, 1]
+    tl.reviews[t, 0] = posted
+    tl.reviews[t, 1] = score
+    tl.totals[1] += posted
+    tl.totals[2] += score
+    prior, weight = p.consts[2], p.consts[3]
+    if p.consts[1] != 0.0:
+        count = weight + tl.totals[1]
+        tl.rating[t] = (prior * weight + tl.totals[2]) / count if count > 0 else prior
+
+
+@parallel_kernel
+def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Factors,
+              m: ModelArrays, st: State, buf: Buffers, workers: int) -> int:
+    """Steps ``t0 .. t1-1`` in one call: begin, every agent (chunks over ``workers``
+    threads, as :func:`step_kernel`), end.
+
+    Returns:
+        The first step not taken: ``t1``, or the step whose births the agents' arrays
+        cannot take (the caller grows them and calls again from there).
+    """
+    workers = max(1, min(CHUNKS, workers))
+    for t in range(t0, t1):
+        r = step_begin(t, seed, p, tl, m, st, f)
+        if r < 0:
+            return t
+        n = tl.totals[0]
+        con_add = tl.con_add[0]
+        for w in prange(workers):
+            advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed,
+                    con_add, f, m, st, buf)
+        step_end(t, p, tl, buf)
+    return t1
+
+
+@kernel
+def run_steps_serial(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Factors,
+                     m: ModelArrays, st: State, buf: Buffers) -> int:
+    """:func:`run_steps` on the calling thread (the same results)."""
+    for t in range(t0, t1):
+        r = step_begin(t, seed, p, tl, m, st, f)
+        if r < 0:
+            return t
+        advance(0, CHUNKS, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf)
+        step_end(t, p, tl, buf)
+    return t1

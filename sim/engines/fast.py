@@ -17,7 +17,10 @@ from sim.engines._driver import Driver
 from sim.engines.raw import RawRun
 from sim.model import CompiledModel
 
-__all__ = ["simulate"]
+__all__ = ["PROGRESS_STEPS", "simulate"]
+
+PROGRESS_STEPS = 16
+"""With a progress callback, steps run in compiled blocks of this many between reports."""
 
 
 def simulate(model: CompiledModel, seed: int, *, events: bool = False, exposures: bool = False,
@@ -42,10 +45,19 @@ def simulate(model: CompiledModel, seed: int, *, events: bool = False, exposures
         SimError: the population would pass 2**31 - 1 agents.
     """
     run = Driver(model, seed, events=events, exposures=exposures, parallel=parallel)
-    for t in range(1, model.steps + 1):
-        r = run.begin(t)
-        run.advance(t, r)
-        run.end(t)
+    if run.events:  # events are gathered in Python after every step
+        for t in range(1, model.steps + 1):
+            r = run.begin(t)
+            run.advance(t, r)
+            run.end(t)
+            if progress is not None:
+                progress(t)
+        return run.result()
+    # compiled loops over blocks of steps: a progress report per block
+    block = model.steps if progress is None else max(1, min(PROGRESS_STEPS, model.steps))
+    for t0 in range(1, model.steps + 1, block):
+        t1 = min(model.steps + 1, t0 + block)
+        run.run(t0, t1)
         if progress is not None:
-            progress(t)
+            progress(t1 - 1)
     return run.result()

@@ -65,10 +65,10 @@ def _born(model: CompiledModel, seed: int) -> tuple[K.State, naive.State, int]:
     st = _kernel_state(model, n)
     m = model.arrays
     half = n // 2   # two calls, two regimes: i0 > 0 and a different regime slice
-    K.birth(np.int64(0), np.int64(half), np.int64(0), np.int64(0), np.uint64(seed),
-            seg[:half], stage[:half], m, st)
-    K.birth(np.int64(half), np.int64(n), np.int64(3), np.int64(len(model.regimes) - 1),
-            np.uint64(seed), seg[half:], stage[half:], m, st)
+    for i in range(n):  # births come in runs of one segment and stage: here runs of one
+        t, r = (0, 0) if i < half else (3, len(model.regimes) - 1)
+        K.birth(np.int64(i), np.int64(i + 1), np.int64(t), np.int64(r), np.uint64(seed),
+                np.int64(seg[i]), np.int64(stage[i]), m, st)
     twin = naive.State()
     nm = naive.Model.of(m)
     naive.birth(0, 0, 0, seed, seg[:half].tolist(), stage[:half].tolist(), nm, twin)
@@ -146,6 +146,7 @@ def test_twin_exact_birth(model: CompiledModel) -> None:
 @pytest.mark.parametrize("kernel", ["step_kernel", "step_kernel_serial"])
 def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
     """Twelve steps from the same births; every regime, reputation and contagion level."""
+    workers = (np.int64(2),) if kernel == "step_kernel" else ()  # the parallel one's threads
     step_kernel = getattr(K, kernel)
     st, twin, n = _born(model, SEED)
     m = model.arrays
@@ -164,7 +165,7 @@ def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
         con_add = 0.03 * t
         K.step_factors(t, r, rep, con_add, m, f)
         step_kernel(np.int64(n), np.int64(t), np.int64(r), np.uint64(SEED), con_add,
-                    f, m, st, buf)
+                    f, m, st, buf, *workers)
         naive.step(n, t, r, SEED, rep, con_add, nm, twin, twin_buf)
         _assert_state_equal(st, twin, n)
         _assert_buffers_equal(buf, twin_buf)
