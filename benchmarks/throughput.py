@@ -6,9 +6,10 @@ satisfaction effects, reviews, referrals or contagion) at 1,000,000 agents ×
 365 daily steps, with 1 and 2 numba threads. Each configuration runs in its
 own process with an empty numba cache, so its JIT compile time and peak RSS
 are its own. Beside each, in the same process, it times the *floor*: the
-engine's own counter-based draws for every agent-step of the same population
-(one per touchpoint active in the agent's stage, one for the exit, against the
-model's cuts) and a one-byte stage update, nothing else; each configuration is
+counter-based draws for every agent-step of the same population (one per
+touchpoint active in the agent's stage, one for the exit, against the model's
+cuts; as randomness scheme ``splitmix64-counter-v1`` drew them, the fixed
+reference) and a one-byte stage update, nothing else; each configuration is
 also given as a ratio to it. A *small* population (10,000 agents × 365 days, the
 full scenario) shows the per-step overhead, as a ratio to the large run. Also
 times the first and the second ``journey run`` (cold compile, then numba's
@@ -32,6 +33,7 @@ noisy, so compare ratios within one run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -71,15 +73,22 @@ def _variant(kind: str, agents: int, days: int) -> Any:
     return s, agents / initial
 
 
+@functools.cache
 def _floor_kernel() -> Any:
-    """The floor: per agent-step, the engine's counter-based draws (one per touchpoint
-    active in the agent's stage, one for the exit) and a one-byte stage update.
+    """The floor: per agent-step, counter-based draws (one per touchpoint active in the
+    agent's stage, one for the exit) and a one-byte stage update.
 
     Written as the engine's kernel is: chunks in a ``prange``, unsigned indices (no
-    wraparound checks), the engine's own ``mix64`` and 53-bit draws."""
+    wraparound checks), the engine's own ``mix64`` and 53-bit draws. The draws are
+    those of randomness scheme ``splitmix64-counter-v1``, the fixed reference the
+    targets are set against: a key of two finalisers and one finaliser per decision.
+    The engine's scheme v2 takes the key in one finaliser and the exit draw from the
+    key's own bits, so it may do fewer hash evaluations than the floor."""
     import numba
 
-    from sim.engines._kernels import _EXIT_G, _GOLDEN, _ONE, _STEP_MUL, CHUNKS, _bits53, mix64
+    from sim.engines._kernels import _GOLDEN, _ONE, _STEP_MUL, CHUNKS, _bits53, mix64
+
+    exit_g = np.uint64(1) * _GOLDEN   # v1's exit stream
 
     @numba.njit(nogil=True, cache=False)
     def chunk(lo: int, hi: int, seed: np.uint64, step_key: np.uint64, stage: np.ndarray,
@@ -95,7 +104,7 @@ def _floor_kernel() -> Any:
             e0 = exit_start[s]
             e1 = exit_start[s + np.uint8(1)]
             if e1 > e0:
-                bits = _bits53(key, _EXIT_G)
+                bits = _bits53(key, exit_g)
                 for e in range(e0, e1):
                     if bits < exit_cum[e]:
                         stage[i] = exit_to[e]
@@ -166,6 +175,8 @@ def child(kind: str, agents: int, days: int, repeats: int) -> dict[str, Any]:
     simulate(tiny, 1)
     compile_s = time.perf_counter() - t0
     _driver.PARALLEL_MIN_AGENTS = threshold
+    if kind != "small":
+        _floor_rate(tiny, 1)   # compiles the floor: its compile is not the engine's memory
     model = compile_scenario(scenario, population_scale=scale)
     base_rss = _rss_bytes()
     rates = []

@@ -27,7 +27,6 @@ M2 = 0x94D049BB133111EB
 STEP_MUL = 0xD1B54A32D192ED03
 TWO53 = 1.0 / 9007199254740992.0
 
-STREAM_EXIT = 1
 STREAM_REVIEW = 2
 STREAM_REFERRAL = 3
 BIRTH_STEP = 0xFFFF_FFFF
@@ -48,9 +47,20 @@ def mix64(z: int) -> int:
 
 
 def agent_key(seed: int, agent: int, step: int) -> int:
-    """Key of one agent-step: ``mix64(mix64(seed + G*(agent+1)) ^ mix64(step*S + G))``."""
-    a = mix64(seed + GOLDEN * (agent + 1))
-    return mix64(a ^ mix64(step * STEP_MUL + GOLDEN))
+    """Key of one agent-step: ``mix64((seed + G*(agent+1)) ^ mix64(step*S + G))``."""
+    return mix64(((seed + GOLDEN * (agent + 1)) & MASK) ^ mix64(step * STEP_MUL + GOLDEN))
+
+
+def review_drawn(key: int, post: float) -> bool:
+    """A review with probability ``post``: the key's low 11 bits below
+    ``ceil(2048 post)``, then the review stream's uniform below ``post / q``."""
+    q11 = math.ceil(post * 2048.0)
+    return (key & 0x7FF) < q11 and uniform(key, STREAM_REVIEW) * q11 < post * 2048.0
+
+
+def exit_uniform(key: int) -> float:
+    """The exit draw: the key's own top 53 bits as a float in [0, 1)."""
+    return float(key >> 11) * TWO53
 
 
 def uniform(key: int, stream: int) -> float:
@@ -280,7 +290,7 @@ def agent_step(i: int, t: int, r: int, seed: int, c: int, rep: float, con_add: f
                 od *= math.exp(m.sat_effect[r][e] * x)
             prob.append(od / (1.0 + od) if od < math.inf else 1.0)
         total = sum_in_order(prob)
-        u = uniform(key, STREAM_EXIT)
+        u = exit_uniform(key)
         if total > 1.0:
             u *= total
         cum = 0.0
@@ -312,7 +322,7 @@ def agent_step(i: int, t: int, r: int, seed: int, c: int, rep: float, con_add: f
     buf.occ[c][g][to] += 1
     buf.sat_sum[c][g][to] += x
     post = m.review_post[r][to]
-    if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
+    if post > 0.0 and review_drawn(key, post):
         score = m.review_min + (m.review_max - m.review_min) * (x + 1.0) * 0.5
         buf.reviews[c][0] += 1
         buf.reviews[c][1] += math.floor(score + 0.5)

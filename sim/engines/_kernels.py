@@ -4,8 +4,13 @@ Kernels are pure functions over arrays (STYLE.md point 4): the caller
 validates and allocates, kernels compute into ``out`` buffers. Every random
 number is a hash of (seed, agent id, step, stream), so results do not depend
 on the thread count, and two scenarios that differ in one touchpoint share
-every other draw (common random numbers). All helpers of a kernel live in
-this module (numba's cache goes stale across modules).
+every other draw (common random numbers). Scheme ``splitmix64-counter-v2``:
+an agent-step's key is one splitmix64 finaliser of the agent's counter
+(``seed + golden * (agent + 1)``) xor the step's; the exit draw is the key's
+own top 53 bits (its low 11 bits pre-screen a review: :func:`review_drawn`),
+and every other stream (a touchpoint's exposure, a review, a referral, a
+queue's times) is the finaliser of key + stream * golden. All helpers of a
+kernel live in this module (numba's cache goes stale across modules).
 
 The parallel step kernel runs ``prange`` over a fixed number of chunks of
 agents; each chunk owns its slice of every output buffer and processes its
@@ -35,7 +40,6 @@ __all__ = [
     "BIRTH_STEP",
     "CHUNKS",
     "RNG_SCHEME",
-    "STREAM_EXIT",
     "STREAM_REFERRAL",
     "STREAM_REVIEW",
     "Buffers",
@@ -52,6 +56,7 @@ __all__ = [
     "mix64",
     "odds",
     "poisson",
+    "review_drawn",
     "run_steps",
     "run_steps_serial",
     "step_begin",
@@ -62,16 +67,14 @@ __all__ = [
     "uniform",
 ]
 
-RNG_SCHEME = "splitmix64-counter-v1"
+RNG_SCHEME = "splitmix64-counter-v2"
 """Name of the randomness scheme, written into every output's metadata."""
 
 CHUNKS = 64
 """Fixed number of agent chunks: the unit of parallel work and of reduction."""
 
-STREAM_EXIT = np.uint64(1)
 STREAM_REVIEW = np.uint64(2)
 STREAM_REFERRAL = np.uint64(3)
-_EXIT_G = STREAM_EXIT * np.uint64(0x9E3779B97F4A7C15)
 BIRTH_STEP = np.uint64(0xFFFF_FFFF)
 """Step number used for draws at an agent's birth (heterogeneity)."""
 
@@ -86,6 +89,7 @@ _S11 = np.uint64(11)
 _ONE = np.uint64(1)
 _TWO53 = 1.0 / 9007199254740992.0
 _2POW53 = 9007199254740992.0
+_LOW11 = np.uint64(0x7FF)
 _NEVER = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 """A cut above every 53-bit draw: the event always happens."""
 
@@ -113,7 +117,6 @@ class State(NamedTuple):
 class Buffers(NamedTuple):
     """Per-chunk outputs of one step (leading axis: chunk)."""
 
-    occ: np.ndarray        # int64[C, G, S] end-of-step occupancy
     sat_sum: np.ndarray    # float64[C, G, S] satisfaction summed over occupants
     flows: np.ndarray      # int64[C, G, S, S] transitions from -> to
     exposures: np.ndarray  # int64[C, G, T]
@@ -178,7 +181,7 @@ def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
     """Allocate zeroed buffers for ``CHUNKS`` chunks."""
     C = CHUNKS
     return Buffers(
-        occ=np.zeros((C, G, S), np.int64), sat_sum=np.zeros((C, G, S)),
+        sat_sum=np.zeros((C, G, S)),
         flows=np.zeros((C, G, S, S), np.int64), exposures=np.zeros((C, G, T), np.int64),
         acquired=np.zeros((C, G), np.int64), referrals=np.zeros((C, G), np.int64),
         reviews=np.zeros((C, 2), np.int64), retained=np.zeros((C, L), np.int64),
@@ -199,9 +202,9 @@ def mix64(z: np.uint64) -> np.uint64:
 
 @kernel
 def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
-    """Key of one agent-step; draws of its streams derive from it."""
-    a = mix64(seed + _GOLDEN * (np.uint64(agent) + _ONE))
-    return mix64(a ^ mix64(step * _STEP_MUL + _GOLDEN))
+    """Key of one agent-step; its top 53 bits are the exit draw, the draws of its
+    other streams derive from it (:func:`uniform`)."""
+    return mix64((seed + _GOLDEN * (np.uint64(agent) + _ONE)) ^ mix64(step * _STEP_MUL + _GOLDEN))
 
 
 @kernel
@@ -280,6 +283,18 @@ def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
             cdf += p
         total += k
     return total
+
+
+@kernel
+def review_drawn(key: np.uint64, post: float) -> bool:
+    """Whether the agent-step of ``key`` posts a review, with probability ``post``.
+
+    In two stages, exactly: the key's low 11 bits (the exit draw uses the top 53)
+    pass with q = ceil(2048 post) / 2048 >= post, then the review stream's draw
+    with post / q. Most agent-steps stop at the first stage, without a hash.
+    """
+    q11 = math.ceil(post * 2048.0)
+    return (key & _LOW11) < np.uint64(q11) and uniform(key, STREAM_REVIEW) * q11 < post * 2048.0
 
 
 # ------------------------------------------------------------------ agents
@@ -410,8 +425,9 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
 
     Order, per agent: dwell and satisfaction decay; exposures (lift,
     satisfaction, exposure counts); one competing-exit draw on the modified
-    probabilities; then, in the stage it ends in, occupancy, value,
-    retention, a review and a referral.
+    probabilities; then, in the stage it ends in, satisfaction, value,
+    retention, a review and a referral (occupancy follows from the moves:
+    :func:`step_end`).
 
     The modified probability of exit j is computed on the odds scale,
     ``odds = odds0 * mult * prod(exp(lift)) * het * exp(sat_effect * sat)`` and
@@ -451,16 +467,15 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
     review_min, review_max = m.review_min, m.review_max
     odds0, mult, p0, exit_cut, reach_cut = f.odds0, f.mult, f.p0, f.exit_cut, f.reach_cut
     act_key = f.act_key
-    b_occ, b_sat_sum, b_flows, b_exposures = buf.occ, buf.sat_sum, buf.flows, buf.exposures
+    b_sat_sum, b_flows, b_exposures = buf.sat_sum, buf.flows, buf.exposures
     b_acquired, b_referrals, b_reviews = buf.acquired, buf.referrals, buf.reviews
     b_retained, b_to_convert, b_scratch = buf.retained, buf.to_convert, buf.scratch
     step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
     size = (n + CHUNKS - 1) // CHUNKS
     for c in range(c0, c1):
-        occ, sat_sum, flows, exposures = b_occ[c], b_sat_sum[c], b_flows[c], b_exposures[c]
+        sat_sum, flows, exposures = b_sat_sum[c], b_flows[c], b_exposures[c]
         acquired, referrals, reviews = b_acquired[c], b_referrals[c], b_reviews[c]
         retained, to_convert, scr = b_retained[c], b_to_convert[c], b_scratch[c]
-        occ[:, :] = 0
         sat_sum[:, :] = 0.0
         flows[:, :, :] = 0
         exposures[:, :] = 0
@@ -474,7 +489,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
         for i in range(np.uint64(lo), np.uint64(hi)):
             s = stage[i]
             g = seg[i]
-            key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
+            key = mix64((seed + _GOLDEN * (i + _ONE)) ^ step_key)  # agent_key(seed, i, t)
             dwell = dwell_of[i] + 1
             dwell_of[i] = dwell
             x = float(sat[i])
@@ -532,12 +547,12 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
 
             to = s
             if ne > 0 and dwell >= min_dwell[s]:
-                bits = _bits53(key, _EXIT_G)
+                bits = key >> _S11  # the exit draw: the key's own top 53 bits
                 # the exits' probabilities are needed only for an agent that was exposed, or
                 # one whose draw lies below the cut (written out here, not in a helper: a
                 # call of a kernel taking arrays updates their reference counts, atomics)
                 if exposed or bits < exit_cut[g, s]:
-                    u = float(np.int64(bits)) * _TWO53  # uniform(key, STREAM_EXIT)
+                    u = float(np.int64(bits)) * _TWO53
                     if not exposed:
                         for j in range(ne):
                             scr[0, j] = 1.0
@@ -610,13 +625,13 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
             sat[i] = x
             a = acq[i]
             if a >= 0:
-                clv[i] += value * value_mult[g] * discount[t - a]
+                if value != 0.0:  # adding a zero changes no sum: skip the load and store
+                    clv[i] += value * value_mult[g] * discount[t - a]
                 if kind[to] == 1:
                     retained[t - a] += 1
-            occ[g, to] += 1
             sat_sum[g, to] += x
             post = review_post[to]
-            if post > 0.0 and uniform(key, STREAM_REVIEW) < post:
+            if post > 0.0 and review_drawn(key, post):
                 score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
                 reviews[0] += 1
                 reviews[1] += np.int64(math.floor(score + 0.5))
@@ -675,7 +690,7 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
             if bit == 0 or (busy[i] & bit) != 0:
                 continue
             if not keyed:
-                key = mix64(mix64(seed + _GOLDEN * (i + _ONE)) ^ step_key)
+                key = mix64((seed + _GOLDEN * (i + _ONE)) ^ step_key)  # agent_key(seed, i, t)
                 keyed = True
             reach = min(1.0, m.reach[r, g, k] * m.reach_mult[t - 1, tp])
             if _bits53(key, m.tp_stream[tp] * _GOLDEN) < _cut53(reach):
@@ -773,22 +788,25 @@ def step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays
 
 @kernel
 def step_end(t: int, p: Population, tl: Tally, buf: Buffers) -> None:
-    """Finish step ``t``: the chunks' counts summed in chunk order, the rating updated."""
-    C, G, S = buf.occ.shape
+    """Finish step ``t``: the chunks' counts summed in chunk order, the occupancy from
+    the last step's, the births and the moves, the rating updated."""
+    C, G, S = buf.sat_sum.shape
     for g in range(G):
         for s in range(S):
-            occ = 0
             total = 0.0
             for c in range(C):
-                occ += buf.occ[c, g, s]
                 total += buf.sat_sum[c, g, s]
-            tl.occupancy[t, g, s] = occ
             tl.sat_sum[t, g, s] = total
             for s2 in range(S):
                 flows = 0
                 for c in range(C):
                     flows += buf.flows[c, g, s, s2]
                 tl.flows[t, g, s, s2] = flows
+        for s in range(S):
+            occ = tl.occupancy[t - 1, g, s] + tl.arrived[t, g, s] + tl.referred[t, g, s]
+            for s2 in range(S):
+                occ += tl.flows[t, g, s2, s] - tl.flows[t, g, s, s2]
+            tl.occupancy[t, g, s] = occ
         for k in range(buf.exposures.shape[2]):
             exposed = 0
             for c in range(C):

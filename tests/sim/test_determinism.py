@@ -166,7 +166,7 @@ def test_other_processes_and_thread_counts(tmp_path: Path, text: str,
         for name in TABLES:
             table = pq.read_table(out / f"{name}.parquet")
             assert_identical(getattr(single, name), table)
-            assert table.schema.metadata[b"journey.rng"] == b"splitmix64-counter-v1"
+            assert table.schema.metadata[b"journey.rng"] == b"splitmix64-counter-v2"
 
 
 def test_different_seed_different_tables(scenario: sim.Scenario,

@@ -49,7 +49,7 @@ def _assert_state_equal(st: K.State, twin: naive.State, n: int) -> None:
 
 
 def _assert_buffers_equal(buf: K.Buffers, twin: naive.Buffers) -> None:
-    for name in ("occ", "sat_sum", "flows", "exposures", "acquired", "referrals", "reviews",
+    for name in ("sat_sum", "flows", "exposures", "acquired", "referrals", "reviews",
                  "retained", "to_convert"):
         got = getattr(buf, name)
         want = np.array(getattr(twin, name), dtype=got.dtype)
@@ -113,6 +113,28 @@ def test_twin_exact_samplers() -> None:
         for lam in (0.0, 0.5, 7.0, 199.9, 450.0):
             assert K.poisson(lam, np.uint64(key), np.uint64(stream)) == \
                 naive.poisson(lam, key, stream)
+
+
+@numba.njit(cache=False)
+def _reviews(seed: np.uint64, n: np.int64, post: float) -> np.int64:
+    count = 0
+    for i in range(n):
+        if K.review_drawn(K.agent_key(seed, np.int64(i), np.uint64(7)), post):
+            count += 1
+    return count
+
+
+def test_review_draw_probability() -> None:
+    """The two-stage review draw posts with probability ``post``: a count of n agent-steps
+    is binomial, within 4 SE = 4 sqrt(n p (1 - p)) of n p (p >= 1: every step)."""
+    n = 2_000_000
+    for post in (1e-5, 0.0003, 1 / 2048, 0.0015, 0.01, 0.3, 0.999, 1.0, 1.5):
+        got = int(_reviews(np.uint64(SEED), np.int64(n), post))
+        p = min(post, 1.0)
+        assert abs(got - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (post, got)
+    for key in (naive.agent_key(SEED, a, 3) for a in range(2000)):
+        for post in (0.0003, 0.5, 1.0):
+            assert bool(K.review_drawn(np.uint64(key), post)) == naive.review_drawn(key, post)
 
 
 def test_twin_exact_integer_cuts() -> None:
@@ -231,7 +253,7 @@ def _uniforms(seed: np.uint64, n: np.int64, steps: np.int64, out: np.ndarray) ->
     for t in range(1, steps + 1):
         for i in range(n):
             key = K.agent_key(seed, np.int64(i), np.uint64(t))
-            out[k] = K.uniform(key, K.STREAM_EXIT)
+            out[k] = float(np.int64(key >> np.uint64(11))) * 2.0**-53  # the exit draw
             out[k + 1] = K.uniform(key, np.uint64(1024 + i))
             k += 2
 
@@ -254,3 +276,19 @@ def test_uniforms_mean_and_range() -> None:
     assert np.all(np.abs(counts - 0.1) < 4 * math.sqrt(0.09 / n))
     # the top of the range is reached: P(max < 1 - 20/n) = (1 - 20/n)^n ~ e^-20
     assert u.max() > 1 - 20 / n
+
+
+def test_exit_draw_uncorrelated() -> None:
+    """The exit draw (the key's own bits) is uncorrelated with the same agent-step's
+    stream draws, with the next agent's exit draw and with the next step's: for
+    independent uniforms the sample correlation of m pairs has SE 1/sqrt(m)."""
+    n_agents, steps = 50_000, 10
+    u = np.empty(2 * n_agents * steps)
+    _uniforms(np.uint64(SEED), np.int64(n_agents), np.int64(steps), u)
+    exit_draw = u[0::2].reshape(steps, n_agents)
+    stream = u[1::2].reshape(steps, n_agents)
+    pairs = [(exit_draw, stream), (exit_draw[:, :-1], exit_draw[:, 1:]),
+             (exit_draw[:-1], exit_draw[1:])]
+    for a, b in pairs:
+        r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+        assert abs(r) < 4 / math.sqrt(a.size), r
