@@ -138,6 +138,9 @@ class Factors(NamedTuple):
     reach_cut: np.ndarray  # uint64[G, K] exposed when the draw lies below this
     act_key: np.ndarray    # uint64[K] the stream of each (stage, touchpoint) pair, times G
     emult: np.ndarray      # float64[E] this step's profile multiplier of each exit
+    het_base: np.ndarray   # float64[G, S] bound of the exits without heterogeneity of a stage
+                           # with some (its exit_cut passes every draw), -1 elsewhere
+    het_bound: np.ndarray  # float64[G, E, 2] what bounds an exit's agent-specific probability
 
 
 class Population(NamedTuple):
@@ -174,7 +177,8 @@ def make_factors(G: int, S: int, E: int, K: int) -> Factors:
     """Allocate the per-step factors."""
     return Factors(odds0=np.zeros((G, E)), mult=np.zeros((G, E)), p0=np.zeros((G, E)),
                    exit_cut=np.zeros((G, S), np.uint64), reach_cut=np.zeros((G, K), np.uint64),
-                   act_key=np.zeros(K, np.uint64), emult=np.ones(E))
+                   act_key=np.zeros(K, np.uint64), emult=np.ones(E),
+                   het_base=np.zeros((G, S)), het_bound=np.zeros((G, E, 2)))
 
 
 def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
@@ -325,6 +329,13 @@ def step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: 
       cut of an upper bound of the stage's exit probabilities plus a margin for
       rounding; no draw reaches it where an exit depends on the agent's
       heterogeneity.
+    * ``het_base[g, s]``, ``het_bound[g, e]``: where an exit of the stage depends on
+      the agent's heterogeneity, an unexposed agent's exit probabilities are bounded
+      by ``het_base`` (the other exits' bound) plus, per such exit, for a Beta
+      ``min(1, q * het_bound[0])`` with q the agent's own rate (``sigma(logit q + c)
+      <= q * max(1, e^c)``: ``het_bound[0] = max(1, mult * sat_bound)``), for a
+      logit-normal multiplier h ``min(1, het_bound[0] * max(1, h) * het_bound[1])``
+      (``p0`` and the satisfaction bound); ``het_base`` is -1 for other stages.
     * ``reach_cut[g, k]``, ``act_key[k]``: (stage, touchpoint) pair k exposes the
       agent when the 53 bits of its draw (stream ``act_key[k]``) lie below the cut;
       the cut is 0 for a capacity-limited touchpoint, which acts only when the
@@ -350,16 +361,25 @@ def step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: 
             # the bound of advance's exit draw with no lift: p0, or with a satisfaction
             # effect the probability at the largest factor the effect gives
             bound = 0.0
+            het = False
             for e in range(m.exit_start[s], m.exit_start[s + 1]):
+                satb = m.sat_bound[r, e] if m.sat_effect[r, e] != 0.0 else 1.0
                 if m.het_slot[g, e] >= 0:
-                    bound = math.inf
-                    break
-                if m.sat_effect[r, e] == 0.0:
+                    het = True
+                    if m.het_kind[r, g, m.het_slot[g, e]] == HET_BETA:
+                        f.het_bound[g, e, 0] = max(1.0, f.mult[g, e] * satb)
+                    else:
+                        f.het_bound[g, e, 0] = f.p0[g, e]
+                        f.het_bound[g, e, 1] = satb
+                elif m.sat_effect[r, e] == 0.0:
                     bound += f.p0[g, e]
                 else:
                     od = f.odds0[g, e] * f.mult[g, e] * m.sat_bound[r, e]
                     bound += od / (1.0 + od) if od < math.inf else 1.0
             # advance computes the exits when not (bound < 1 and u >= bound + 1e-12)
+            f.het_base[g, s] = bound if het else -1.0
+            if het:
+                bound = math.inf
             f.exit_cut[g, s] = _cut53(bound + 1e-12) if bound < 1.0 else _NEVER
         for k in range(f.reach_cut.shape[1]):
             # a capacity-limited touchpoint acts only through its queue (served bits)
@@ -466,7 +486,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
     ref_p, ref_min_sat = m.ref_p[r], m.ref_min_sat[r]
     review_min, review_max = m.review_min, m.review_max
     odds0, mult, p0, exit_cut, reach_cut = f.odds0, f.mult, f.p0, f.exit_cut, f.reach_cut
-    act_key = f.act_key
+    act_key, emult, het_base, het_bound = f.act_key, f.emult, f.het_base, f.het_bound
     b_sat_sum, b_flows, b_exposures = buf.sat_sum, buf.flows, buf.exposures
     b_acquired, b_referrals, b_reviews = buf.acquired, buf.referrals, buf.reviews
     b_retained, b_to_convert, b_scratch = buf.retained, buf.to_convert, buf.scratch
@@ -553,57 +573,77 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                 # call of a kernel taking arrays updates their reference counts, atomics)
                 if exposed or bits < exit_cut[g, s]:
                     u = float(np.int64(bits)) * _TWO53
-                    if not exposed:
+                    full = True
+                    if not exposed and het_base[g, s] >= 0.0:
+                        # a stage with an exit of the agent's own heterogeneity: its bound
+                        # from the agent's values, without the exits' exact probabilities
+                        bound = het_base[g, s]
                         for j in range(ne):
-                            scr[0, j] = 1.0
-                    # pass 1: each exit's probability, or for an exit with a satisfaction effect
-                    # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
-                    # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
-                    bound = 0.0
-                    for j in range(ne):
-                        e = e0 + j
-                        h = het_slot[g, e]
-                        beta = sat_effect[e]
-                        lift = scr[0, j]
-                        scr[0, j] = -1.0
-                        if h < 0 and beta == 0.0 and lift == 1.0:
-                            p = p0[g, e]  # nothing agent-specific: this step's probability
-                        else:
-                            o = odds0[g, e]
-                            het_mult = 1.0
+                            e = e0 + j
+                            h = het_slot[g, e]
                             if h >= 0:
-                                if het_kind[g, h] == HET_BETA:  # the agent's own base rate
-                                    q = min(1.0, float(het[i, h]) * f.emult[e])
+                                hv = float(het[i, h])
+                                if het_kind[g, h] == HET_BETA:
+                                    q = min(1.0, hv * emult[e])
                                     if e == con_exit:
                                         q = min(1.0, q + con_add)
-                                    o = odds(q)
-                                elif het_kind[g, h] == HET_LOGIT_NORMAL:
-                                    het_mult = float(het[i, h])
-                            od = o * mult[g, e] * lift * het_mult
-                            if beta != 0.0:
-                                scr[0, j] = od
-                                od *= sat_bound[e]
-                            p = od / (1.0 + od) if od < math.inf else 1.0
-                        scr[1, j] = p
-                        bound += p
-                    # an agent whose draw lies above the bound stays, whatever its satisfaction;
-                    # the exact probabilities (an exp each) are needed only below it
-                    if not (bound < 1.0 and u >= bound + 1e-12):
-                        total = 0.0
+                                    bound += min(1.0, q * het_bound[g, e, 0])
+                                else:
+                                    bound += min(1.0, het_bound[g, e, 0] * max(1.0, hv)
+                                                 * het_bound[g, e, 1])
+                        full = not (bound < 1.0 and u >= bound + 1e-12)
+                    if full:
+                        if not exposed:
+                            for j in range(ne):
+                                scr[0, j] = 1.0
+                        # pass 1: each exit's probability, or for an exit with a satisfaction effect
+                        # an upper bound (satisfaction lies in [-1, 1], so its factor is at most
+                        # exp(|beta|)); scr[0, j] keeps the odds still to be finished, or -1
+                        bound = 0.0
                         for j in range(ne):
-                            od = scr[0, j]
-                            if od >= 0.0:
-                                od *= math.exp(sat_effect[e0 + j] * x)
-                                scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
-                            total += scr[1, j]
-                        if total > 1.0:
-                            u *= total  # renormalise: compare on the cumulative's scale
-                        cum = 0.0
-                        for j in range(ne):
-                            cum += scr[1, j]
-                            if u < cum:
-                                to = exit_to[e0 + j]
-                                break
+                            e = e0 + j
+                            h = het_slot[g, e]
+                            beta = sat_effect[e]
+                            lift = scr[0, j]
+                            scr[0, j] = -1.0
+                            if h < 0 and beta == 0.0 and lift == 1.0:
+                                p = p0[g, e]  # nothing agent-specific: this step's probability
+                            else:
+                                o = odds0[g, e]
+                                het_mult = 1.0
+                                if h >= 0:
+                                    if het_kind[g, h] == HET_BETA:  # the agent's own base rate
+                                        q = min(1.0, float(het[i, h]) * emult[e])
+                                        if e == con_exit:
+                                            q = min(1.0, q + con_add)
+                                        o = odds(q)
+                                    elif het_kind[g, h] == HET_LOGIT_NORMAL:
+                                        het_mult = float(het[i, h])
+                                od = o * mult[g, e] * lift * het_mult
+                                if beta != 0.0:
+                                    scr[0, j] = od
+                                    od *= sat_bound[e]
+                                p = od / (1.0 + od) if od < math.inf else 1.0
+                            scr[1, j] = p
+                            bound += p
+                        # an agent whose draw lies above the bound stays, whatever its satisfaction;
+                        # the exact probabilities (an exp each) are needed only below it
+                        if not (bound < 1.0 and u >= bound + 1e-12):
+                            total = 0.0
+                            for j in range(ne):
+                                od = scr[0, j]
+                                if od >= 0.0:
+                                    od *= math.exp(sat_effect[e0 + j] * x)
+                                    scr[1, j] = od / (1.0 + od) if od < math.inf else 1.0
+                                total += scr[1, j]
+                            if total > 1.0:
+                                u *= total  # renormalise: compare on the cumulative's scale
+                            cum = 0.0
+                            for j in range(ne):
+                                cum += scr[1, j]
+                                if u < cum:
+                                    to = exit_to[e0 + j]
+                                    break
 
             # value earned this step: the stage's per-step value, and entry value on a move
             value = per_step_value[s]
