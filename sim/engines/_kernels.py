@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from sim._jit import kernel, parallel_kernel
+from sim._jit import inner_kernel, kernel, parallel_kernel
 from sim.model import (
     DUR_EXPONENTIAL,
     DUR_FIXED,
@@ -353,7 +353,7 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64,
             st.het[i, h] = value
 
 
-@kernel
+@inner_kernel
 def advance(lo: int, hi: int, t: int, r: int, seed: np.uint64, c: int, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance agents ``lo .. hi-1`` by step ``t`` (1-based) under regime ``r``.
@@ -630,7 +630,7 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
     return count
 
 
-@kernel
+@inner_kernel
 def _chunk(c: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
            f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Reset chunk ``c``'s per-step buffers and advance its agents in id order."""
