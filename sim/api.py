@@ -21,7 +21,7 @@ import pyarrow as pa
 from sim._errors import SimError, unknown_name
 from sim._version import __version__
 from sim.engines import des, fast
-from sim.engines._driver import EVENT_KINDS
+from sim.engines._driver import EVENT_KINDS, PARALLEL_MIN_AGENTS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
 from sim.metrics import (
@@ -50,8 +50,8 @@ from sim.results import (
 from sim.scenario import Scenario, dates, is_variant_label, load_scenario
 from sim.stats import Bounds
 
-__all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity",
-           "simulate"]
+__all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "replicate_threads", "run",
+           "run_identity", "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,43 @@ class _Cancelled(Exception):
 def _side_by_side(replicates: int) -> int:
     """How many replicates run at once: one per numba thread (each on a serial kernel)."""
     return min(replicates, numba.get_num_threads())
+
+
+def replicate_threads(scenario: Scenario | str | os.PathLike[str], *,
+                      population_scale: float = 1.0, threads: int | None = None) -> int:
+    """How many numba threads one replicate of a scenario keeps busy when it runs alone.
+
+    A replicate runs the parallel kernel on every thread once its population reaches
+    :data:`~sim.engines._driver.PARALLEL_MIN_AGENTS` (the initial population and the
+    expected arrivals; referrals come on top), else the serial kernel on the calling
+    thread. Callers that run replicates in stages (an optimisation trial's pruning)
+    use it to see whether a stage would leave threads idle.
+
+    Args:
+        scenario: a :class:`Scenario`, or a path / YAML text to load.
+        population_scale: as in :func:`run`.
+        threads: numba threads (default: the caller's current setting).
+
+    Returns:
+        1 for a small population, else the thread count.
+
+    Example:
+        >>> import sim
+        >>> sim.replicate_threads("scenarios/dental_clinic.yaml")  # doctest: +SKIP
+        1
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    model = compile_scenario(scenario, population_scale)
+    threads = numba.get_num_threads() if threads is None else threads
+    return threads if _expected_agents(model) >= PARALLEL_MIN_AGENTS else 1
+
+
+def _expected_agents(model: CompiledModel) -> float:
+    """The initial population plus the expected arrivals over the horizon."""
+    initial = sum(count for _, _, count in model.placements)
+    rates = model.arrival_rate[model.regime_of_step].sum(axis=1)  # per step
+    return initial + float((rates * model.arrival_mult).sum())
 
 
 def _each_replicate(one: Callable[[int], T], replicates: int, stop: threading.Event) -> list[T]:
