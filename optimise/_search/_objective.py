@@ -136,6 +136,9 @@ def make_objective(scenario: Scenario, replicates: int, seed: int, population_sc
     assert opt is not None
     kpi = opt.objective.kpi
     second = opt.second_objective
+    # a trial's variant simulates the same without the search block; checking its paths
+    # again on every trial cost more than the rest of the variant's validation
+    designs = scenario.apply(overrides={"optimise": None})
 
     def simulate(variant: Scenario, count: int, first: int = 0) -> dict[str, np.ndarray]:
         return kpis(variant, seed, count, population_scale, first_replicate=first,
@@ -144,7 +147,7 @@ def make_objective(scenario: Scenario, replicates: int, seed: int, population_sc
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest_point(trial, opt.search)
         try:
-            variant = scenario.apply(overrides=params)
+            variant = designs.apply(overrides=params)
         except sim.ScenarioError as exc:
             trial.set_user_attr("error", str(exc))
             raise optuna.TrialPruned(f"invalid combination: {exc}") from None
@@ -152,16 +155,16 @@ def make_objective(scenario: Scenario, replicates: int, seed: int, population_sc
         half = max(1, replicates // 2) if second is None else replicates  # one objective
         ahead = first_batch(variant, half, replicates, population_scale, threads, engine)
         values = simulate(variant, ahead)
-        trial.set_user_attr("replicates_run", half)
         if half < replicates:
             trial.report(_nanmean(values[kpi][:half]), step=half)
             if trial.should_prune():
+                trial.set_user_attr("replicates_run", half)
                 raise optuna.TrialPruned(f"running mean after {half} of {replicates} "
                                          f"replicates is below the feasible median")
             if ahead < replicates:
                 rest = simulate(variant, replicates - ahead, first=ahead)
                 values = {k: np.concatenate([values[k], rest[k]]) for k in values}
-            trial.set_user_attr("replicates_run", replicates)
+        trial.set_user_attr("replicates_run", replicates)  # one write to the storage
         mean = _nanmean(values[kpi])
         trial.set_user_attr("cost", float(np.mean(values["cost"])))
         found = violations(scenario, values)
