@@ -9,7 +9,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -322,14 +322,31 @@ def _each_replicate(one: Callable[[int], T], replicates: int, stop: threading.Ev
     workers = _side_by_side(replicates)
     if workers == 1:
         return [one(r) for r in range(replicates)]
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replicate")
+    futures = [_lanes(workers).submit(one, r) for r in range(replicates)]
     try:
-        return list(pool.map(one, range(replicates)))
+        return [f.result() for f in futures]
     except BaseException:
         stop.set()
+        for f in futures:
+            f.cancel()
+        wait(futures)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _lanes(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` replicate threads, started once and kept: a
+    calibration or an optimisation runs thousands of short multi-replicate simulations,
+    and starting and joining their threads each time cost a millisecond or two apiece."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers,
+                                                        thread_name_prefix="replicate")
+        return pool
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,
