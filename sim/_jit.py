@@ -109,12 +109,11 @@ kernel = _jit(parallel=False)
 """Serial kernel: a pure function over arrays."""
 
 inner_kernel = _jit(parallel=False, inner=True)
-"""Serial kernel called only from other kernels: compiled without the wrappers that
-let Python call it (no ``Dispatcher`` call from Python works). Its signature holds
-the model's and the state's named tuples, whose wrappers (unboxing dozens of arrays)
-cost more to compile than the function, and numba links every kernel's whole module
-into each caller, where it is optimised again: leaving them out cuts the first run's
-compile by about a fifth."""
+"""Serial kernel called only from other kernels, compiled without the wrappers that
+let Python call it (calling it from Python fails). Such a kernel's arguments are the
+model's and the state's named tuples, whose wrappers (unboxing dozens of arrays) are
+large, and numba links a kernel's whole module into each caller and optimises it
+there again: without them the first run compiles about a fifth less."""
 
 parallel_kernel = _jit(parallel=True)
 """Parallel kernel: ``prange`` over fixed chunks of agents."""
