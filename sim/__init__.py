@@ -29,12 +29,14 @@ if TYPE_CHECKING:
         RunCounts,
         RunResult,
         derive_seed,
+        replicate_threads,
         run,
         run_identity,
         simulate,
     )
 
-_LAZY = {"ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity", "simulate"}
+_LAZY = {"ENGINES", "RunCounts", "RunResult", "derive_seed", "replicate_threads", "run",
+         "run_identity", "simulate"}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +71,7 @@ __all__ = [
     "kpi_kinds",
     "kpi_names",
     "load_scenario",
+    "replicate_threads",
     "run",
     "run_identity",
     "simulate",

@@ -9,7 +9,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ import pyarrow as pa
 from sim._errors import SimError, unknown_name
 from sim._version import __version__
 from sim.engines import des, fast
-from sim.engines._driver import EVENT_KINDS
+from sim.engines._driver import EVENT_KINDS, PARALLEL_MIN_AGENTS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
 from sim.metrics import (
@@ -50,8 +50,8 @@ from sim.results import (
 from sim.scenario import Scenario, dates, is_variant_label, load_scenario
 from sim.stats import Bounds
 
-__all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "run", "run_identity",
-           "simulate"]
+__all__ = ["ENGINES", "RunCounts", "RunResult", "derive_seed", "replicate_threads", "run",
+           "run_identity", "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,43 @@ def _side_by_side(replicates: int) -> int:
     return min(replicates, numba.get_num_threads())
 
 
+def replicate_threads(scenario: Scenario | str | os.PathLike[str], *,
+                      population_scale: float = 1.0, threads: int | None = None) -> int:
+    """How many numba threads one replicate of a scenario keeps busy when it runs alone.
+
+    A replicate runs the parallel kernel on every thread once its population reaches
+    :data:`~sim.engines._driver.PARALLEL_MIN_AGENTS` (the initial population and the
+    expected arrivals; referrals come on top), else the serial kernel on the calling
+    thread. Callers that run replicates in stages (an optimisation trial's pruning)
+    use it to see whether a stage would leave threads idle.
+
+    Args:
+        scenario: a :class:`Scenario`, or a path / YAML text to load.
+        population_scale: as in :func:`run`.
+        threads: numba threads (default: the caller's current setting).
+
+    Returns:
+        1 for a small population, else the thread count.
+
+    Example:
+        >>> import sim
+        >>> sim.replicate_threads("scenarios/dental_clinic.yaml")  # doctest: +SKIP
+        1
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    model = compile_scenario(scenario, population_scale)
+    threads = numba.get_num_threads() if threads is None else threads
+    return threads if _expected_agents(model) >= PARALLEL_MIN_AGENTS else 1
+
+
+def _expected_agents(model: CompiledModel) -> float:
+    """The initial population plus the expected arrivals over the horizon."""
+    initial = sum(count for _, _, count in model.placements)
+    rates = model.arrival_rate[model.regime_of_step].sum(axis=1)  # per step
+    return initial + float((rates * model.arrival_mult).sum())
+
+
 def _each_replicate(one: Callable[[int], T], replicates: int, stop: threading.Event) -> list[T]:
     """``one(r)`` for r = 0 .. replicates-1, side by side when there are threads to spare.
 
@@ -285,14 +322,31 @@ def _each_replicate(one: Callable[[int], T], replicates: int, stop: threading.Ev
     workers = _side_by_side(replicates)
     if workers == 1:
         return [one(r) for r in range(replicates)]
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replicate")
+    futures = [_lanes(workers).submit(one, r) for r in range(replicates)]
     try:
-        return list(pool.map(one, range(replicates)))
+        return [f.result() for f in futures]
     except BaseException:
         stop.set()
+        for f in futures:
+            f.cancel()
+        wait(futures)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _lanes(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` replicate threads, started once and kept: a
+    calibration or an optimisation runs thousands of short multi-replicate simulations,
+    and starting and joining their threads each time cost a millisecond or two apiece."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers,
+                                                        thread_name_prefix="replicate")
+        return pool
 
 
 def run(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = None,

@@ -47,13 +47,15 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 __all__ = [
     "ATTRIBUTIONS",
@@ -109,8 +111,9 @@ CORE_TABLES = ("occupancy", "flows", "retention", "ledger")
 """Tables every replicate writes besides ``kpis``, which it writes last: its presence
 marks a complete replicate."""
 
-PARTITIONING = ds.partitioning(pa.schema([("scenario", pa.string()), ("variant", pa.string()),
-                                          ("replicate", pa.int32())]), flavor="hive")
+PARTITION_SCHEMA = pa.schema([("scenario", pa.string()), ("variant", pa.string()),
+                              ("replicate", pa.int32())])
+"""The hive partition keys of every table (``pyarrow.dataset`` reads them back)."""
 
 
 _PART_RE = re.compile(r"^part-([0-9a-f]+)\.parquet$")
@@ -730,10 +733,16 @@ def read_file(root: str | os.PathLike[str], path: str) -> pa.Table:
 
 
 def open_dataset(root: str | os.PathLike[str], table: str) -> ds.Dataset:
-    """A pyarrow dataset over one table of a results folder (hive partitions)."""
+    """A pyarrow dataset over one table of a results folder (hive partitions).
+
+    ``pyarrow.dataset`` (which imports pandas where it is installed) is imported here,
+    on first use, so a run that only writes files starts without it.
+    """
+    import pyarrow.dataset as ds
+
     fs, base = _filesystem(root)
     return ds.dataset(f"{base}/{table}", format="parquet", filesystem=fs,
-                      partitioning=PARTITIONING)
+                      partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"))
 
 
 def read_table(root: str | os.PathLike[str], table: str, **filters: Any) -> pa.Table:
@@ -742,6 +751,8 @@ def read_table(root: str | os.PathLike[str], table: str, **filters: Any) -> pa.T
     Example:
         >>> read_table("results", "kpis", scenario="dental_clinic")  # doctest: +SKIP
     """
+    import pyarrow.dataset as ds
+
     dataset = open_dataset(root, table)
     expr = None
     for col, value in filters.items():

@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import stdtrit
 
 __all__ = [
     "FEW_REPLICATES",
@@ -50,6 +49,8 @@ FEW_REPLICATES = 4
 
 def t_quantile(n: int | np.ndarray, level: float = 0.95) -> float | np.ndarray:
     """Two-sided Student-t quantile for a mean of ``n`` values (``n - 1`` degrees of freedom)."""
+    from scipy.special import stdtrit  # on first use: a run of one replicate needs no SciPy
+
     return stdtrit(np.maximum(np.asarray(n) - 1, 1), 0.5 + level / 2)
 
 
@@ -154,5 +155,7 @@ def paired_or_welch(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[fl
     if se == 0:
         return delta, delta, delta
     dof = (va + vb) ** 2 / (va**2 / (u.size - 1) + vb**2 / (v.size - 1))
+    from scipy.special import stdtrit
+
     half = float(stdtrit(dof, 0.5 + level / 2) * se)
     return delta, delta - half, delta + half

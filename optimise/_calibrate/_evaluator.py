@@ -41,6 +41,9 @@ class Evaluator:
                  replicates: int, population_scale: float, cache: Path | None,
                  first_replicate: int = 0) -> None:
         self.scenario, self.space, self.targets = scenario, space, targets
+        # the evaluated points simulate the same without the study blocks, whose paths
+        # would otherwise be checked again at every point
+        self.points = scenario.apply(overrides={"calibrate": None, "optimise": None})
         self.seed, self.replicates, self.scale = seed, replicates, population_scale
         self.first_replicate = first_replicate
         """The seed set: replicates first_replicate .. first_replicate + R - 1 of ``seed``
@@ -68,7 +71,7 @@ class Evaluator:
 
     def simulate(self, values: Mapping[str, Any]) -> list[np.ndarray]:
         """Each target's simulated values at ``values`` (from the engine's dense counts)."""
-        variant = self.scenario.apply(overrides=dict(values))
+        variant = self.points.apply(overrides=dict(values))
         counts = sim.simulate(variant, seed=self.seed, replicates=self.replicates,
                               population_scale=self.scale,
                               first_replicate=self.first_replicate)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from sim._jit import kernel, parallel_kernel
+from sim._jit import inner_kernel, kernel, parallel_kernel
 from sim.model import (
     DUR_EXPONENTIAL,
     DUR_FIXED,
@@ -298,7 +298,8 @@ def review_drawn(key: np.uint64, post: float) -> bool:
     with post / q. Most agent-steps stop at the first stage, without a hash.
     """
     q11 = math.ceil(post * 2048.0)
-    return (key & _LOW11) < np.uint64(q11) and uniform(key, STREAM_REVIEW) * q11 < post * 2048.0
+    return bool((key & _LOW11) < np.uint64(q11)
+                and uniform(key, STREAM_REVIEW) * q11 < post * 2048.0)
 
 
 # ------------------------------------------------------------------ agents
@@ -431,7 +432,7 @@ def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
             het[i, h] = value
 
 
-@kernel
+@inner_kernel
 def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step
