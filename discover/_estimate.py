@@ -51,6 +51,11 @@ HET_ALPHA = 0.01
 DWELL_EXPECTED = 3.0
 """A minimum dwell is declared when a constant hazard would have given at least this many
 exits before it (none seen has probability exp(-3) < 5%)."""
+STOCK_MATERIAL = 0.05
+STOCK_MIN_EXITS = 10
+"""A touchpoint's decayed exposure count enters an exit's model only when at least this many
+exits (and steps without) have it at :data:`STOCK_MATERIAL` or more (a kick of 0.05 of one
+exposure): otherwise its coefficient is not estimable."""
 CONFOUND_P = 1e-3
 """Exposure rates across dwell bins that differ at this level earn a warning."""
 
@@ -93,6 +98,9 @@ class Discovery:
         exits: stage -> exit targets seen, in the mapping's stage order.
         entry_stage: the stage arrivals enter (None without arrivals).
         warnings: what a reader of the draft should know (confounding, left-out data).
+        dwell: stage -> the minimum dwell in steps the exits' models start at.
+        satisfaction: the satisfaction reconstructed from the exposures
+            (:mod:`discover._satisfaction`), when it was fitted.
     """
 
     mapping: Mapping
@@ -101,6 +109,8 @@ class Discovery:
     exits: dict[str, list[str]] = field(default_factory=dict)
     entry_stage: str | None = None
     warnings: list[str] = field(default_factory=list)
+    dwell: dict[str, int] = field(default_factory=dict)
+    satisfaction: Any = None
 
     def find(self, kind: str, **keys: str | None) -> list[Estimate]:
         """The estimates of one kind whose fields match ``keys``."""
@@ -398,12 +408,23 @@ def _cells(
     )
 
 
-def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray) -> Any:
+def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None) -> Any:
+    """A binomial GLM (logit link); on one-step rows with an offset (the sampled rows of
+    :mod:`discover._satisfaction`) statsmodels' Logit, the same model fitted by Newton's
+    method (several times faster on a tall design than iteratively reweighted least
+    squares), with the GLM as the fallback when Newton's Hessian is singular."""
     import statsmodels.api as sm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sm.GLM(np.column_stack([y, n - y]), X, family=sm.families.Binomial()).fit()
+        if offset is not None and np.all(n == 1):
+            try:
+                return sm.Logit(y, X, offset=offset).fit(disp=0, maxiter=60)
+            except np.linalg.LinAlgError:
+                pass
+        return sm.GLM(
+            np.column_stack([y, n - y]), X, family=sm.families.Binomial(), offset=offset
+        ).fit()
 
 
 def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) -> None:
@@ -427,12 +448,58 @@ def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) 
         c = _cells(con, d, s, dwell[s], targets)
         seen = [i for i in range(len(tps)) if (c.mask >> np.uint64(i) & np.uint64(1)).any()]
         for t in targets:
-            _one_exit(d, s, t, c, seen)
+            res = _one_exit(d, s, t, c, seen)
+            if res is not None:
+                d.estimates += res.estimates
 
 
-def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
+def _sampled_cells(smp: Any) -> _Cells:
+    """The sampled customer-steps of :mod:`discover._satisfaction` as cells of one step."""
+    targets = sorted({str(t) for t in smp.to if t is not None})
+    return _Cells(
+        segment=smp.segment,
+        mask=smp.mask,
+        n=np.ones(smp.segment.size),
+        y={t: (smp.to == t).astype(float) for t in targets},
+    )
+
+
+@dataclass
+class _ExitFit:
+    """One exit's GLM and the estimates it gives."""
+
+    fit: Any
+    estimates: list[Estimate]
+    extra_cols: list[int]
+    """The columns of ``extra`` in the model (those not constant zero on its rows)."""
+    first_extra: int
+    """The index of the first of them among the coefficients."""
+
+
+def _one_exit(
+    d: Discovery,
+    s: str,
+    t: str,
+    c: _Cells,
+    seen: list[int],
+    *,
+    extra: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
+) -> _ExitFit | None:
+    """The GLM of the exit ``s -> t`` on the cells ``c`` (restricted to ``keep``), with
+    the covariates ``extra`` and the ``offset`` (of the kept rows) when given."""
+    if keep is not None:
+        c = _Cells(
+            segment=c.segment[keep],
+            mask=c.mask[keep],
+            n=c.n[keep],
+            y={k: v[keep] for k, v in c.y.items()},
+        )
+        if extra is not None:
+            extra = extra[keep]
     tps, segs = d.mapping.touchpoints, d.log.segments
-    y, n = c.y[t], c.n
+    y, n = c.y.get(t, np.zeros(c.n.size)), c.n
     notes = []
     seg_cols = [
         g
@@ -457,24 +524,37 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
             notes.append(
                 f"{tps[i]}: {int(ye)} exits in {int(ne)} exposed steps, lift not estimable"
             )
+    extra_cols: list[int] = []
+    if extra is not None:  # a stock is estimable where it is material for enough exits
+        material = np.abs(extra) >= STOCK_MATERIAL
+        extra_cols = [
+            j
+            for j in range(extra.shape[1])
+            if y[material[:, j]].sum() >= STOCK_MIN_EXITS
+            and (n - y)[material[:, j]].sum() >= STOCK_MIN_EXITS
+        ]
     X = np.column_stack(
         [np.ones(n.size)]
         + [(c.segment == g).astype(float) for g in seg_cols]
         + [(c.mask >> np.uint64(i) & np.uint64(1)).astype(float) for i in tp_cols]
+        + ([] if extra is None else [extra[:, j] for j in extra_cols])
     )
-    keep = n > 0
+    keep_n = n > 0
     total_y, total_n = int(y.sum()), int(n.sum())
     note = "; ".join(notes)
     if total_y == 0:
-        return
-    fit = _glm(y[keep], n[keep], X[keep])
+        return None
+    fit = _glm(
+        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n]
+    )
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
     key = f"{s}->{t}"
+    out: list[Estimate] = []
 
     def logit_row(kind: str, vec: np.ndarray, segment: str | None, nn: int, k: int) -> None:
         est = float(vec @ params)
         se = float(math.sqrt(max(0.0, vec @ cov @ vec)))
-        d.estimates.append(
+        out.append(
             Estimate(
                 kind,
                 s,
@@ -504,7 +584,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
     ci = np.asarray(fit.conf_int(0.05))
     for j, g in enumerate(seg_cols):
         rows = c.segment == g
-        d.estimates.append(
+        out.append(
             Estimate(
                 "offset",
                 s,
@@ -522,7 +602,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
     for j, i in enumerate(tp_cols):
         col = 1 + len(seg_cols) + j
         hit = (c.mask >> np.uint64(i) & np.uint64(1)).astype(bool)
-        d.estimates.append(
+        out.append(
             Estimate(
                 "lift",
                 s,
@@ -538,6 +618,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
             )
         )
     log.debug("%s: %d exits in %d steps", key, total_y, total_n)
+    return _ExitFit(fit, out, extra_cols, 1 + len(seg_cols) + len(tp_cols))
 
 
 # ------------------------------------------------------------------ heterogeneity
@@ -757,6 +838,7 @@ def estimate(con: duckdb.DuckDBPyConnection, mapping: Mapping, log_: Log) -> Dis
     """Every estimate a checked log (:func:`discover._log.open_log`) gives."""
     d = Discovery(mapping=mapping, log=log_)
     dwell = _min_dwell(con, d)
+    d.dwell = dwell
     active = _reach(con, d)
     _confounding(con, d, active)
     _exits(con, d, dwell)
