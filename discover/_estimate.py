@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -287,7 +287,8 @@ def _confounding(
     con: duckdb.DuckDBPyConnection, d: Discovery, active: dict[str, list[str]]
 ) -> None:
     """Warn where a touchpoint's exposure rate changes with the dwell in its stage: its
-    lift would then take up the hazard's own change with dwell."""
+    lift would then take up the hazard's own change with dwell. Stays under way on the
+    log's first day are left out: their dwell is unknown (left-truncated)."""
     tps = d.mapping.touchpoints
     for s in d.mapping.stages:
         here = [t for t, stages in active.items() if s in stages]
@@ -297,7 +298,7 @@ def _confounding(
             con,
             """
             SELECT quantile_disc(last - first + 1, [0.25, 0.5, 0.75]) FROM spells
-            WHERE stage = ? AND last >= first""",
+            WHERE stage = ? AND last >= first AND NOT initial""",
             [s],
         )[0][0]
         edges = sorted({1, *(int(v) + 1 for v in q or [] if v is not None and v >= 1)})
@@ -308,14 +309,18 @@ def _confounding(
             f"sum(greatest(0, least(last - first + 1, {hi}) - {lo} + 1))" for lo, hi in bounds
         )
         totals = [
-            int(v or 0) for v in _rows(con, f"SELECT {cols} FROM spells WHERE stage = ?", [s])[0]
+            int(v or 0)
+            for v in _rows(
+                con, f"SELECT {cols} FROM spells WHERE stage = ? AND NOT initial", [s]
+            )[0]
         ]
         case = " ".join(f"WHEN dwell <= {hi} THEN {b}" for b, (_, hi) in enumerate(bounds))
         hits = _rows(
             con,
             f"""
             SELECT i, CASE {case} END AS bin, count(*) FROM exposed, range({len(tps)}) t(i)
-            WHERE stage = ? AND (mask >> CAST(i AS UBIGINT)) & CAST(1 AS UBIGINT) = 1
+            WHERE stage = ? AND NOT initial
+              AND (mask >> CAST(i AS UBIGINT)) & CAST(1 AS UBIGINT) = 1
             GROUP BY i, bin""",
             [s],
         )
@@ -447,10 +452,28 @@ def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) 
         d.exits[s] = targets
         c = _cells(con, d, s, dwell[s], targets)
         seen = [i for i in range(len(tps)) if (c.mask >> np.uint64(i) & np.uint64(1)).any()]
+        under_way = _rows(con, "SELECT count(*) FROM spells WHERE stage = ? AND initial", [s])
+        truncated = int(under_way[0][0]) if under_way else 0
+        note = ""
+        if truncated:  # left-truncated stays: at risk from the log's first day on
+            note = (
+                f"{truncated:,} stays under way on the log's first day (dwell unknown) "
+                + (
+                    f"enter as delayed entries from their step {dwell[s]} (a stay that "
+                    "exits sooner is left out: its dwell may have been short)"
+                    if dwell[s] > 1
+                    else "enter as delayed entries (no minimum dwell: the hazard does not "
+                    "depend on it)"
+                )
+            )
         for t in targets:
             res = _one_exit(d, s, t, c, seen)
             if res is not None:
-                d.estimates += res.estimates
+                d.estimates += [
+                    e if not note or e.kind not in ("exit", "exit_segment") else
+                    replace(e, note="; ".join(filter(None, [e.note, note])))
+                    for e in res.estimates
+                ]
 
 
 def _sampled_cells(smp: Any) -> _Cells:
@@ -474,6 +497,9 @@ class _ExitFit:
     """The columns of ``extra`` in the model (those not constant zero on its rows)."""
     first_extra: int
     """The index of the first of them among the coefficients."""
+    tp_cols: list[int] = field(default_factory=list)
+    """The touchpoints whose exposure indicators are in the model (their lifts precede
+    the ``extra`` columns)."""
 
 
 def _one_exit(
@@ -618,7 +644,7 @@ def _one_exit(
             )
         )
     log.debug("%s: %d exits in %d steps", key, total_y, total_n)
-    return _ExitFit(fit, out, extra_cols, 1 + len(seg_cols) + len(tp_cols))
+    return _ExitFit(fit, out, extra_cols, 1 + len(seg_cols) + len(tp_cols), tp_cols)
 
 
 # ------------------------------------------------------------------ heterogeneity

@@ -320,8 +320,9 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
       customer's first stage after the start), ``value`` (of the entry event);
     * ``exposed``: one row per customer-step with exposures: ``customer``,
       ``segment``, ``stage``, ``step``, ``dwell`` (steps in the stage, 1 on the
-      first), ``mask`` (bit i: touchpoint i of the mapping), ``to_stage`` (the
-      exit taken in this step, NULL if none).
+      first; since the log's first day for a stay that began before it), ``mask``
+      (bit i: touchpoint i of the mapping), ``to_stage`` (the exit taken in this
+      step, NULL if none), ``initial`` (the stay began before the log).
 
     Raises:
         DataError: one located line per problem of the log.
@@ -412,7 +413,8 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
             SELECT customer, step, bit_or(CAST(1 AS UBIGINT) << CAST(idx AS UBIGINT)) AS mask
             FROM ev WHERE NOT is_stage GROUP BY customer, step)
         SELECT x.customer, s.segment, s.stage, x.step, x.step - s.first + 1 AS dwell,
-               x.mask, CASE WHEN x.step = s.last THEN s.to_stage END AS to_stage
+               x.mask, CASE WHEN x.step = s.last THEN s.to_stage END AS to_stage,
+               s.initial
         FROM seen x ASOF JOIN spells s
              ON x.customer = s.customer AND x.step >= s.first
         WHERE x.step <= s.last""")

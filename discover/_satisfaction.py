@@ -135,6 +135,7 @@ class SatisfactionFit:
     effects: dict[tuple[str, str], float] = field(default_factory=dict)
     effect_se: dict[tuple[str, str], float] = field(default_factory=dict)
     exit_estimates: dict[tuple[str, str], list[Estimate]] = field(default_factory=dict)
+    fits: dict[tuple[str, str], Any] = field(default_factory=dict)
     exit_rows: dict[tuple[str, str], int] = field(default_factory=dict)
     exit_cases: dict[tuple[str, str], int] = field(default_factory=dict)
     scale: float = 1.0
@@ -226,21 +227,7 @@ def _stocks(
 ) -> dict[float, np.ndarray]:
     """Decay -> float[rows of samp (by id), n_tp + 1]: each touchpoint's decayed count of
     the customer's exposures up to the row's step (its own step's included)."""
-    cols = []
-    for j, dec in enumerate(grid):
-        q = 1.0 - dec
-        for k in range(n_tp):
-            bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
-            cols.append(
-                f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d{j}_{k}"
-            )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE xd AS
-        SELECT customer, step, {", ".join(cols)}
-        FROM (SELECT customer, step, mask, min(step) OVER (PARTITION BY customer) AS f
-              FROM (SELECT customer, step, bit_or(mask) AS mask FROM exposed
-                    GROUP BY customer, step))
-        WINDOW w AS (PARTITION BY customer ORDER BY step ROWS UNBOUNDED PRECEDING)""")
+    _xd(con, n_tp, grid)
     out_cols = []
     for j, dec in enumerate(grid):
         q = 1.0 - dec
@@ -408,30 +395,34 @@ def fit_satisfaction(
             prof[dec] = _fit_all(d, samples, rows_of, stocks[dec][:, seen_any], chosen)[0]
         log.debug("satisfaction decay %g: log-likelihood %.2f", dec, prof[dec])
     best = max(prof, key=lambda k: prof[k])
-    # refine: a parabola in log(decay) through the best grid point and its neighbours
-    i = grid.index(best)
-    if 0 < i < len(grid) - 1:
-        xs = np.log([grid[i - 1], grid[i], grid[i + 1]])
-        ys = np.array([prof[grid[i - 1]], prof[grid[i]], prof[grid[i + 1]]])
-        a2, a1, _ = np.polyfit(xs, ys, 2)
+    def profile(decays: list[float]) -> None:
+        new = [x for x in decays if x not in prof and -math.log1p(-x) * steps <= EXP_LIMIT]
+        if new:
+            stocks.update(_stocks(con, len(tps), new))
+        for x in new:
+            prof[x] = _fit_all(d, samples, rows_of, stocks[x][:, seen_any], chosen)[0]
+
+    # refine: halfway (in log decay) to the best grid point's neighbours, then the top of a
+    # parabola in log(decay) through the five points around it
+    profile([best / math.sqrt(2), best * math.sqrt(2)])
+    near = sorted(x for x in prof if best / 2.01 <= x <= best * 2.01)
+    if len(near) >= 3:
+        xs = np.log(near)
+        a2, a1, _ = np.polyfit(xs, [prof[x] for x in near], 2)
         if a2 < 0:
-            top = float(np.exp(np.clip(-a1 / (2 * a2), xs[0], xs[2])))
-            if top not in prof:
-                stocks.update(_stocks(con, len(tps), [top]))
-                prof[top] = _fit_all(
-                    d, samples, rows_of, stocks[top][:, seen_any], chosen
-                )[0]
-            if prof[top] > prof[best]:
-                best = top
-    # profile interval: the decays whose log-likelihood lies within chi2(1, 0.95)/2 of the top
+            profile([float(np.exp(np.clip(-a1 / (2 * a2), xs[0], xs[-1])))])
+    best = max(prof, key=lambda k: prof[k])
+    # profile interval: the decays whose log-likelihood lies within chi2(1, 0.95)/2 of the
+    # top, interpolated linearly in log(decay) between the points evaluated
     cut = prof[best] - float(stats.chi2.ppf(0.95, 1)) / 2
     decays = sorted(prof)
     lo_d, hi_d = decays[0], decays[-1]
     for a, b in itertools.pairwise(decays):
-        if prof[a] < cut <= prof[b]:
-            lo_d = a + (b - a) * (cut - prof[a]) / (prof[b] - prof[a])
-        if prof[a] >= cut > prof[b]:
-            hi_d = a + (b - a) * (prof[a] - cut) / (prof[a] - prof[b])
+        la, lb = math.log(a), math.log(b)
+        if prof[a] < cut <= prof[b] and b <= best:
+            lo_d = math.exp(la + (lb - la) * (cut - prof[a]) / (prof[b] - prof[a]))
+        if prof[a] >= cut > prof[b] and a >= best:
+            hi_d = math.exp(la + (lb - la) * (prof[a] - cut) / (prof[a] - prof[b]))
     z = stocks[best][:, seen_any]
     ll1, fits = _fit_all(d, samples, rows_of, z)
     n_extra = sum(len(f.extra_cols) for f in fits.values())
@@ -458,6 +449,7 @@ def fit_satisfaction(
         columns=names,
         products=products,
         exit_estimates={key: f.estimates for key, f in fits.items()},
+        fits=fits,
         exit_rows={key: int(f.fit.nobs) for key, f in fits.items()},
         exit_cases={key: int(np.asarray(f.fit.model.endog).sum()) for key, f in fits.items()},
     )
@@ -489,6 +481,104 @@ def fit_satisfaction(
     return out
 
 
+def _xd(con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]) -> None:
+    """The table ``xd``: at each customer-step with exposures, each touchpoint's decayed
+    count of the customer's exposures so far (``d{j}_{k}``: decay ``grid[j]``,
+    touchpoint ``k``), as a cumulative sum relative to the customer's first exposure."""
+    cols = []
+    for j, dec in enumerate(grid):
+        q = 1.0 - dec
+        for k in range(n_tp):
+            bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
+            cols.append(
+                f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d{j}_{k}"
+            )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE xd AS
+        SELECT customer, step, {", ".join(cols)}
+        FROM (SELECT customer, step, mask, min(step) OVER (PARTITION BY customer) AS f
+              FROM (SELECT customer, step, bit_or(mask) AS mask FROM exposed
+                    GROUP BY customer, step))
+        WINDOW w AS (PARTITION BY customer ORDER BY step ROWS UNBOUNDED PRECEDING)""")
+
+
+def heterogeneity_with_satisfaction(
+    con: duckdb.DuckDBPyConnection, d: Discovery, sat: SatisfactionFit
+) -> None:
+    """Test heterogeneity again with each customer's steps weighted by the odds
+    multipliers of its exposures and satisfaction.
+
+    Differences in satisfaction between customers look like heterogeneity to a test on
+    raw counts (the satisfied leave less), and they bias a Beta fitted on them. For a rare
+    exit the per-step probability is about ``q_i · m_t`` (``q_i`` the customer's base
+    rate, ``m_t = exp(lifts + effect · satisfaction)`` the step's odds multiplier), so a
+    customer's exits are those of ``Σ_t m_t`` baseline steps: the beta-binomial test of
+    :func:`discover._estimate._het_test` runs on these effective steps, and its Beta is
+    the base rate at baseline satisfaction without exposures, as the engine draws it.
+    """
+    from discover._estimate import HET_MIN_EXITS, _het_test
+
+    tps = d.mapping.touchpoints
+    q = 1.0 - sat.decay
+    _xd(con, len(tps), [sat.decay])
+    d.estimates = [e for e in d.estimates if e.kind not in ("beta_a", "beta_b")]
+    before = len(d.estimates)
+    for s, targets in d.exits.items():
+        m = d.dwell[s]
+        sums, ys = [], []
+        for j, t in enumerate(targets):
+            f = sat.fits.get((s, t))
+            terms = ["0.0"]
+            if f is not None:
+                params = np.asarray(f.fit.params)
+                first_lift = f.first_extra - len(f.tp_cols)
+                for i, tp in enumerate(f.tp_cols):
+                    terms.append(
+                        f"{float(params[first_lift + i])!r} * CAST((coalesce(x.mask, "
+                        f"CAST(0 AS UBIGINT)) >> CAST({tp} AS UBIGINT)) & CAST(1 AS UBIGINT) "
+                        "AS DOUBLE)"
+                    )
+                for i, col in enumerate(f.extra_cols):
+                    k = tps.index(sat.columns[col])
+                    terms.append(
+                        f"{float(params[f.first_extra + i])!r} * "
+                        f"coalesce(xd.d0_{k} * pow({q!r}, r.step - xd.step), 0.0)"
+                    )
+            sums.append(f"sum(exp({' + '.join(terms)})) AS n{j}")
+            ys.append(f"count(*) FILTER (r.y = {_q(t)}) AS y{j}")
+        got = con.execute(
+            f"""
+            SELECT r.segment, {", ".join(sums)}, {", ".join(ys)}
+            FROM (SELECT customer, segment, step, CASE WHEN step = last THEN to_stage END AS y
+                  FROM (SELECT customer, segment, last, to_stage,
+                               unnest(range(first + {m} - 1, last + 1)) AS step
+                        FROM spells WHERE stage = ? AND last >= first + {m} - 1)) r
+            LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
+            ASOF LEFT JOIN xd ON r.customer = xd.customer AND r.step >= xd.step
+            GROUP BY r.customer, r.segment""",
+            [s],
+        ).fetchall()
+        if not got:
+            continue
+        seg = np.array([row[0] for row in got], object)
+        for j, t in enumerate(targets):
+            n = np.array([row[1 + j] for row in got], float)
+            y = np.array([row[1 + len(targets) + j] for row in got], float)
+            for g in d.log.segments:
+                sel = seg == g
+                if y[sel].sum() < HET_MIN_EXITS:
+                    continue
+                _het_test(d, s, t, g, n[sel], y[sel], np.ones(int(sel.sum())))
+    con.execute("DROP TABLE xd")
+    for i in range(before, len(d.estimates)):
+        e = d.estimates[i]
+        d.estimates[i] = replace(
+            e,
+            note=f"{e.note}; each customer's steps weighted by its exposures' and "
+            "satisfaction's odds multipliers (base rate at baseline satisfaction)",
+        )
+
+
 def add_satisfaction(con: duckdb.DuckDBPyConnection, d: Discovery) -> SatisfactionFit | None:
     """Fit satisfaction (:func:`fit_satisfaction`) and, when the test accepts it, put its
     exits, offsets and lifts (at baseline satisfaction) in place of those without it, and
@@ -504,8 +594,8 @@ def add_satisfaction(con: duckdb.DuckDBPyConnection, d: Discovery) -> Satisfacti
         f"satisfaction (p = {sat.p:.1e})"
     )
     if not sat.accepted:
-        d.warnings.append(f"no satisfaction written: {test}")
         return sat
+    heterogeneity_with_satisfaction(con, d, sat)
     by_key = {
         (e.kind, e.stage, e.target, e.segment, e.touchpoint): i for i, e in enumerate(d.estimates)
     }
