@@ -24,6 +24,7 @@ engine simulates (``sim/engines/_kernels.py``, ``advance``):
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import warnings
@@ -860,6 +861,73 @@ def _population(con: duckdb.DuckDBPyConnection, d: Discovery) -> None:
             )
 
 
+SEASON_ALPHA = 0.01
+"""Level of the likelihood-ratio test of a monthly arrival rate against a constant one."""
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _seasonality(con: duckdb.DuckDBPyConnection, d: Discovery) -> None:
+    """A ``by_month`` profile on arrivals, where the log spans a year of known dates.
+
+    Arrivals per (year, month) of the log are a Poisson GLM with the days as exposure
+    (log link, statsmodels): a rate per calendar month against one constant rate, by a
+    likelihood-ratio test (χ² with a degree per month seen, less one). A step ``k`` is
+    dated as the engine dates it: ``start_date + (k − 1) · step_days``. Each month's
+    multiplier is its rate over the log's mean rate, with the exact (Garwood) interval of
+    its count (the mean rate, from all the arrivals, taken as known).
+    """
+    import statsmodels.api as sm
+
+    start, sd = d.log.start_date, d.log.step_days
+    if start is None or d.entry_stage is None or d.log.steps * sd < 365:
+        return
+    counts = dict(_rows(con, "SELECT first, count(*) FROM spells WHERE arrival GROUP BY first"))
+    steps = np.arange(1, d.log.steps + 1)
+    dates = [start + dt.timedelta(days=math.floor((k - 1) * sd)) for k in steps]
+    bucket = np.array([x.year * 12 + x.month - 1 for x in dates])
+    arrivals = np.array([int(counts.get(int(k), 0)) for k in steps], float)
+    keys = np.unique(bucket)
+    y = np.array([arrivals[bucket == b].sum() for b in keys])
+    days = np.array([(bucket == b).sum() * sd for b in keys], float)
+    month = keys % 12
+    seen = np.unique(month)
+    if seen.size < 2 or y.sum() == 0:
+        return
+    X0 = np.ones((keys.size, 1))
+    X1 = np.column_stack([(month == m).astype(float) for m in seen])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fam = sm.families.Poisson()
+        ll0 = sm.GLM(y, X0, family=fam, offset=np.log(days)).fit().llf
+        ll1 = sm.GLM(y, X1, family=fam, offset=np.log(days)).fit().llf
+    lr = max(0.0, 2 * (ll1 - ll0))
+    df = int(seen.size - 1)
+    p = float(stats.chi2.sf(lr, df))
+    if p >= SEASON_ALPHA:
+        return
+    mean_rate = y.sum() / days.sum()
+    for m in seen:
+        k, n = int(y[month == m].sum()), float(days[month == m].sum())
+        lo, hi = poisson_interval(k)
+        d.estimates.append(
+            Estimate(
+                "arrivals_by_month",
+                d.entry_stage,
+                MONTHS[int(m)],
+                None,
+                None,
+                k / n / mean_rate,
+                lo / n / mean_rate,
+                hi / n / mean_rate,
+                int(n),
+                k,
+                f"arrivals per day in the month over the mean ({mean_rate:.4g}); likelihood "
+                f"ratio {lr:.1f} on {df} degrees of freedom against a constant rate "
+                f"(p = {p:.1e})",
+            )
+        )
+
+
 def estimate(con: duckdb.DuckDBPyConnection, mapping: Mapping, log_: Log) -> Discovery:
     """Every estimate a checked log (:func:`discover._log.open_log`) gives."""
     d = Discovery(mapping=mapping, log=log_)
@@ -870,4 +938,5 @@ def estimate(con: duckdb.DuckDBPyConnection, mapping: Mapping, log_: Log) -> Dis
     _exits(con, d, dwell)
     _heterogeneity(con, d, dwell)
     _population(con, d)
+    _seasonality(con, d)
     return d

@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from sim import ScenarioError
 from sim.scenario import problems_from_validation, read_yaml
+from sim.scenario._schema import IsoDate
 
 __all__ = ["Mapping", "load_mapping"]
 
@@ -47,6 +48,9 @@ class Mapping(BaseModel):
             population); default: its earliest event.
         end_day: the log's last day (customers still in a stage then are censored);
             default: its latest event.
+        start_date: the calendar date of day 0 of a numeric ``day`` column
+            (``YYYY-MM-DD``), for the arrivals' seasonality (a ``timestamp`` column
+            carries its dates).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
@@ -59,6 +63,7 @@ class Mapping(BaseModel):
     ignore: list[str] = Field(default_factory=list)
     start_day: float | None = None
     end_day: float | None = None
+    start_date: IsoDate | None = None
 
     @model_validator(mode="after")
     def _names(self) -> Mapping:

@@ -24,8 +24,9 @@ LEFT_OUT = (
     "satisfaction and its effects on exits (unless the exposures show them), reviews and "
     "the public rating, word of "
     "mouth (referrals, contagion), costs of touchpoints, values per day, "
-    "capacity-limited touchpoints, calendar profiles (the estimates are averages over the "
-    "log's days), interventions, optimise and calibrate sections"
+    "capacity-limited touchpoints, calendar profiles other than the arrivals' by month "
+    "(the estimates are averages over the log's days), interventions, optimise and "
+    "calibrate sections"
 )
 """What an event log cannot tell, named in every draft's header."""
 FIT_COLUMNS = (
@@ -225,6 +226,8 @@ def _population(d: Discovery) -> list[str]:
             f"    per_day: {_num(e.estimate)}    # {_ci(e)}; {e.events:,} {e.note}",
             f"    stage: {e.stage}",
         ]
+        if d.find("arrivals_by_month"):
+            lines.append(f"    profile: {SEASON}")
     return lines if len(lines) > 1 else []
 
 
@@ -250,6 +253,23 @@ def _satisfaction(d: Discovery) -> list[str]:
     return lines
 
 
+SEASON = "arrivals_by_month"
+"""The name of the arrivals' monthly profile in a draft."""
+
+
+def _profiles(d: Discovery) -> list[str]:
+    months = d.find("arrivals_by_month")
+    if not months:
+        return []
+    lines = ["profiles:", f"  {SEASON}:    # {months[0].note.split('; ', 1)[1]}", "    by_month:"]
+    for e in months:
+        lines.append(
+            f"      {e.target}: {_num(e.estimate)}    # {_ci(e)}; {e.events:,} arrivals "
+            f"over {e.n:,} days"
+        )
+    return lines
+
+
 def scenario_text(d: Discovery) -> str:
     """The draft scenario: commented YAML that ``journey validate`` accepts."""
     m = d.mapping
@@ -263,6 +283,12 @@ def scenario_text(d: Discovery) -> str:
         "time:",
         f"  step_days: {_num(sd)}",
         f"  horizon_days: {_num(d.log.steps * sd)}",
+        *(
+            [f"  start_date: {d.log.start_date.isoformat()}    # the log's first day"]
+            if d.log.start_date is not None
+            else []
+        ),
+        *_profiles(d),
         *_population(d),
         *_segments(d),
         *_stages(d),

@@ -427,3 +427,51 @@ def test_a_log_that_starts_mid_journey_still_covers_the_truth(tmp_path: Path) ->
     # under way that ends on day 101 says nothing of the dwell
     assert found.scenario.stages["trial"].min_dwell_days == 5
     assert not any("depends on the dwell" in w for w in found.warnings)
+
+
+SEASON = """\
+name: season_check
+time: {step_days: 1, horizon_days: 730, start_date: 2027-01-01}
+profiles:
+  new_year: {by_month: {jan: 3.0, feb: 1.6, jul: 0.6, dec: 0.5}}
+population:
+  arrivals: {per_day: 10, stage: interested, profile: new_year}
+stages:
+  interested: {kind: prospect, exits: {member: 0.05, gone: 0.05}}
+  member: {kind: customer, exits: {gone: 0.01}}
+  gone: {kind: lost}
+"""
+
+
+@pytest.mark.parametrize("profile", [True, False])
+def test_a_monthly_arrival_profile_is_found_when_there_is_one(
+    tmp_path: Path, profile: bool
+) -> None:
+    scenario = sim.load_scenario(SEASON)
+    if not profile:
+        scenario = scenario.apply(overrides={"population.arrivals.profile": None})
+    sim.run(scenario, seed=4, events=True, out=tmp_path / "run")
+    (tmp_path / "map.yaml").write_text(
+        "stages: {interested: prospect, member: customer, gone: lost}\n"
+        "start_day: 0\nstart_date: 2027-01-01\n"
+    )
+    found = discover(tmp_path / "run" / "events", tmp_path / "map.yaml")
+    fit = found.fit.to_pandas()
+    months = fit[fit["kind"] == "arrivals_by_month"].set_index("target")
+    if not profile:  # a constant rate: the test at 1% keeps it
+        assert months.empty and "profiles:" not in found.text
+        return
+    assert len(months) == 12
+    truth = scenario.profiles["new_year"].by_month or {}
+    # the estimate is a month's rate over the log's mean rate, the days' mean of the
+    # multipliers; each interval is a 95% one, so the count covered is bounded as in _enough
+    mean = sum(truth.get(m, 1.0) * n for m, n in months["n"].items()) / months["n"].sum()
+    covered = sum(
+        row["low"] <= truth.get(str(m), 1.0) / mean <= row["high"] for m, row in months.iterrows()
+    )
+    assert covered >= _enough(12), months.to_string()
+    draft = found.scenario
+    assert draft.time.start_date == "2027-01-01"
+    assert draft.population.arrivals is not None
+    assert draft.population.arrivals.profile == "arrivals_by_month"
+    assert draft.profiles["arrivals_by_month"].by_month["jan"] > 2.0  # type: ignore[index]
