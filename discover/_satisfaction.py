@@ -68,15 +68,21 @@ GRID = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 best point's neighbours)."""
 SAT_ALPHA = 0.01
 """Level of the likelihood-ratio test against no satisfaction."""
-CASES_MAX = 50_000
+CASES_MAX = 20_000
 """Exits of one kind kept in the sample; more are sampled down."""
 CONTROLS_MIN = 50_000
 """Customer-steps without the exit kept in a stage's sample, at least."""
+CONTROLS_MAX = 200_000
+"""… and at most (the sample's size, hence the fits' cost, is bounded whatever the log)."""
 CONTROLS_PER_CASE = 20
 """Customer-steps without the exit kept per exit (variances about 1/20 larger than from
 all the steps)."""
 EXPOSED_MAX = 100_000
 """Customer-steps with exposures kept in a stage's sample, at most (all when fewer)."""
+HET_CUSTOMERS = 20_000
+"""Customers of a stage whose effective steps are summed for the heterogeneity test, at
+most (a hash sample of them beyond: customers are independent, so the test stays valid
+with less power, and its cost bounded)."""
 EXP_LIMIT = 600.0
 """A decay is on the grid only if ``(1 − decay)^-steps`` stays below ``e^600``."""
 
@@ -175,7 +181,7 @@ def _sample(
     rcase = {t: min(1.0, CASES_MAX / max(1, int(exits.get(t, 0)))) for t in targets}
     kept_cases = max(min(CASES_MAX, int(exits.get(t, 0))) for t in targets)
     plain = max(1, steps - n_exits - n_exposed)
-    want = max(CONTROLS_MIN, CONTROLS_PER_CASE * kept_cases)
+    want = min(CONTROLS_MAX, max(CONTROLS_MIN, CONTROLS_PER_CASE * kept_cases))
     r0 = min(1.0, want / plain)
     rx = min(1.0, max(r0, EXPOSED_MAX / max(1, n_exposed)))
     rates = ", ".join(f"({_q(t)}, {rcase[t]!r})" for t in targets)
@@ -225,7 +231,7 @@ def _q(text: str) -> str:
 def _stocks(
     con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]
 ) -> dict[float, np.ndarray]:
-    """Decay -> float[rows of samp (by id), n_tp + 1]: each touchpoint's decayed count of
+    """Decay -> float[rows of samp (by id), n_tp]: each touchpoint's decayed count of
     the customer's exposures up to the row's step (its own step's included)."""
     _xd(con, n_tp, grid)
     out_cols = []
@@ -378,29 +384,28 @@ def fit_satisfaction(
         start += smp.rid.size
     steps = d.log.steps
     grid = [g for g in GRID if -math.log1p(-g) * steps <= EXP_LIMIT]
-    stocks = _stocks(con, len(tps), grid)
-    seen_any = np.zeros(len(tps), bool)
-    for z in stocks.values():
-        seen_any |= np.abs(z).max(axis=0) > 0
     columns = list(tps)
     ll0, _ = _fit_all(d, samples, rows_of, None)
     # the exits whose stocks matter (Wald test at SAT_ALPHA at a middle decay) carry the
-    # decay's profile; the others' likelihood hardly depends on it
+    # decay's profile; the others' likelihood hardly depends on it. The stocks of one
+    # decay at a time are held (the sample's rows times the touchpoints).
     mid = grid[len(grid) // 2]
-    _, first = _fit_all(d, samples, rows_of, stocks[mid][:, seen_any])
+    z = _stocks(con, len(tps), [mid])[mid]
+    seen_any = np.abs(z).max(axis=0) > 0  # the same columns are 0 whatever the decay
+    _, first = _fit_all(d, samples, rows_of, z[:, seen_any])
     chosen = {k for k, f in first.items() if _wald_p(f) < SAT_ALPHA} or set(first)
     prof = {mid: sum(float(first[k].fit.llf) for k in chosen)}
-    for dec in grid:
-        if dec not in prof:
-            prof[dec] = _fit_all(d, samples, rows_of, stocks[dec][:, seen_any], chosen)[0]
-        log.debug("satisfaction decay %g: log-likelihood %.2f", dec, prof[dec])
-    best = max(prof, key=lambda k: prof[k])
+
     def profile(decays: list[float]) -> None:
-        new = [x for x in decays if x not in prof and -math.log1p(-x) * steps <= EXP_LIMIT]
-        if new:
-            stocks.update(_stocks(con, len(tps), new))
-        for x in new:
-            prof[x] = _fit_all(d, samples, rows_of, stocks[x][:, seen_any], chosen)[0]
+        for x in decays:
+            if x in prof or -math.log1p(-x) * steps > EXP_LIMIT:
+                continue
+            zx = _stocks(con, len(tps), [x])[x][:, seen_any]
+            prof[x] = _fit_all(d, samples, rows_of, zx, chosen)[0]
+            log.debug("satisfaction decay %g: log-likelihood %.2f", x, prof[x])
+
+    profile(grid)
+    best = max(prof, key=lambda k: prof[k])
 
     # refine: halfway (in log decay) to the best grid point's neighbours, then the top of a
     # parabola in log(decay) through the five points around it
@@ -423,7 +428,7 @@ def fit_satisfaction(
             lo_d = math.exp(la + (lb - la) * (cut - prof[a]) / (prof[b] - prof[a]))
         if prof[a] >= cut > prof[b] and a >= best:
             hi_d = math.exp(la + (lb - la) * (prof[a] - cut) / (prof[a] - prof[b]))
-    z = stocks[best][:, seen_any]
+    z = _stocks(con, len(tps), [best])[best][:, seen_any]
     ll1, fits = _fit_all(d, samples, rows_of, z)
     n_extra = sum(len(f.extra_cols) for f in fits.values())
     lr = max(0.0, 2 * (ll1 - ll0))
@@ -525,6 +530,10 @@ def heterogeneity_with_satisfaction(
     before = len(d.estimates)
     for s, targets in d.exits.items():
         m = d.dwell[s]
+        many = con.execute(
+            "SELECT count(DISTINCT customer) FROM spells WHERE stage = ?", [s]
+        ).fetchone()
+        rate = min(1.0, HET_CUSTOMERS / max(1, int(many[0]) if many else 1))
         sums, ys = [], []
         for j, t in enumerate(targets):
             f = sat.fits.get((s, t))
@@ -552,7 +561,9 @@ def heterogeneity_with_satisfaction(
             FROM (SELECT customer, segment, step, CASE WHEN step = last THEN to_stage END AS y
                   FROM (SELECT customer, segment, last, to_stage,
                                unnest(range(first + {m} - 1, last + 1)) AS step
-                        FROM spells WHERE stage = ? AND last >= first + {m} - 1)) r
+                        FROM spells WHERE stage = ? AND last >= first + {m} - 1
+                          AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
+                              < {rate!r})) r
             LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
             ASOF LEFT JOIN xd ON r.customer = xd.customer AND r.step >= xd.step
             GROUP BY r.customer, r.segment""",
