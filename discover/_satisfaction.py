@@ -118,7 +118,8 @@ class SatisfactionFit:
     Attributes:
         accepted: whether the likelihood-ratio test rejects no satisfaction.
         decay, decay_low, decay_high: the profiled decay per step and its interval.
-        lr, df, p: the test.
+        lr, df, p: the test (NaN when no exit's stocks differ from 0 by a Wald test at
+            :data:`SAT_ALPHA` at the middle decay: then nothing is profiled).
         columns: the stock columns (the touchpoints seen).
         products: (stage, target) -> (coefficients, covariance, columns kept).
         kicks, kick_se: touchpoint (or AGE) -> reconciled kick and its s.e.
@@ -385,7 +386,6 @@ def fit_satisfaction(
     steps = d.log.steps
     grid = [g for g in GRID if -math.log1p(-g) * steps <= EXP_LIMIT]
     columns = list(tps)
-    ll0, _ = _fit_all(d, samples, rows_of, None)
     # the exits whose stocks matter (Wald test at SAT_ALPHA at a middle decay) carry the
     # decay's profile; the others' likelihood hardly depends on it. The stocks of one
     # decay at a time are held (the sample's rows times the touchpoints).
@@ -393,8 +393,22 @@ def fit_satisfaction(
     z = _stocks(con, len(tps), [mid])[mid]
     seen_any = np.abs(z).max(axis=0) > 0  # the same columns are 0 whatever the decay
     _, first = _fit_all(d, samples, rows_of, z[:, seen_any])
-    chosen = {k for k, f in first.items() if _wald_p(f) < SAT_ALPHA} or set(first)
+    chosen = {k for k, f in first.items() if _wald_p(f) < SAT_ALPHA}
+    if not chosen:  # no exit's stocks differ from 0 (Wald tests): no satisfaction
+        con.execute("DROP TABLE samp")
+        return SatisfactionFit(
+            accepted=False,
+            decay=mid,
+            decay_low=grid[0],
+            decay_high=grid[-1],
+            lr=math.nan,
+            df=sum(len(f.extra_cols) for f in first.values()),
+            p=math.nan,
+            columns=[c for c, keep in zip(columns, seen_any, strict=True) if keep],
+            products={},
+        )
     prof = {mid: sum(float(first[k].fit.llf) for k in chosen)}
+    ll0, _ = _fit_all(d, samples, rows_of, None)
 
     def profile(decays: list[float]) -> None:
         for x in decays:
