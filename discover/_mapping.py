@@ -16,15 +16,22 @@ Example (``map.yaml``)::
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from sim import ScenarioError
 from sim.scenario import problems_from_validation, read_yaml
-from sim.scenario._schema import IsoDate
 
 __all__ = ["Mapping", "load_mapping"]
 
@@ -63,7 +70,7 @@ class Mapping(BaseModel):
     ignore: list[str] = Field(default_factory=list)
     start_day: float | None = None
     end_day: float | None = None
-    start_date: IsoDate | None = None
+    start_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
 
     @model_validator(mode="after")
     def _names(self) -> Mapping:
@@ -87,6 +94,18 @@ class Mapping(BaseModel):
         ):
             raise PydanticCustomError("days", "end_day must come after start_day")
         return self
+
+    @field_validator("start_date")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "date", "{d} is not a calendar date (YYYY-MM-DD)", {"d": value}
+                ) from None
+        return value
 
     def event_table(self) -> dict[str, tuple[str, str]]:
         """Event name -> (``stage`` or ``touchpoint``, its name); ignored events absent."""
