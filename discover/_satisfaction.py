@@ -79,7 +79,7 @@ CONTROLS_PER_CASE = 20
 all the steps)."""
 EXPOSED_MAX = 100_000
 """Customer-steps with exposures kept in a stage's sample, at most (all when fewer)."""
-HET_CUSTOMERS = 20_000
+HET_CUSTOMERS = 10_000
 """Customers of a stage whose effective steps are summed for the heterogeneity test, at
 most (a hash sample of them beyond: customers are independent, so the test stays valid
 with less power, and its cost bounded)."""
@@ -186,20 +186,35 @@ def _sample(
     r0 = min(1.0, want / plain)
     rx = min(1.0, max(r0, EXPOSED_MAX / max(1, n_exposed)))
     rates = ", ".join(f"({_q(t)}, {rcase[t]!r})" for t in targets)
+    u = _u_sql()
+    # the rows kept: any at-risk step with u < r0, an exposed one with u < rx, an exit with
+    # u < its rate; the three are read apart (only the first enumerates every step, and
+    # it is joined to nothing before it is sampled)
     con.execute(
         f"""
         INSERT INTO samp
-        SELECT nextval('samp_id'), r.customer, r.stage, r.segment, r.step,
-               coalesce(x.mask, CAST(0 AS UBIGINT)), r.y, {_u_sql()} AS u
-        FROM (SELECT customer, segment, stage, step,
-                     CASE WHEN step = last THEN to_stage END AS y
-              FROM (SELECT customer, segment, stage, last, to_stage,
-                           unnest(range(first + {m} - 1, last + 1)) AS step
-                    FROM spells WHERE stage = ? AND last >= first + {m} - 1)) r
-        LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
-        LEFT JOIN (VALUES {rates}) AS rc(target, rate) ON rc.target = r.y
-        WHERE {_u_sql()} < CASE WHEN x.mask IS NULL THEN {r0!r} ELSE {rx!r} END
-           OR (r.y IS NOT NULL AND {_u_sql()} < rc.rate)""",
+        WITH picked AS (
+            SELECT * FROM (
+                SELECT customer, segment, stage, step,
+                       CASE WHEN step = last THEN to_stage END AS y
+                FROM (SELECT customer, segment, stage, last, to_stage,
+                             unnest(range(first + {m} - 1, last + 1)) AS step
+                      FROM spells WHERE stage = $1 AND last >= first + {m} - 1)) r
+            WHERE {u} < {r0!r}
+            UNION
+            SELECT customer, segment, stage, step, to_stage AS y FROM exposed r
+            WHERE stage = $1 AND dwell >= {m} AND {u} < {rx!r}
+            UNION
+            SELECT r.customer, r.segment, r.stage, r.last AS step, r.to_stage AS y
+            FROM (SELECT customer, segment, stage, last AS step, last, to_stage FROM spells
+                  WHERE stage = $1 AND to_stage IS NOT NULL AND last - first + 1 >= {m}) r
+            JOIN (VALUES {rates}) AS rc(target, rate) ON rc.target = r.to_stage
+            WHERE {u} < rc.rate)
+        SELECT (SELECT count(*) FROM samp) + row_number() OVER (ORDER BY r.customer, r.step)
+                   - 1,
+               r.customer, r.stage, r.segment, r.step,
+               coalesce(x.mask, CAST(0 AS UBIGINT)), r.y, {u} AS u
+        FROM picked r LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step""",
         [stage],
     )
     got = con.execute(
@@ -367,7 +382,6 @@ def fit_satisfaction(
     tps = d.mapping.touchpoints
     if not tps or not d.exits:
         return None
-    con.execute("CREATE OR REPLACE SEQUENCE samp_id MINVALUE 0 START 0")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE samp (id BIGINT, customer VARCHAR, stage VARCHAR,
             segment VARCHAR, step BIGINT, mask UBIGINT, y VARCHAR, u DOUBLE)""")
