@@ -68,16 +68,16 @@ GRID = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 best point's neighbours)."""
 SAT_ALPHA = 0.01
 """Level of the likelihood-ratio test against no satisfaction."""
-CASES_MAX = 20_000
+CASES_MAX = 10_000
 """Exits of one kind kept in the sample; more are sampled down."""
 CONTROLS_MIN = 50_000
 """Customer-steps without the exit kept in a stage's sample, at least."""
-CONTROLS_MAX = 200_000
+CONTROLS_MAX = 60_000
 """… and at most (the sample's size, hence the fits' cost, is bounded whatever the log)."""
 CONTROLS_PER_CASE = 20
 """Customer-steps without the exit kept per exit (variances about 1/20 larger than from
 all the steps)."""
-EXPOSED_MAX = 100_000
+EXPOSED_MAX = 50_000
 """Customer-steps with exposures kept in a stage's sample, at most (all when fewer)."""
 HET_CUSTOMERS = 10_000
 """Customers of a stage whose effective steps are summed for the heterogeneity test, at
