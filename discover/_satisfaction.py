@@ -514,10 +514,13 @@ def fit_satisfaction(
     return out
 
 
-def _xd(con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]) -> None:
+def _xd(
+    con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float], among: str = "samp"
+) -> None:
     """The table ``xd``: at each customer-step with exposures, each touchpoint's decayed
     count of the customer's exposures so far (``d{j}_{k}``: decay ``grid[j]``,
-    touchpoint ``k``), as a cumulative sum relative to the customer's first exposure."""
+    touchpoint ``k``), as a cumulative sum relative to the customer's first exposure;
+    for the customers of the table ``among`` only."""
     cols = []
     for j, dec in enumerate(grid):
         q = 1.0 - dec
@@ -531,6 +534,7 @@ def _xd(con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]) -> None:
         SELECT customer, step, {", ".join(cols)}
         FROM (SELECT customer, step, mask, min(step) OVER (PARTITION BY customer) AS f
               FROM (SELECT customer, step, bit_or(mask) AS mask FROM exposed
+                    WHERE customer IN (SELECT customer FROM {among})
                     GROUP BY customer, step))
         WINDOW w AS (PARTITION BY customer ORDER BY step ROWS UNBOUNDED PRECEDING)""")
 
@@ -553,7 +557,6 @@ def heterogeneity_with_satisfaction(
 
     tps = d.mapping.touchpoints
     q = 1.0 - sat.decay
-    _xd(con, len(tps), [sat.decay])
     d.estimates = [e for e in d.estimates if e.kind not in ("beta_a", "beta_b")]
     before = len(d.estimates)
     for s, targets in d.exits.items():
@@ -562,6 +565,15 @@ def heterogeneity_with_satisfaction(
             "SELECT count(DISTINCT customer) FROM spells WHERE stage = ?", [s]
         ).fetchone()
         rate = min(1.0, HET_CUSTOMERS / max(1, int(many[0]) if many else 1))
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE het_customers AS
+            SELECT DISTINCT customer FROM spells
+            WHERE stage = ? AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
+                                < {rate!r}""",
+            [s],
+        )
+        _xd(con, len(tps), [sat.decay], among="het_customers")
         sums, ys = [], []
         for j, t in enumerate(targets):
             f = sat.fits.get((s, t))
@@ -590,8 +602,7 @@ def heterogeneity_with_satisfaction(
                   FROM (SELECT customer, segment, last, to_stage,
                                unnest(range(first + {m} - 1, last + 1)) AS step
                         FROM spells WHERE stage = ? AND last >= first + {m} - 1
-                          AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
-                              < {rate!r})) r
+                          AND customer IN (SELECT customer FROM het_customers))) r
             LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
             ASOF LEFT JOIN xd ON r.customer = xd.customer AND r.step >= xd.step
             GROUP BY r.customer, r.segment""",
@@ -608,7 +619,8 @@ def heterogeneity_with_satisfaction(
                 if y[sel].sum() < HET_MIN_EXITS:
                     continue
                 _het_test(d, s, t, g, n[sel], y[sel], np.ones(int(sel.sum())))
-    con.execute("DROP TABLE xd")
+    con.execute("DROP TABLE IF EXISTS xd")
+    con.execute("DROP TABLE IF EXISTS het_customers")
     for i in range(before, len(d.estimates)):
         e = d.estimates[i]
         d.estimates[i] = replace(
