@@ -148,6 +148,20 @@ class SatisfactionFit:
     scale: float = 1.0
 
 
+@dataclass
+class _Light:
+    """What is kept of one exit's fit."""
+
+    params: np.ndarray
+    cov: np.ndarray
+    llf: float
+    nobs: int
+    cases: int
+
+    def cov_params(self) -> np.ndarray:
+        return self.cov
+
+
 def _u_sql() -> str:
     return "CAST(hash(r.customer, r.step) >> 11 AS DOUBLE) / 9007199254740992.0"
 
@@ -297,6 +311,14 @@ def _fit_all(
             res = _one_exit(d, smp.stage, t, cells, seen, extra=zz, offset=offset, keep=keep)
             if res is None:
                 continue
+            # keep the numbers, not statsmodels' results (each holds its design matrix)
+            res.fit = _Light(
+                params=np.asarray(res.fit.params),
+                cov=np.asarray(res.fit.cov_params()),
+                llf=float(res.fit.llf),
+                nobs=int(res.fit.nobs),
+                cases=int(np.asarray(res.fit.model.endog).sum()),
+            )
             total += float(res.fit.llf)
             fits[(smp.stage, t)] = res
     return total, fits
@@ -484,7 +506,7 @@ def fit_satisfaction(
         exit_estimates={key: f.estimates for key, f in fits.items()},
         fits=fits,
         exit_rows={key: int(f.fit.nobs) for key, f in fits.items()},
-        exit_cases={key: int(np.asarray(f.fit.model.endog).sum()) for key, f in fits.items()},
+        exit_cases={key: int(f.fit.cases) for key, f in fits.items()},
     )
     effects, kicks, kick_se = _reconcile(products, len(names))
     # the scale: the largest |x - baseline| over the sampled customer-steps is 1
