@@ -13,6 +13,7 @@ from discover._check import check_table, curves
 from discover._estimate import Discovery, estimate
 from discover._log import connect, open_log
 from discover._mapping import Mapping, load_mapping
+from discover._satisfaction import add_satisfaction
 from discover._write import fit_table, scenario_text, write_discovery
 from sim.results import discovery_check_path, write_files
 
@@ -83,6 +84,7 @@ def discover(
     with connect(memory_limit, threads) as con:
         checked = open_log(con, log_path, mapping)
         found = estimate(con, mapping, checked)
+        add_satisfaction(con, found)
         observed = curves(con, mapping, checked.steps) if check > 0 else None
     for w in found.warnings:
         log.warning("%s", w)

@@ -24,10 +24,11 @@ engine simulates (``sim/engines/_kernels.py``, ``advance``):
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +52,11 @@ HET_ALPHA = 0.01
 DWELL_EXPECTED = 3.0
 """A minimum dwell is declared when a constant hazard would have given at least this many
 exits before it (none seen has probability exp(-3) < 5%)."""
+STOCK_MATERIAL = 0.05
+STOCK_MIN_EXITS = 10
+"""A touchpoint's decayed exposure count enters an exit's model only when at least this many
+exits (and steps without) have it at :data:`STOCK_MATERIAL` or more (a kick of 0.05 of one
+exposure): otherwise its coefficient is not estimable."""
 CONFOUND_P = 1e-3
 """Exposure rates across dwell bins that differ at this level earn a warning."""
 
@@ -93,6 +99,9 @@ class Discovery:
         exits: stage -> exit targets seen, in the mapping's stage order.
         entry_stage: the stage arrivals enter (None without arrivals).
         warnings: what a reader of the draft should know (confounding, left-out data).
+        dwell: stage -> the minimum dwell in steps the exits' models start at.
+        satisfaction: the satisfaction reconstructed from the exposures
+            (:mod:`discover._satisfaction`), when it was fitted.
     """
 
     mapping: Mapping
@@ -101,6 +110,8 @@ class Discovery:
     exits: dict[str, list[str]] = field(default_factory=dict)
     entry_stage: str | None = None
     warnings: list[str] = field(default_factory=list)
+    dwell: dict[str, int] = field(default_factory=dict)
+    satisfaction: Any = None
 
     def find(self, kind: str, **keys: str | None) -> list[Estimate]:
         """The estimates of one kind whose fields match ``keys``."""
@@ -277,7 +288,8 @@ def _confounding(
     con: duckdb.DuckDBPyConnection, d: Discovery, active: dict[str, list[str]]
 ) -> None:
     """Warn where a touchpoint's exposure rate changes with the dwell in its stage: its
-    lift would then take up the hazard's own change with dwell."""
+    lift would then take up the hazard's own change with dwell. Stays under way on the
+    log's first day are left out: their dwell is unknown (left-truncated)."""
     tps = d.mapping.touchpoints
     for s in d.mapping.stages:
         here = [t for t, stages in active.items() if s in stages]
@@ -287,7 +299,7 @@ def _confounding(
             con,
             """
             SELECT quantile_disc(last - first + 1, [0.25, 0.5, 0.75]) FROM spells
-            WHERE stage = ? AND last >= first""",
+            WHERE stage = ? AND last >= first AND NOT initial""",
             [s],
         )[0][0]
         edges = sorted({1, *(int(v) + 1 for v in q or [] if v is not None and v >= 1)})
@@ -298,14 +310,18 @@ def _confounding(
             f"sum(greatest(0, least(last - first + 1, {hi}) - {lo} + 1))" for lo, hi in bounds
         )
         totals = [
-            int(v or 0) for v in _rows(con, f"SELECT {cols} FROM spells WHERE stage = ?", [s])[0]
+            int(v or 0)
+            for v in _rows(
+                con, f"SELECT {cols} FROM spells WHERE stage = ? AND NOT initial", [s]
+            )[0]
         ]
         case = " ".join(f"WHEN dwell <= {hi} THEN {b}" for b, (_, hi) in enumerate(bounds))
         hits = _rows(
             con,
             f"""
             SELECT i, CASE {case} END AS bin, count(*) FROM exposed, range({len(tps)}) t(i)
-            WHERE stage = ? AND (mask >> CAST(i AS UBIGINT)) & CAST(1 AS UBIGINT) = 1
+            WHERE stage = ? AND NOT initial
+              AND (mask >> CAST(i AS UBIGINT)) & CAST(1 AS UBIGINT) = 1
             GROUP BY i, bin""",
             [s],
         )
@@ -398,12 +414,23 @@ def _cells(
     )
 
 
-def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray) -> Any:
+def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None) -> Any:
+    """A binomial GLM (logit link); on one-step rows with an offset (the sampled rows of
+    :mod:`discover._satisfaction`) statsmodels' Logit, the same model fitted by Newton's
+    method (several times faster on a tall design than iteratively reweighted least
+    squares), with the GLM as the fallback when Newton's Hessian is singular."""
     import statsmodels.api as sm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sm.GLM(np.column_stack([y, n - y]), X, family=sm.families.Binomial()).fit()
+        if offset is not None and np.all(n == 1):
+            try:
+                return sm.Logit(y, X, offset=offset).fit(disp=0, maxiter=60)
+            except np.linalg.LinAlgError:
+                pass
+        return sm.GLM(
+            np.column_stack([y, n - y]), X, family=sm.families.Binomial(), offset=offset
+        ).fit()
 
 
 def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) -> None:
@@ -426,13 +453,80 @@ def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) 
         d.exits[s] = targets
         c = _cells(con, d, s, dwell[s], targets)
         seen = [i for i in range(len(tps)) if (c.mask >> np.uint64(i) & np.uint64(1)).any()]
+        under_way = _rows(con, "SELECT count(*) FROM spells WHERE stage = ? AND initial", [s])
+        truncated = int(under_way[0][0]) if under_way else 0
+        note = ""
+        if truncated:  # left-truncated stays: at risk from the log's first day on
+            note = (
+                f"{truncated:,} stays under way on the log's first day (dwell unknown) "
+                + (
+                    f"enter as delayed entries from their step {dwell[s]} (a stay that "
+                    "exits sooner is left out: its dwell may have been short)"
+                    if dwell[s] > 1
+                    else "enter as delayed entries (no minimum dwell: the hazard does not "
+                    "depend on it)"
+                )
+            )
         for t in targets:
-            _one_exit(d, s, t, c, seen)
+            res = _one_exit(d, s, t, c, seen)
+            if res is not None:
+                d.estimates += [
+                    e if not note or e.kind not in ("exit", "exit_segment") else
+                    replace(e, note="; ".join(filter(None, [e.note, note])))
+                    for e in res.estimates
+                ]
 
 
-def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
+def _sampled_cells(smp: Any) -> _Cells:
+    """The sampled customer-steps of :mod:`discover._satisfaction` as cells of one step."""
+    targets = sorted({str(t) for t in smp.to if t is not None})
+    return _Cells(
+        segment=smp.segment,
+        mask=smp.mask,
+        n=np.ones(smp.segment.size),
+        y={t: (smp.to == t).astype(float) for t in targets},
+    )
+
+
+@dataclass
+class _ExitFit:
+    """One exit's GLM and the estimates it gives."""
+
+    fit: Any
+    estimates: list[Estimate]
+    extra_cols: list[int]
+    """The columns of ``extra`` in the model (those not constant zero on its rows)."""
+    first_extra: int
+    """The index of the first of them among the coefficients."""
+    tp_cols: list[int] = field(default_factory=list)
+    """The touchpoints whose exposure indicators are in the model (their lifts precede
+    the ``extra`` columns)."""
+
+
+def _one_exit(
+    d: Discovery,
+    s: str,
+    t: str,
+    c: _Cells,
+    seen: list[int],
+    *,
+    extra: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
+) -> _ExitFit | None:
+    """The GLM of the exit ``s -> t`` on the cells ``c`` (restricted to ``keep``), with
+    the covariates ``extra`` and the ``offset`` (of the kept rows) when given."""
+    if keep is not None:
+        c = _Cells(
+            segment=c.segment[keep],
+            mask=c.mask[keep],
+            n=c.n[keep],
+            y={k: v[keep] for k, v in c.y.items()},
+        )
+        if extra is not None:
+            extra = extra[keep]
     tps, segs = d.mapping.touchpoints, d.log.segments
-    y, n = c.y[t], c.n
+    y, n = c.y.get(t, np.zeros(c.n.size)), c.n
     notes = []
     seg_cols = [
         g
@@ -457,24 +551,37 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
             notes.append(
                 f"{tps[i]}: {int(ye)} exits in {int(ne)} exposed steps, lift not estimable"
             )
+    extra_cols: list[int] = []
+    if extra is not None:  # a stock is estimable where it is material for enough exits
+        material = np.abs(extra) >= STOCK_MATERIAL
+        extra_cols = [
+            j
+            for j in range(extra.shape[1])
+            if y[material[:, j]].sum() >= STOCK_MIN_EXITS
+            and (n - y)[material[:, j]].sum() >= STOCK_MIN_EXITS
+        ]
     X = np.column_stack(
         [np.ones(n.size)]
         + [(c.segment == g).astype(float) for g in seg_cols]
         + [(c.mask >> np.uint64(i) & np.uint64(1)).astype(float) for i in tp_cols]
+        + ([] if extra is None else [extra[:, j] for j in extra_cols])
     )
-    keep = n > 0
+    keep_n = n > 0
     total_y, total_n = int(y.sum()), int(n.sum())
     note = "; ".join(notes)
     if total_y == 0:
-        return
-    fit = _glm(y[keep], n[keep], X[keep])
+        return None
+    fit = _glm(
+        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n]
+    )
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
     key = f"{s}->{t}"
+    out: list[Estimate] = []
 
     def logit_row(kind: str, vec: np.ndarray, segment: str | None, nn: int, k: int) -> None:
         est = float(vec @ params)
         se = float(math.sqrt(max(0.0, vec @ cov @ vec)))
-        d.estimates.append(
+        out.append(
             Estimate(
                 kind,
                 s,
@@ -504,7 +611,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
     ci = np.asarray(fit.conf_int(0.05))
     for j, g in enumerate(seg_cols):
         rows = c.segment == g
-        d.estimates.append(
+        out.append(
             Estimate(
                 "offset",
                 s,
@@ -522,7 +629,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
     for j, i in enumerate(tp_cols):
         col = 1 + len(seg_cols) + j
         hit = (c.mask >> np.uint64(i) & np.uint64(1)).astype(bool)
-        d.estimates.append(
+        out.append(
             Estimate(
                 "lift",
                 s,
@@ -538,6 +645,7 @@ def _one_exit(d: Discovery, s: str, t: str, c: _Cells, seen: list[int]) -> None:
             )
         )
     log.debug("%s: %d exits in %d steps", key, total_y, total_n)
+    return _ExitFit(fit, out, extra_cols, 1 + len(seg_cols) + len(tp_cols), tp_cols)
 
 
 # ------------------------------------------------------------------ heterogeneity
@@ -753,13 +861,82 @@ def _population(con: duckdb.DuckDBPyConnection, d: Discovery) -> None:
             )
 
 
+SEASON_ALPHA = 0.01
+"""Level of the likelihood-ratio test of a monthly arrival rate against a constant one."""
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _seasonality(con: duckdb.DuckDBPyConnection, d: Discovery) -> None:
+    """A ``by_month`` profile on arrivals, where the log spans a year of known dates.
+
+    Arrivals per (year, month) of the log are a Poisson GLM with the days as exposure
+    (log link, statsmodels): a rate per calendar month against one constant rate, by a
+    likelihood-ratio test (χ² with a degree per month seen, less one). A step ``k`` is
+    dated as the engine dates it: ``start_date + (k − 1) · step_days``. Each month's
+    multiplier is its rate over the log's mean rate, with the exact (Garwood) interval of
+    its count (the mean rate, from all the arrivals, taken as known).
+    """
+    import statsmodels.api as sm
+
+    start, sd = d.log.start_date, d.log.step_days
+    if start is None or d.entry_stage is None or d.log.steps * sd < 365:
+        return
+    counts = dict(_rows(con, "SELECT first, count(*) FROM spells WHERE arrival GROUP BY first"))
+    steps = np.arange(1, d.log.steps + 1)
+    dates = [start + dt.timedelta(days=math.floor((k - 1) * sd)) for k in steps]
+    bucket = np.array([x.year * 12 + x.month - 1 for x in dates])
+    arrivals = np.array([int(counts.get(int(k), 0)) for k in steps], float)
+    keys = np.unique(bucket)
+    y = np.array([arrivals[bucket == b].sum() for b in keys])
+    days = np.array([(bucket == b).sum() * sd for b in keys], float)
+    month = keys % 12
+    seen = np.unique(month)
+    if seen.size < 2 or y.sum() == 0:
+        return
+    X0 = np.ones((keys.size, 1))
+    X1 = np.column_stack([(month == m).astype(float) for m in seen])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fam = sm.families.Poisson()
+        ll0 = sm.GLM(y, X0, family=fam, offset=np.log(days)).fit().llf
+        ll1 = sm.GLM(y, X1, family=fam, offset=np.log(days)).fit().llf
+    lr = max(0.0, 2 * (ll1 - ll0))
+    df = int(seen.size - 1)
+    p = float(stats.chi2.sf(lr, df))
+    if p >= SEASON_ALPHA:
+        return
+    mean_rate = y.sum() / days.sum()
+    for m in seen:
+        k, n = int(y[month == m].sum()), float(days[month == m].sum())
+        lo, hi = poisson_interval(k)
+        d.estimates.append(
+            Estimate(
+                "arrivals_by_month",
+                d.entry_stage,
+                MONTHS[int(m)],
+                None,
+                None,
+                k / n / mean_rate,
+                lo / n / mean_rate,
+                hi / n / mean_rate,
+                int(n),
+                k,
+                f"arrivals per day in the month over the mean ({mean_rate:.4g}); likelihood "
+                f"ratio {lr:.1f} on {df} degrees of freedom against a constant rate "
+                f"(p = {p:.1e})",
+            )
+        )
+
+
 def estimate(con: duckdb.DuckDBPyConnection, mapping: Mapping, log_: Log) -> Discovery:
     """Every estimate a checked log (:func:`discover._log.open_log`) gives."""
     d = Discovery(mapping=mapping, log=log_)
     dwell = _min_dwell(con, d)
+    d.dwell = dwell
     active = _reach(con, d)
     _confounding(con, d, active)
     _exits(con, d, dwell)
     _heterogeneity(con, d, dwell)
     _population(con, d)
+    _seasonality(con, d)
     return d

@@ -17,6 +17,7 @@ the new stage is at risk from step ``k + 1``. An exposure recorded in step
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -58,6 +59,8 @@ class Log:
         segments: segment names, the largest first (the reference of the offsets).
         has_value: whether the log has a ``value`` column.
         events: rows read (after the mapping's ``ignore``).
+        start_date: the calendar date of the log's first day (from a ``timestamp``
+            column, or the mapping's ``start_date``), or None.
     """
 
     source: str
@@ -66,6 +69,7 @@ class Log:
     segments: list[str]
     has_value: bool
     events: int
+    start_date: dt.date | None = None
 
 
 @contextmanager
@@ -123,9 +127,11 @@ def _columns(con: duckdb.DuckDBPyConnection, scan: str) -> list[str]:
     return [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
 
 
-def _load(con: duckdb.DuckDBPyConnection, path: str, source: str) -> tuple[bool, bool, bool]:
+def _load(
+    con: duckdb.DuckDBPyConnection, path: str, source: str
+) -> tuple[bool, bool, bool, bool]:
     """Create the table ``raw`` (row, customer, day, event, segment, value); returns
-    (CSV lines?, segment column?, value column?)."""
+    (CSV lines?, segment column?, value column?, days from a timestamp?)."""
     scan, csv = _scan(path)
     try:
         columns = _columns(con, scan)
@@ -163,7 +169,7 @@ def _load(con: duckdb.DuckDBPyConnection, path: str, source: str) -> tuple[bool,
                    CASE WHEN kind = 'exposure' THEN touchpoint ELSE to_stage END AS event,
                    CAST(segment AS VARCHAR) AS segment, CAST(NULL AS DOUBLE) AS value
             FROM {scan}""")
-        return False, True, False
+        return False, True, False, False
     time_col = "timestamp" if "timestamp" in have else "day" if "day" in have else None
     missing = [c for c in ("customer_id", "event") if c not in have]
     if time_col is None:
@@ -203,7 +209,7 @@ def _load(con: duckdb.DuckDBPyConnection, path: str, source: str) -> tuple[bool,
         raise DataError(
             [Problem(source, 0, 0, time_col or "", f"cannot read the column: {first}")]
         ) from None
-    return csv, "segment" in have, "value" in have
+    return csv, "segment" in have, "value" in have, time_col == "timestamp"
 
 
 def _check(
@@ -320,8 +326,9 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
       customer's first stage after the start), ``value`` (of the entry event);
     * ``exposed``: one row per customer-step with exposures: ``customer``,
       ``segment``, ``stage``, ``step``, ``dwell`` (steps in the stage, 1 on the
-      first), ``mask`` (bit i: touchpoint i of the mapping), ``to_stage`` (the
-      exit taken in this step, NULL if none).
+      first; since the log's first day for a stay that began before it), ``mask``
+      (bit i: touchpoint i of the mapping), ``to_stage`` (the exit taken in this
+      step, NULL if none), ``initial`` (the stay began before the log).
 
     Raises:
         DataError: one located line per problem of the log.
@@ -329,7 +336,7 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
     source = os.fspath(path)
     if not os.path.exists(source):
         raise DataError([Problem(source, 0, 0, "", "no such file or folder")])
-    _, has_segment, has_value = _load(con, source, source)
+    _, has_segment, has_value, timestamp = _load(con, source, source)
     mapped = mapping.event_table()
     problems = _check(con, source, mapping, mapped)
     if problems:
@@ -412,7 +419,8 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
             SELECT customer, step, bit_or(CAST(1 AS UBIGINT) << CAST(idx AS UBIGINT)) AS mask
             FROM ev WHERE NOT is_stage GROUP BY customer, step)
         SELECT x.customer, s.segment, s.stage, x.step, x.step - s.first + 1 AS dwell,
-               x.mask, CASE WHEN x.step = s.last THEN s.to_stage END AS to_stage
+               x.mask, CASE WHEN x.step = s.last THEN s.to_stage END AS to_stage,
+               s.initial
         FROM seen x ASOF JOIN spells s
              ON x.customer = s.customer AND x.step >= s.first
         WHERE x.step <= s.last""")
@@ -436,7 +444,12 @@ def open_log(con: duckdb.DuckDBPyConnection, path: str | os.PathLike[str], mappi
             "SELECT segment FROM customers GROUP BY segment ORDER BY count(*) DESC, segment"
         ).fetchall()
     ]
+    if timestamp:  # a timestamp's day counts from 1970-01-01
+        day0: dt.date | None = dt.date(1970, 1, 1)
+    else:
+        day0 = dt.date.fromisoformat(mapping.start_date) if mapping.start_date else None
     return Log(
+        start_date=None if day0 is None else day0 + dt.timedelta(days=math.floor(start)),
         source=source,
         steps=steps,
         step_days=sd,

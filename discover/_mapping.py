@@ -16,10 +16,18 @@ Example (``map.yaml``)::
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from sim import ScenarioError
@@ -47,6 +55,9 @@ class Mapping(BaseModel):
             population); default: its earliest event.
         end_day: the log's last day (customers still in a stage then are censored);
             default: its latest event.
+        start_date: the calendar date of day 0 of a numeric ``day`` column
+            (``YYYY-MM-DD``), for the arrivals' seasonality (a ``timestamp`` column
+            carries its dates).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
@@ -59,6 +70,7 @@ class Mapping(BaseModel):
     ignore: list[str] = Field(default_factory=list)
     start_day: float | None = None
     end_day: float | None = None
+    start_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
 
     @model_validator(mode="after")
     def _names(self) -> Mapping:
@@ -82,6 +94,18 @@ class Mapping(BaseModel):
         ):
             raise PydanticCustomError("days", "end_day must come after start_day")
         return self
+
+    @field_validator("start_date")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "date", "{d} is not a calendar date (YYYY-MM-DD)", {"d": value}
+                ) from None
+        return value
 
     def event_table(self) -> dict[str, tuple[str, str]]:
         """Event name -> (``stage`` or ``touchpoint``, its name); ignored events absent."""

@@ -21,10 +21,12 @@ from sim.results import discovery_fit_path, write_files
 __all__ = ["LEFT_OUT", "fit_table", "scenario_text", "write_discovery"]
 
 LEFT_OUT = (
-    "satisfaction and its effects on exits, reviews and the public rating, word of "
+    "satisfaction and its effects on exits (unless the exposures show them), reviews and "
+    "the public rating, word of "
     "mouth (referrals, contagion), costs of touchpoints, values per day, "
-    "capacity-limited touchpoints, calendar profiles (the estimates are averages over the "
-    "log's days), interventions, optimise and calibrate sections"
+    "capacity-limited touchpoints, calendar profiles other than the arrivals' by month "
+    "(the estimates are averages over the log's days), interventions, optimise and "
+    "calibrate sections"
 )
 """What an event log cannot tell, named in every draft's header."""
 FIT_COLUMNS = (
@@ -69,6 +71,14 @@ def _header(d: Discovery) -> list[str]:
         "# Not estimable from an event log, so left out (add them by hand):",
         f"#   {LEFT_OUT}.",
     ]
+    if d.find("satisfaction_decay"):
+        lines += [
+            "# Satisfaction is reconstructed from each customer's exposures (decayed counts as",
+            "#   covariates of every exit's GLM); the exits' probabilities are those at baseline",
+            "#   satisfaction. Only effect x kick is identified: the kicks are scaled so that the",
+            "#   largest |satisfaction - baseline| in the log is 1 (baseline 0), the sign so that",
+            "#   satisfied customers leave less; reviews and referrals read this scale, not yours.",
+        ]
     for w in d.warnings:
         lines.append(f"# warning: {w}")
     return lines
@@ -180,6 +190,11 @@ def _touchpoints(d: Discovery) -> list[str]:
                 f"      {r.stage}: {_num(r.estimate)}    # {_ci(r)}; n = {r.n:,}, "
                 f"{r.events:,} exposures ({r.note})"
             )
+        for k in d.find("satisfaction_kick", touchpoint=t):
+            lines.append(
+                f"    satisfaction: {_num(min(2.0, max(-2.0, k.estimate)))}    # {_ci(k)}; "
+                f"{k.note}"
+            )
         lifts = d.find("lift", touchpoint=t)
         if lifts:
             lines.append("    lift:")
@@ -211,7 +226,48 @@ def _population(d: Discovery) -> list[str]:
             f"    per_day: {_num(e.estimate)}    # {_ci(e)}; {e.events:,} {e.note}",
             f"    stage: {e.stage}",
         ]
+        if d.find("arrivals_by_month"):
+            lines.append(f"    profile: {SEASON}")
     return lines if len(lines) > 1 else []
+
+
+def _satisfaction(d: Discovery) -> list[str]:
+    decay = d.find("satisfaction_decay")
+    if not decay:
+        return []
+    e = decay[0]
+    lines = [
+        "satisfaction:",
+        f"  decay: {_num(min(1.0, e.estimate))}    # {_ci(e)} per step; {e.note}",
+        "  baseline: 0.0    # not identified apart from the exits' base rates: 0 by convention",
+        "  initial: 0.0    # taken equal to the baseline (confounded with the first stage's dwell)",
+    ]
+    effects = d.find("satisfaction_effect")
+    if effects:
+        lines.append("  effects:")
+        for f in effects:
+            lines.append(
+                f"    {f.stage}->{f.target}: {_num(min(20.0, max(-20.0, f.estimate)))}    "
+                f"# {_ci(f)}; n = {f.n:,} sampled customer-steps, k = {f.events:,}"
+            )
+    return lines
+
+
+SEASON = "arrivals_by_month"
+"""The name of the arrivals' monthly profile in a draft."""
+
+
+def _profiles(d: Discovery) -> list[str]:
+    months = d.find("arrivals_by_month")
+    if not months:
+        return []
+    lines = ["profiles:", f"  {SEASON}:    # {months[0].note.split('; ', 1)[1]}", "    by_month:"]
+    for e in months:
+        lines.append(
+            f"      {e.target}: {_num(e.estimate)}    # {_ci(e)}; {e.events:,} arrivals "
+            f"over {e.n:,} days"
+        )
+    return lines
 
 
 def scenario_text(d: Discovery) -> str:
@@ -227,10 +283,17 @@ def scenario_text(d: Discovery) -> str:
         "time:",
         f"  step_days: {_num(sd)}",
         f"  horizon_days: {_num(d.log.steps * sd)}",
+        *(
+            [f"  start_date: {d.log.start_date.isoformat()}    # the log's first day"]
+            if d.log.start_date is not None
+            else []
+        ),
+        *_profiles(d),
         *_population(d),
         *_segments(d),
         *_stages(d),
         *_touchpoints(d),
+        *_satisfaction(d),
     ]
     return "\n".join(lines) + "\n"
 

@@ -128,6 +128,15 @@ def test_a_bad_mapping_file_is_located(tmp_path: Path) -> None:
     assert line.startswith(f"{mapping}:3:") and "stages.buy" in line
 
 
+def test_a_start_date_that_is_no_date_is_located(tmp_path: Path) -> None:
+    log, mapping = _files(tmp_path, GOOD, MAP + "start_date: 2027-02-30\n")
+    with pytest.raises(ScenarioError) as err:
+        discover(log, mapping)
+    (line,) = str(err.value).splitlines()
+    n = MAP.count("\n") + 1
+    assert line.startswith(f"{mapping}:{n}:") and "2027-02-30 is not a calendar date" in line
+
+
 def test_the_command_writes_the_draft_that_journey_validate_accepts(tmp_path: Path) -> None:
     log, mapping = _files(tmp_path, GOOD)
     app = load_commands()
