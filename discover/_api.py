@@ -57,6 +57,7 @@ def discover(
     memory_limit: str = "2GB",
     threads: int | None = None,
     check: int = 0,
+    satisfaction: bool = True,
 ) -> DiscoverResult:
     """Learn a draft scenario from an event log.
 
@@ -72,6 +73,9 @@ def discover(
         threads: DuckDB's threads (default: all cores).
         check: run the draft this many replicates and compare its occupancy and the
             initial cohort's survival with the log's (0: no check).
+        satisfaction: reconstruct satisfaction from the exposure history (False: the
+            exits, lifts and heterogeneity without it, faster on large logs; the draft
+            then names satisfaction as not estimated).
 
     Raises:
         ScenarioError: the mapping file breaks a rule; DataError: the log does (one
@@ -84,7 +88,11 @@ def discover(
     with connect(memory_limit, threads) as con:
         checked = open_log(con, log_path, mapping)
         found = estimate(con, mapping, checked)
-        add_satisfaction(con, found)
+        if satisfaction:
+            add_satisfaction(con, found)
+        else:
+            found.warnings.append("satisfaction was not reconstructed (satisfaction=False, "
+                                  "--no-satisfaction): exits are averaged over it")
         observed = curves(con, mapping, checked.steps) if check > 0 else None
     for w in found.warnings:
         log.warning("%s", w)

@@ -65,6 +65,13 @@ def discover_command(
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB's memory limit (past it, it spills to a temporary folder).")
     ] = "2GB",
+    satisfaction: Annotated[
+        bool,
+        typer.Option(
+            help="Reconstruct satisfaction from the exposure history (--no-satisfaction: "
+            "without it, faster on large logs)."
+        ),
+    ] = True,
 ) -> None:
     """Learn a draft scenario from an event log: exits, dwell, reach, lifts, segments,
     arrivals, each number with its 95% interval and sample size in a comment."""
@@ -78,7 +85,8 @@ def discover_command(
         raise SimError(f"{MISSING} ({exc})") from None
     mapping = load_mapping(map_, step_days=step_days)
     target = out if out is not None else Path(f"{mapping.name}.yaml")
-    found = discover(str(log), mapping, out=target, memory_limit=memory_limit, check=check)
+    found = discover(str(log), mapping, out=target, memory_limit=memory_limit, check=check,
+                     satisfaction=satisfaction)
     d = found.discovery
     exits = sum(len(v) for v in d.exits.values())
     console.print(

@@ -318,23 +318,31 @@ def test_heterogeneity_is_found_where_agents_differ_and_not_where_they_do_not(
 
 def test_exposure_tied_to_the_dwell_earns_a_confounding_warning(tmp_path: Path) -> None:
     # A synthetic log: every customer gets the e-mail on its first day in `trial` only,
-    # and leaves with probability 0.05 a day (no lift at all).
+    # and leaves with probability 0.05 a day (no lift at all). The log opens on day 0 with
+    # one customer already there; the others enter from day 1 (stays under way on the
+    # log's first day are delayed entries, left out of the warning's test).
     rng = np.random.default_rng(7)
     n = 3000
     stay = rng.geometric(0.05, n)
     ids = np.arange(n).astype(str)
-    entries = pd.DataFrame({"customer_id": ids, "day": 0, "event": "trial"})
-    mails = pd.DataFrame({"customer_id": ids, "day": 1, "event": "welcome_mail"})
+    entries = pd.DataFrame({"customer_id": ids, "day": 1, "event": "trial"})
+    mails = pd.DataFrame({"customer_id": ids, "day": 2, "event": "welcome_mail"})
     done = stay < 60
-    exits = pd.DataFrame({"customer_id": ids[done], "day": stay[done], "event": "paid"})
-    log = pd.concat([entries, mails, exits]).sort_values(["customer_id", "day"], kind="stable")
+    exits = pd.DataFrame({"customer_id": ids[done], "day": 1 + stay[done], "event": "paid"})
+    opener = pd.DataFrame({"customer_id": ["opener"], "day": [0], "event": ["trial"]})
+    log = pd.concat([opener, entries, mails, exits]).sort_values(["customer_id", "day"],
+                                                                  kind="stable")
     log.to_parquet(tmp_path / "log.parquet")
     (tmp_path / "map.yaml").write_text(
-        "stages: {trial: prospect, paid: customer}\ntouchpoints: [welcome_mail]\nend_day: 60\n"
+        "stages: {trial: prospect, paid: customer}\ntouchpoints: [welcome_mail]\nend_day: 61\n"
     )
     found = discover(tmp_path / "log.parquet", tmp_path / "map.yaml")
     assert any("welcome_mail in trial depends on the dwell" in w for w in found.warnings)
     assert "# warning: exposure to welcome_mail" in found.text
+    # without satisfaction's reconstruction (--no-satisfaction) the draft says so
+    plain = discover(tmp_path / "log.parquet", tmp_path / "map.yaml", satisfaction=False)
+    assert any("satisfaction was not reconstructed" in w for w in plain.warnings)
+    assert "\nsatisfaction:" not in plain.text
 
 
 def test_the_logs_occupancy_is_the_engines_and_the_check_compares_it_with_the_draft(
