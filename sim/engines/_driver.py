@@ -23,7 +23,6 @@ from sim.engines._kernels import (
     Tally,
     agent_key,
     birth,
-    births_due,
     make_buffers,
     make_factors,
     poisson,
@@ -196,7 +195,8 @@ class Driver:
 
     def _room(self, t: int) -> None:
         """Grow the agents' arrays when step ``t``'s births would not fit."""
-        need = self.n + int(births_due(t, self.tally))
+        tl = self.tally   # births_due, in Python (it is compiled for the kernels alone)
+        need = self.n + int(tl.arrivals[t].sum() + tl.pending.sum())
         if need > MAX_AGENTS:
             raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
         if need > self.capacity:

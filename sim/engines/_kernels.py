@@ -314,6 +314,14 @@ def odds(p: float) -> float:
 @kernel
 def step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: Factors
                  ) -> None:
+    """:func:`_step_factors`, callable from Python (the kernels call the inner one: a
+    kernel's Python wrapper of these named tuples is slow to compile)."""
+    _step_factors(t, r, rep, con_add, m, f)
+
+
+@inner_kernel
+def _step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f: Factors
+                  ) -> None:
     """What every agent-step of step ``t`` (1-based) shares (``f``'s arrays are
     overwritten).
 
@@ -780,7 +788,7 @@ def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
 # ------------------------------------------------------------------ steps
 
 
-@kernel
+@inner_kernel
 def births_due(t: int, tl: Tally) -> int:
     """How many agents step ``t`` gives birth to (arrivals and referred prospects)."""
     return int(tl.arrivals[t].sum() + tl.pending.sum())
@@ -789,6 +797,13 @@ def births_due(t: int, tl: Tally) -> int:
 @kernel
 def step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays, st: State,
                f: Factors) -> int:
+    """:func:`_step_begin`, callable from Python (events and the event engine)."""
+    return _step_begin(t, seed, p, tl, m, st, f)
+
+
+@inner_kernel
+def _step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays, st: State,
+                f: Factors) -> int:
     """Start step ``t``: arrivals then referred prospects are born (by segment, ids
     after every agent so far), reputation and contagion set this step's factors.
 
@@ -823,12 +838,18 @@ def step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays
                     adopters += tl.occupancy[t - 1, g, s]
         con_add = p.con_q[r] * float(adopters) / market
     tl.con_add[0] = con_add
-    step_factors(t, r, reputation, con_add, m, f)
+    _step_factors(t, r, reputation, con_add, m, f)
     return r
 
 
 @kernel
 def step_end(t: int, p: Population, tl: Tally, buf: Buffers) -> None:
+    """:func:`_step_end`, callable from Python (events and the event engine)."""
+    _step_end(t, p, tl, buf)
+
+
+@inner_kernel
+def _step_end(t: int, p: Population, tl: Tally, buf: Buffers) -> None:
     """Finish step ``t``: the chunks' counts summed in chunk order, the occupancy from
     the last step's, the births and the moves, the rating updated."""
     C, G, S = buf.sat_sum.shape
@@ -887,7 +908,7 @@ def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Fa
     """
     workers = max(1, min(CHUNKS, workers))
     for t in range(t0, t1):
-        r = step_begin(t, seed, p, tl, m, st, f)
+        r = _step_begin(t, seed, p, tl, m, st, f)
         if r < 0:
             return t
         n = tl.totals[0]
@@ -895,7 +916,7 @@ def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Fa
         for w in prange(workers):
             advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed,
                     con_add, f, m, st, buf)
-        step_end(t, p, tl, buf)
+        _step_end(t, p, tl, buf)
     return t1
 
 
@@ -904,9 +925,9 @@ def run_steps_serial(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally
                      m: ModelArrays, st: State, buf: Buffers) -> int:
     """:func:`run_steps` on the calling thread (the same results)."""
     for t in range(t0, t1):
-        r = step_begin(t, seed, p, tl, m, st, f)
+        r = _step_begin(t, seed, p, tl, m, st, f)
         if r < 0:
             return t
         advance(0, CHUNKS, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf)
-        step_end(t, p, tl, buf)
+        _step_end(t, p, tl, buf)
     return t1
