@@ -76,7 +76,7 @@ def _writable(directory: str) -> bool:
     return True
 
 
-def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]], Any]:
+def _jit(*, parallel: bool) -> Callable[[Callable[..., Any]], Any]:
     """A decorator that compiles with the shared flags and caches in :func:`cache_dir`.
 
     numba picks a dispatcher's cache folder once, when the decorator runs, from
@@ -84,11 +84,8 @@ def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]
     when that folder is not writable it would fall back to ``__pycache__`` beside
     the module. So the folder is set only while each kernel is decorated (other
     code's ``cache=True`` functions keep numba's own default) and a kernel whose
-    folder cannot be written is compiled without a cache instead. ``inner`` leaves
-    out the Python and C wrappers (:data:`inner_kernel`).
+    folder cannot be written is compiled without a cache instead.
     """
-
-    flags = dict(_FLAGS, no_cpython_wrapper=True, no_cfunc_wrapper=True) if inner else _FLAGS
 
     def decorate(func: Callable[..., Any]) -> Any:
         if _config.DISABLE_JIT:
@@ -98,22 +95,64 @@ def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]
         saved = _config.CACHE_DIR
         _config.CACHE_DIR = directory
         try:
-            return numba.njit(cache=cache, parallel=parallel, **flags)(func)
+            return numba.njit(cache=cache, parallel=parallel, **_FLAGS)(func)
         finally:
             _config.CACHE_DIR = saved
 
     return decorate
 
 
+_RETURNS = {"None": "none", "int": "int64", "float": "float64", "bool": "boolean"}
+"""numba's type of each return annotation an inner kernel may have."""
+
+
+def inner_kernel(func: Callable[..., Any]) -> Any:
+    """A serial kernel called only from other kernels: compiled into each caller.
+
+    Its body is typed and lowered to LLVM IR once per process and argument types
+    (numba's ``compile_subroutine``, the way numba compiles its own library
+    functions), then linked into and optimised with the calling kernel, whose
+    on-disk cache holds it. A kernel called only from kernels needs neither the
+    Python wrapper that unboxes its arguments (dozens of arrays in the model's and
+    the state's named tuples) nor machine code of its own: compiled as a
+    dispatcher, it would be optimised and assembled once alone and then again in
+    each caller. Calling it from Python fails. The return annotation (``None``,
+    ``int``, ``float`` or ``bool``) gives the return type; the flags are the
+    other kernels' (:data:`_FLAGS`).
+    """
+    if _config.DISABLE_JIT:
+        return func
+    import inspect
+
+    from numba.core import compiler, types
+    from numba.extending import intrinsic
+
+    returns = getattr(types, _RETURNS[str(inspect.signature(func).return_annotation)])
+    names = ", ".join(inspect.signature(func).parameters)
+
+    def define(*args: Any) -> Any:
+        signature = returns(*args)
+
+        def codegen(context: Any, builder: Any, sig: Any, values: Any) -> Any:
+            flags: Any = compiler.Flags()  # numba's option descriptors confuse mypy
+            flags.nrt = True
+            flags.error_model = _FLAGS["error_model"]
+            compiled = context.compile_subroutine(builder, func, sig, flags=flags)
+            return context.call_internal(builder, compiled.fndesc, sig, values)
+
+        return signature, codegen
+
+    # numba folds a call's arguments by the typing function's own parameters, so the
+    # typing function takes the kernel's (a ``*args`` one cannot be lowered)
+    scope: dict[str, Any] = {"define": define}
+    exec(f"def {func.__name__}(typingctx, {names}):\n    return define({names})\n", scope)
+    typing = scope[func.__name__]
+    typing.__doc__, typing.__module__ = func.__doc__, func.__module__
+    return intrinsic(typing)
+
+
 kernel = _jit(parallel=False)
 """Serial kernel: a pure function over arrays."""
-
-inner_kernel = _jit(parallel=False, inner=True)
-"""Serial kernel called only from other kernels, compiled without the wrappers that
-let Python call it (calling it from Python fails). Such a kernel's arguments are the
-model's and the state's named tuples, whose wrappers (unboxing dozens of arrays) are
-large, and numba links a kernel's whole module into each caller and optimises it
-there again: without them the first run compiles about a fifth less."""
 
 parallel_kernel = _jit(parallel=True)
 """Parallel kernel: ``prange`` over fixed chunks of agents."""
