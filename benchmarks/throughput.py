@@ -130,17 +130,20 @@ def _floor_kernel() -> Any:
 
 def _floor_inputs(model: Any) -> tuple[np.ndarray, ...]:
     """The floor's cuts from the compiled model (first regime, first segment)."""
+    import numba
+
     from sim.engines._kernels import _GOLDEN, _cut53
 
+    cut53 = numba.njit(lambda p: _cut53(p))  # an inner kernel: called from compiled code
     m = model.arrays
     act_key = (m.tp_stream[m.act_tp.astype(np.int64)] * _GOLDEN).astype(np.uint64)
-    reach_cut = np.array([_cut53(float(p)) for p in m.reach[0, 0]], dtype=np.uint64)
+    reach_cut = np.array([cut53(float(p)) for p in m.reach[0, 0]], dtype=np.uint64)
     exit_cum = np.zeros(m.base_p.shape[1], dtype=np.uint64)
     for s in range(m.exit_start.shape[0] - 1):
         total = 0.0
         for e in range(int(m.exit_start[s]), int(m.exit_start[s + 1])):
             total += float(m.base_p[0, e])
-            exit_cum[e] = _cut53(min(total, 1.0))
+            exit_cum[e] = cut53(min(total, 1.0))
     return act_key, reach_cut, exit_cum
 
 

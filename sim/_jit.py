@@ -30,7 +30,12 @@ logger = logging.getLogger(__name__)
 
 _config: Any = numba.config  # numba's settings module; Any, as numba's typing varies by release
 
-_FLAGS: dict[str, Any] = {"nogil": True, "fastmath": False, "error_model": "numpy"}
+_FLAGS: dict[str, Any] = {"nogil": True, "fastmath": False, "error_model": "numpy",
+                          "no_cfunc_wrapper": True}
+"""``no_cfunc_wrapper``: no kernel is passed as a first-class function, so none needs the
+C-callable wrapper numba builds beside the Python one by default (a thousand lines of
+LLVM IR for a kernel taking the model's named tuples, optimised and assembled each cold
+start)."""
 
 
 def cache_dir() -> str:
@@ -102,7 +107,8 @@ def _jit(*, parallel: bool) -> Callable[[Callable[..., Any]], Any]:
     return decorate
 
 
-_RETURNS = {"None": "none", "int": "int64", "float": "float64", "bool": "boolean"}
+_RETURNS = {"None": "none", "int": "int64", "float": "float64", "bool": "boolean",
+            "np.int64": "int64", "np.uint64": "uint64"}
 """numba's type of each return annotation an inner kernel may have."""
 
 
@@ -116,8 +122,9 @@ def inner_kernel(func: Callable[..., Any]) -> Any:
     Python wrapper that unboxes its arguments (dozens of arrays in the model's and
     the state's named tuples) nor machine code of its own: compiled as a
     dispatcher, it would be optimised and assembled once alone and then again in
-    each caller. Calling it from Python fails. The return annotation (``None``,
-    ``int``, ``float`` or ``bool``) gives the return type; the flags are the
+    each caller. Calling it from Python fails (a test calls it through a
+    compiled function of its own). The return annotation (``None``, ``int``,
+    ``float``, ``bool``, ``np.int64`` or ``np.uint64``) gives the return type; the flags are the
     other kernels' (:data:`_FLAGS`).
     """
     if _config.DISABLE_JIT:

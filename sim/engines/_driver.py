@@ -22,7 +22,6 @@ from sim.engines._kernels import (
     State,
     Tally,
     agent_key,
-    birth,
     make_buffers,
     make_factors,
     poisson,
@@ -139,7 +138,7 @@ class Driver:
         steps = model.steps
         T1 = steps + 1
         H = m.het_kind.shape[2]
-        self.seed64 = seed64 = np.uint64(seed)
+        self.seed64 = np.uint64(seed)
         arrivals = draw_arrivals(model, seed)
         initial = sum(c for _, _, c in model.placements)
         expected = initial + int(arrivals.sum())
@@ -160,6 +159,7 @@ class Driver:
             entry_stage=model.entry_stage.astype(np.int64),
             ref_entry_stage=model.ref_entry_stage.astype(np.int64),
             con_q=model.con_q.astype(np.float64), con_adopter=model.con_adopter.astype(np.int8),
+            placements=np.array([list(p) for p in model.placements], np.int64).reshape(-1, 3),
             consts=np.array([model.market_size, 1.0 if model.has_reviews else 0.0,
                              model.rating_prior_mean, model.rating_prior_weight,
                              (m.review_min + m.review_max) / 2.0,
@@ -173,10 +173,10 @@ class Driver:
             pending=np.zeros(G, np.int64), totals=np.zeros(3, np.int64), con_add=np.zeros(1))
         self.ev: list[np.ndarray] = []
 
+        # the initial population is counted here and born by step 1's begin (its ids from 0)
         n = 0
         r0 = int(model.regime_of_step[0])
         for g, s, count in model.placements:
-            birth(n, n + count, 0, r0, seed64, g, s, m, self.st)
             tl.occupancy[0, g, s] += count
             tl.sat_sum[0, g, s] += count * float(np.float32(m.sat_initial[r0]))
             if self.events and count:
@@ -185,18 +185,20 @@ class Driver:
                                          np.full(count, s), np.full(count, ENTRY),
                                          np.full(count, -1)]))
             n += count
-        tl.totals[0] = n
+        self.initial = n
         tl.rating[0] = model.rating_prior_mean
 
     @property
     def n(self) -> int:
-        """Agents born so far."""
+        """Agents born so far (the initial population is born by step 1's begin)."""
         return int(self.tally.totals[0])
 
     def _room(self, t: int) -> None:
         """Grow the agents' arrays when step ``t``'s births would not fit."""
         tl = self.tally   # births_due, in Python (it is compiled for the kernels alone)
         need = self.n + int(tl.arrivals[t].sum() + tl.pending.sum())
+        if t == 1:
+            need += self.initial
         if need > MAX_AGENTS:
             raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
         if need > self.capacity:
@@ -204,10 +206,10 @@ class Driver:
             log.debug("growing agent arrays to %d", self.capacity)
             self.st = _grow(self.st, self.capacity)
 
-    def _threads(self) -> int:
-        """Threads for this step's kernel: 1 below :data:`PARALLEL_MIN_AGENTS` agents."""
+    def _threads(self, n: int) -> int:
+        """Threads for a kernel over ``n`` agents: 1 below :data:`PARALLEL_MIN_AGENTS`."""
         threads = numba.get_num_threads()
-        return threads if self.parallel and self.n >= PARALLEL_MIN_AGENTS else 1
+        return threads if self.parallel and n >= PARALLEL_MIN_AGENTS else 1
 
     def run(self, t0: int, t1: int) -> None:
         """Steps ``t0 .. t1-1`` (begin, advance, end each) in compiled loops: the fast
@@ -216,7 +218,8 @@ class Driver:
         m = self.model.arrays
         while t0 < t1:
             self._room(t0)
-            threads = self._threads()
+            # the initial population is born by step 1's begin, inside the loop
+            threads = self._threads(self.n + (self.initial if t0 == 1 else 0))
             if threads > 1:
                 t0 = run_steps(t0, t1, self.seed64, self.pop, self.tally, self.f, m, self.st,
                                self.buf, threads)
@@ -228,7 +231,7 @@ class Driver:
         """Start step ``t``: births of arrivals and referred prospects, this step's
         factors (reputation, contagion). Returns the step's regime."""
         self._room(t)
-        n = self.n
+        n = self.n + (self.initial if t == 1 else 0)  # the initial population's rows are step 0's
         r = int(step_begin(t, self.seed64, self.pop, self.tally, self.model.arrays, self.st,
                            self.f))
         if self.events and self.n > n:
@@ -241,7 +244,7 @@ class Driver:
 
     def advance(self, t: int, r: int) -> None:
         """Every agent takes step ``t`` under regime ``r`` (the kernel)."""
-        threads = self._threads()
+        threads = self._threads(self.n)
         con_add = float(self.tally.con_add[0])
         if threads > 1:
             step_kernel(self.n, t, r, self.seed64, con_add, self.f, self.model.arrays,

@@ -151,6 +151,8 @@ class Population(NamedTuple):
     ref_entry_stage: np.ndarray  # int64[R] where referred prospects enter
     con_q: np.ndarray            # float64[R] contagion's imitation coefficient
     con_adopter: np.ndarray      # int8[S] 1 for the stages that count as adopters
+    placements: np.ndarray       # int64[P, 3] the initial population: segment, stage, count
+                                 # of each run of agents (born at step 0, by step 1's begin)
     consts: np.ndarray           # float64[6] market size, reviews (1/0), the rating's prior
                                  # mean and weight, the review scale's middle and half-width
 
@@ -211,13 +213,13 @@ def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
     return mix64((seed + _GOLDEN * (np.uint64(agent) + _ONE)) ^ mix64(step * _STEP_MUL + _GOLDEN))
 
 
-@kernel
+@inner_kernel
 def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
     """The 53 random bits of :func:`uniform` for ``stream_g = stream * G``, as an integer."""
     return mix64(key + stream_g) >> _S11
 
 
-@kernel
+@inner_kernel
 def _cut53(p: float) -> np.uint64:
     """The integer c with ``uniform < p`` exactly when its 53 bits lie below c.
 
@@ -231,7 +233,7 @@ def _cut53(p: float) -> np.uint64:
     return np.uint64(math.ceil(p * _2POW53))
 
 
-@kernel
+@inner_kernel
 def uniform(key: np.uint64, stream: np.uint64) -> float:
     """Uniform in [0, 1) with 53 random bits, for ``stream`` under ``key``."""
     # the top 53 bits fit an int64 exactly; converting through int64 avoids the
@@ -239,14 +241,14 @@ def uniform(key: np.uint64, stream: np.uint64) -> float:
     return float(np.int64(mix64(key + stream * _GOLDEN) >> _S11)) * _TWO53
 
 
-@kernel
+@inner_kernel
 def _normal(key: np.uint64, stream: np.uint64) -> float:
     u1 = uniform(key, stream)
     u2 = uniform(key, stream + _ONE)
     return math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2)
 
 
-@kernel
+@inner_kernel
 def _gamma(shape: float, key: np.uint64, stream: np.uint64) -> float:
     """Gamma(shape, 1) by Marsaglia-Tsang, each attempt on its own sub-stream."""
     boost = 1.0
@@ -289,7 +291,7 @@ def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
     return total
 
 
-@kernel
+@inner_kernel
 def review_drawn(key: np.uint64, post: float) -> bool:
     """Whether the agent-step of ``key`` posts a review, with probability ``post``.
 
@@ -305,7 +307,7 @@ def review_drawn(key: np.uint64, post: float) -> bool:
 # ------------------------------------------------------------------ agents
 
 
-@kernel
+@inner_kernel
 def odds(p: float) -> float:
     """p / (1 - p), infinite at p = 1."""
     return p / (1.0 - p) if p < 1.0 else math.inf
@@ -402,6 +404,13 @@ def _step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f:
 @kernel
 def birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
           m: ModelArrays, st: State) -> None:
+    """:func:`_birth`, callable from Python (tests)."""
+    _birth(i0, i1, t, r, seed, g, s, m, st)
+
+
+@inner_kernel
+def _birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
+           m: ModelArrays, st: State) -> None:
     """Initialise agents ``i0 .. i1-1`` of segment ``g`` entering stage ``s`` at step
     ``t`` under regime ``r`` (every birth is a run of one segment and one stage:
     a placement, a step's arrivals or referred prospects of a segment)."""
@@ -689,7 +698,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                 referrals[g] += 1
 
 
-@kernel
+@inner_kernel
 def _duration(kind: int, mean: float, sigma: float, key: np.uint64,
               stream: np.uint64) -> float:
     """A duration in days: exponential, fixed or lognormal (mean ``mean``), or inf."""
@@ -789,9 +798,13 @@ def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
 
 
 @inner_kernel
-def births_due(t: int, tl: Tally) -> int:
-    """How many agents step ``t`` gives birth to (arrivals and referred prospects)."""
-    return int(tl.arrivals[t].sum() + tl.pending.sum())
+def births_due(t: int, p: Population, tl: Tally) -> int:
+    """How many agents step ``t`` gives birth to (arrivals and referred prospects, and
+    at step 1 the initial population first)."""
+    due = tl.arrivals[t].sum() + tl.pending.sum()
+    if t == 1:
+        due += p.placements[:, 2].sum()
+    return int(due)
 
 
 @kernel
@@ -805,25 +818,34 @@ def step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays
 def _step_begin(t: int, seed: np.uint64, p: Population, tl: Tally, m: ModelArrays, st: State,
                 f: Factors) -> int:
     """Start step ``t``: arrivals then referred prospects are born (by segment, ids
-    after every agent so far), reputation and contagion set this step's factors.
+    after every agent so far), reputation and contagion set this step's factors. Step
+    1 first gives birth to the initial population (ids from 0, born at step 0 under
+    the first regime), whose counts the caller put into step 0's tally: so only the
+    compiled step loops initialise agents, and no kernel with the model's and the
+    state's Python wrappers is compiled for it.
 
     Returns:
         The step's regime, or -1 (nothing done) when the agents' arrays cannot take
         the births (:func:`births_due`): the caller grows them and calls again.
     """
     n = tl.totals[0]
-    if n + births_due(t, tl) > st.stage.shape[0]:
+    if n + births_due(t, p, tl) > st.stage.shape[0]:
         return -1
     r = p.regime_of_step[t - 1]
+    if t == 1:
+        for j in range(p.placements.shape[0]):
+            k = p.placements[j, 2]
+            _birth(n, n + k, 0, r, seed, p.placements[j, 0], p.placements[j, 1], m, st)
+            n += k
     G = tl.pending.shape[0]
     for g in range(G):
         k = tl.arrivals[t, g]
-        birth(n, n + k, t, r, seed, g, p.entry_stage[r], m, st)
+        _birth(n, n + k, t, r, seed, g, p.entry_stage[r], m, st)
         tl.arrived[t, g, p.entry_stage[r]] = k
         n += k
     for g in range(G):
         k = tl.pending[g]
-        birth(n, n + k, t, r, seed, g, p.ref_entry_stage[r], m, st)
+        _birth(n, n + k, t, r, seed, g, p.ref_entry_stage[r], m, st)
         tl.referred[t, g, p.ref_entry_stage[r]] = k
         n += k
     tl.totals[0] = n

@@ -175,9 +175,10 @@ def test_request_draws_match_their_plain_python_twin(journey_text: str) -> None:
     model = compile_scenario(sim.load_scenario(text))
     assert len(model.queues) == 3
     drv = _driver.Driver(model, 77, queues=True)
+    drv.begin(1)  # the initial population (and step 1's arrivals) is born
     n = drv.n
     st = drv.st
-    st.stage[:n:5] = model.stages.index("trial")  # the initial population has none there
+    st.stage[:n:5] = model.stages.index("trial")  # the population has none there
     busy = (np.arange(n, dtype=np.uint64) % np.uint64(8))  # every combination of 3 bits
     qa = model.queue_arrays
     assert qa is not None

@@ -37,6 +37,38 @@ def model(journey_text: str) -> CompiledModel:
     return compile_scenario(sim.load_scenario(text))
 
 
+# the kernels' inner helpers are compiled into their callers only: called from Python here
+# through compiled functions of the test's own (plain Python under NUMBA_DISABLE_JIT)
+@numba.njit(cache=False)
+def _uniform(key: np.uint64, stream: np.uint64) -> float:
+    return K.uniform(key, stream)
+
+
+@numba.njit(cache=False)
+def _normal(key: np.uint64, stream: np.uint64) -> float:
+    return K._normal(key, stream)
+
+
+@numba.njit(cache=False)
+def _gamma(shape: float, key: np.uint64, stream: np.uint64) -> float:
+    return K._gamma(shape, key, stream)
+
+
+@numba.njit(cache=False)
+def _review_drawn(key: np.uint64, post: float) -> bool:
+    return K.review_drawn(key, post)
+
+
+@numba.njit(cache=False)
+def _cut53(p: float) -> np.uint64:
+    return K._cut53(p)
+
+
+@numba.njit(cache=False)
+def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
+    return K._bits53(key, stream_g)
+
+
 def _kernel_state(model: CompiledModel, n: int) -> K.State:
     return _alloc(n, model.arrays.het_kind.shape[2])
 
@@ -98,7 +130,7 @@ def test_twin_exact_counter_rng() -> None:
                 got = int(K.agent_key(np.uint64(seed), np.int64(agent), np.uint64(step)))
                 assert got == key, (seed, agent, step)
                 for stream in streams:
-                    u = K.uniform(np.uint64(key), np.uint64(stream))
+                    u = _uniform(np.uint64(key), np.uint64(stream))
                     assert u == naive.uniform(key, stream), (key, stream)
                     assert 0.0 <= u < 1.0
 
@@ -106,9 +138,9 @@ def test_twin_exact_counter_rng() -> None:
 def test_twin_exact_samplers() -> None:
     key = naive.agent_key(SEED, 17, naive.BIRTH_STEP)
     for stream in (1024, 77_777, 2**32):
-        assert K._normal(np.uint64(key), np.uint64(stream)) == naive.normal(key, stream)
+        assert _normal(np.uint64(key), np.uint64(stream)) == naive.normal(key, stream)
         for shape in (0.3, 0.8, 1.0, 2.5, 40.0):
-            assert K._gamma(shape, np.uint64(key), np.uint64(stream)) == \
+            assert _gamma(shape, np.uint64(key), np.uint64(stream)) == \
                 naive.gamma(shape, key, stream)
         for lam in (0.0, 0.5, 7.0, 199.9, 450.0):
             assert K.poisson(lam, np.uint64(key), np.uint64(stream)) == \
@@ -134,7 +166,7 @@ def test_review_draw_probability() -> None:
         assert abs(got - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (post, got)
     for key in (naive.agent_key(SEED, a, 3) for a in range(2000)):
         for post in (0.0003, 0.5, 1.0):
-            assert bool(K.review_drawn(np.uint64(key), post)) == naive.review_drawn(key, post)
+            assert bool(_review_drawn(np.uint64(key), post)) == naive.review_drawn(key, post)
 
 
 def test_twin_exact_integer_cuts() -> None:
@@ -144,14 +176,14 @@ def test_twin_exact_integer_cuts() -> None:
     probabilities = [0.0, 5e-324, 2.0**-53, 1e-12, 0.003, 1 / 3, 0.5, 0.1 + 0.2,
                      1.0 - 2.0**-53, 1.0, 1.5, math.inf]
     for p in probabilities:
-        cut = int(K._cut53(p))
+        cut = int(_cut53(p))
         exact = min(math.ceil(p * two53), two53) if p < math.inf else two53
         for bits in {0, 1, exact - 1, exact, exact + 1, two53 - 1}:
             if 0 <= bits < two53:
                 assert (bits < cut) == (bits * naive.TWO53 < p), (p, bits)
     key = naive.agent_key(SEED, 5, 9)
     for stream in (1, 2, 3, 4096):
-        bits = int(K._bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
+        bits = int(_bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
         assert bits * naive.TWO53 == naive.uniform(key, stream)
 
 
