@@ -28,6 +28,8 @@ UNNEEDED = (
     "optimise._calibrate",
     "discover._api",
     "report._build",
+    "pandas",              # pyarrow's pandas shim imports it on the first pa.array (sim._arrow)
+    "pyarrow.compute",     # imported by pandas, or by a cast between Arrow types
 )
 
 PROBE = """\
