@@ -210,7 +210,14 @@ def run_identity(scenario: Scenario, *, engine: str, population_scale: float,
         ``events: exposures`` for a run with exposure events}) as written into the
         run's files (``journey.<name>``).
     """
-    identity = {"scenario_hash": scenario.content_hash, "engine": engine,
+    return _identity(scenario.content_hash, engine=engine, population_scale=population_scale,
+                     base_seed=base_seed, exposures=exposures)
+
+
+def _identity(scenario_hash: str, *, engine: str, population_scale: float, base_seed: int,
+              exposures: bool) -> tuple[str, dict[str, str]]:
+    """:func:`run_identity` of the scenario whose content hash is ``scenario_hash``."""
+    identity = {"scenario_hash": scenario_hash, "engine": engine,
                 "population_scale": repr(float(population_scale)),
                 "base_seed": str(int(base_seed)), "rng": RNG_SCHEME}
     if exposures:
@@ -428,8 +435,8 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
-    run_id, expect = run_identity(scenario, engine=engine, population_scale=population_scale,
-                                  base_seed=base_seed, exposures=exposures)
+    run_id, expect = _identity(digest, engine=engine, population_scale=population_scale,
+                               base_seed=base_seed, exposures=exposures)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = [*CORE_TABLES, *(["events"] if events else [])]
