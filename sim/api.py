@@ -21,7 +21,7 @@ import pyarrow as pa
 from sim._arrow import column, labelled, table
 from sim._errors import SimError, unknown_name
 from sim._version import __version__
-from sim.engines import des, fast
+from sim.engines import fast
 from sim.engines._driver import EVENT_KINDS, PARALLEL_MIN_AGENTS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
@@ -60,7 +60,15 @@ ENGINES = ("fast", "des")
 """Engines this version can run: ``fast`` (numba kernels) and ``des`` (SimPy events,
 capacity-limited touchpoints)."""
 
-_SIMULATE = {"fast": fast.simulate, "des": des.simulate}
+
+def _simulate(engine: str) -> Callable[..., RawRun]:
+    """An engine's ``simulate``; the event engine (SimPy) is imported only when used."""
+    if engine == "des":
+        from sim.engines import des
+
+        return des.simulate
+    return fast.simulate
+
 
 T = TypeVar("T")
 
@@ -475,7 +483,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
             return ({n: read_file(out, f) for n, f in stored.items()}, list(stored.values()))
-        raw = _SIMULATE[engine](model, rseed, events=events, exposures=exposures,
+        raw = _simulate(engine)(model, rseed, events=events, exposures=exposures,
                                 parallel=workers == 1, progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                             base_seed=base_seed, replicate=index[r], engine=engine,
@@ -632,7 +640,7 @@ def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = 
                 raise _Cancelled
 
         def one(r: int) -> RawRun:
-            return _SIMULATE[engine](model, seeds[r], events=False, parallel=parallel,
+            return _simulate(engine)(model, seeds[r], events=False, parallel=parallel,
                                      progress=checked)
 
         raw = _each_replicate(one, replicates, stop)
