@@ -37,16 +37,16 @@ def column(values: Any, type: pa.DataType | None = None) -> pa.Array:
 
     Args:
         values: a NumPy array of numbers, booleans or ``datetime64[D]`` (to
-            ``date32``); or a sequence (list, object array) of strings and None,
-            or of numbers, booleans and None (one column type, inferred as
-            ``pa.array`` infers it unless ``type`` is given).
+            ``date32``); or a sequence (list, object or ``str`` array) of strings
+            and None, or of numbers, booleans and None (one column type, inferred
+            as ``pa.array`` infers it unless ``type`` is given).
         type: the column's Arrow type, or None to infer it.
     """
     if isinstance(values, pa.Array):
         return values if type is None or values.type == type else values.cast(type)
-    if isinstance(values, np.ndarray) and values.dtype != object:
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "OUS":
         return _numeric(values, type)
-    items = list(values)
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
     if (type is not None and pa.types.is_string(type)) or (
             type is None and any(isinstance(v, str) for v in items)):
         return labelled(items, np.arange(len(items)))

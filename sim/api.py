@@ -170,8 +170,8 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
     retention = table({k: v for k, v in curve.items()})
     money = ledger(raw)
     money_t = table({"step": money["step"].astype(np.int32), "day": money["step"] * sd,
-                        "item": money["item"], "kind": money["kind"],
-                        "exposures": money["exposures"], "amount": money["amount"]})
+                     "item": money["item"], "kind": money["kind"],
+                     "exposures": money["exposures"], "amount": money["amount"]})
     out = {"occupancy": occupancy, "flows": flows, "kpis": kpi, "retention": retention,
            "ledger": money_t}
     if events and raw.events is not None:

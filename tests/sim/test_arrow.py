@@ -89,6 +89,8 @@ SEQUENCES: list[Any] = [
     np.array(["x", None, "yy"], dtype=object),
     np.full(3, None),
     [None, None],
+    np.array(["a", "bb", "ç"]),
+    np.array([], dtype=object),
 ]
 
 
