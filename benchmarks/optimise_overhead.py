@@ -93,26 +93,18 @@ class KernelClock:
 def clocked_kernel() -> Iterator[KernelClock]:
     """Time every call of the fast engine's per-replicate ``simulate``.
 
-    ``sim.api`` binds the engines' functions in its dispatch table when it is
-    imported, so the probe replaces the function there as well as on its module.
+    ``sim.api`` looks the engine's function up on its module at each replicate, so
+    the probe replaces it there.
     """
-    import sim.api
     import sim.engines.fast as fast
 
     clock = KernelClock()
     real = fast.simulate
-    timed = clock.wrap(real)
-    table = getattr(sim.api, "_SIMULATE", {})
-    bound = [k for k, v in table.items() if v is real]
-    fast.simulate = timed  # type: ignore[assignment]
-    for k in bound:
-        table[k] = timed
+    fast.simulate = clock.wrap(real)  # type: ignore[assignment]
     try:
         yield clock
     finally:
         fast.simulate = real  # type: ignore[assignment]
-        for k in bound:
-            table[k] = real
 
 
 def measure(storage: str | None, trials: int, out: Path, study: str) -> dict[str, float]:

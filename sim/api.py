@@ -18,9 +18,10 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from sim._arrow import column, labelled, table
 from sim._errors import SimError, unknown_name
 from sim._version import __version__
-from sim.engines import des, fast
+from sim.engines import fast
 from sim.engines._driver import EVENT_KINDS, PARALLEL_MIN_AGENTS
 from sim.engines._kernels import RNG_SCHEME, mix64
 from sim.engines.raw import RawRun
@@ -59,7 +60,15 @@ ENGINES = ("fast", "des")
 """Engines this version can run: ``fast`` (numba kernels) and ``des`` (SimPy events,
 capacity-limited touchpoints)."""
 
-_SIMULATE = {"fast": fast.simulate, "des": des.simulate}
+
+def _simulate(engine: str) -> Callable[..., RawRun]:
+    """An engine's ``simulate``; the event engine (SimPy) is imported only when used."""
+    if engine == "des":
+        from sim.engines import des
+
+        return des.simulate
+    return fast.simulate
+
 
 T = TypeVar("T")
 
@@ -109,67 +118,72 @@ class RunResult:
         rows = self.kpis.to_pylist()
         summary = summarise(rows, level, self.bounds)
         names = list(summary)
-        return pa.table({
+        return table({
             "kpi": names,
             **{col: [summary[k][col] for k in names]
                for col in ("mean", "ci_low", "ci_high", "sd", "n", "few")},
         })
 
 
+def _inferred(labels: Sequence[str], codes: np.ndarray) -> pa.Array:
+    """``labels[codes]`` typed as ``pa.array`` types an object array: the null type when empty."""
+    return labelled(labels, codes) if len(codes) else pa.nulls(0)
+
+
 def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
     model = raw.model
-    stages = np.array(model.stages, dtype=object)
-    segments = np.array(model.segments, dtype=object)
+    stages, segments = list(model.stages), list(model.segments)
     sd = model.arrays.step_days
     T1, G, S = raw.occupancy.shape
     t, g, s = np.meshgrid(np.arange(T1), np.arange(G), np.arange(S), indexing="ij")
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_sat = np.where(raw.occupancy > 0, raw.sat_sum / np.maximum(raw.occupancy, 1), np.nan)
-    occupancy = pa.table({
+    occupancy = table({
         "step": t.ravel().astype(np.int32), "day": t.ravel() * sd,
-        "segment": segments[g.ravel()], "stage": stages[s.ravel()],
+        "segment": _inferred(segments, g.ravel()), "stage": _inferred(stages, s.ravel()),
         "count": raw.occupancy.ravel(), "mean_satisfaction": mean_sat.ravel(),
     })
     parts: list[dict[str, Any]] = []
     nz = np.nonzero(raw.flows)
-    parts.append({"step": nz[0], "segment": nz[1], "from": stages[nz[2]], "to": nz[3],
-                  "kind": "transition", "count": raw.flows[nz]})
-    for kind, arr in (("arrival", raw.arrivals), ("referral", raw.referred)):
+    kinds = ["transition", "arrival", "referral"]
+    # "from": a stage's code, -1 for none (an arrival or a referral comes from nowhere)
+    parts.append({"step": nz[0], "segment": nz[1], "from": nz[2], "to": nz[3],
+                  "kind": 0, "count": raw.flows[nz]})
+    for kind, arr in ((1, raw.arrivals), (2, raw.referred)):
         nz = np.nonzero(arr)
-        parts.append({"step": nz[0], "segment": nz[1], "from": np.full(nz[0].size, None),
+        parts.append({"step": nz[0], "segment": nz[1], "from": np.full(nz[0].size, -1),
                       "to": nz[2], "kind": kind, "count": arr[nz]})
-    flows = pa.table({
+    flows = table({
         "step": np.concatenate([p["step"] for p in parts]).astype(np.int32),
         "day": np.concatenate([p["step"] for p in parts]) * sd,
-        "segment": segments[np.concatenate([p["segment"] for p in parts]).astype(np.int64)],
-        "from_stage": pa.array(np.concatenate([p["from"] for p in parts]), pa.string()),
-        "to_stage": stages[np.concatenate([p["to"] for p in parts]).astype(np.int64)],
-        "kind": np.concatenate([np.full(p["step"].size, p["kind"], dtype=object)
-                                for p in parts]),
+        "segment": _inferred(segments, np.concatenate([p["segment"] for p in parts])),
+        "from_stage": labelled([*stages, None], np.concatenate([p["from"] for p in parts])),
+        "to_stage": _inferred(stages, np.concatenate([p["to"] for p in parts])),
+        "kind": _inferred(kinds, np.concatenate([np.full(p["step"].size, p["kind"])
+                                                for p in parts])),
         "count": np.concatenate([p["count"] for p in parts]).astype(np.int64),
     })
     row = kpis(raw)
-    kpi = pa.table({name: [value] for name, value in row.items()})
-    kpi = kpi.append_column("agents", pa.array([raw.agents], pa.int64()))
+    kpi = table({name: [value] for name, value in row.items()})
+    kpi = kpi.append_column("agents", column([raw.agents], pa.int64()))
     curve = retention_curve(raw)
-    retention = pa.table({k: v for k, v in curve.items()})
+    retention = table({k: v for k, v in curve.items()})
     money = ledger(raw)
-    money_t = pa.table({"step": money["step"].astype(np.int32), "day": money["step"] * sd,
-                        "item": money["item"], "kind": money["kind"],
-                        "exposures": money["exposures"], "amount": money["amount"]})
+    money_t = table({"step": money["step"].astype(np.int32), "day": money["step"] * sd,
+                     "item": money["item"], "kind": money["kind"],
+                     "exposures": money["exposures"], "amount": money["amount"]})
     out = {"occupancy": occupancy, "flows": flows, "kpis": kpi, "retention": retention,
            "ledger": money_t}
     if events and raw.events is not None:
         e = raw.events
         frm = e["from_stage"]
-        touchpoints = np.array([*model.touchpoints, None], dtype=object)
-        out["events"] = pa.table({
+        out["events"] = table({
             "step": e["step"].astype(np.int32), "day": e["step"] * sd,
-            "agent": e["agent"].astype(np.int64), "segment": segments[e["segment"]],
-            "from_stage": pa.array([stages[x] if x >= 0 else None for x in frm], pa.string()),
-            "to_stage": stages[e["to_stage"]],
-            "kind": pa.array(np.array(EVENT_KINDS, dtype=object)[e["kind"]], pa.string()),
-            "touchpoint": pa.array(touchpoints[e["touchpoint"]], pa.string()),
+            "agent": e["agent"].astype(np.int64), "segment": _inferred(segments, e["segment"]),
+            "from_stage": labelled([*stages, None], np.where(frm >= 0, frm, -1)),
+            "to_stage": _inferred(stages, e["to_stage"]),
+            "kind": labelled(EVENT_KINDS, e["kind"]),
+            "touchpoint": labelled([*model.touchpoints, None], e["touchpoint"]),
         })
     queues = queue_table(raw)
     if queues is not None:
@@ -178,20 +192,20 @@ def _tables(raw: RawRun, events: bool) -> dict[str, pa.Table]:
                  "served_within_target", "abandoned",
                  "withdrawn", "queue_length", "in_service", "mean_wait_days", "p90_wait_days",
                  "utilisation", "utilisation_open"]
-        out["queues"] = pa.table({
-            k: pa.array(queues[k], pa.int32() if k == "step" else None) for k in order})
+        out["queues"] = table({
+            k: column(queues[k], pa.int32() if k == "step" else None) for k in order})
     if model.scenario.time.start_date is not None:
         # occupancy: the state at the end of step t, the start of day t * step_days;
         # the other tables: what happened during step t, on the days from (t - 1) *
         # step_days: the date of its first day (the initial population's on day 0)
-        for name, table in out.items():
-            if "day" in table.column_names:
-                days = table.column("day").to_numpy(zero_copy_only=False)
+        for name, tab in out.items():
+            if "day" in tab.column_names:
+                days = tab.column("day").to_numpy(zero_copy_only=False)
                 if name != "occupancy":
                     days = np.maximum(days - sd, 0.0)
-                out[name] = table.add_column(table.column_names.index("day") + 1, "date",
-                                             pa.array(dates(model.scenario.time, days),
-                                                      pa.date32()))
+                out[name] = tab.add_column(tab.column_names.index("day") + 1, "date",
+                                           column(dates(model.scenario.time, days),
+                                                  pa.date32()))
     return out
 
 
@@ -204,7 +218,14 @@ def run_identity(scenario: Scenario, *, engine: str, population_scale: float,
         ``events: exposures`` for a run with exposure events}) as written into the
         run's files (``journey.<name>``).
     """
-    identity = {"scenario_hash": scenario.content_hash, "engine": engine,
+    return _identity(scenario.content_hash, engine=engine, population_scale=population_scale,
+                     base_seed=base_seed, exposures=exposures)
+
+
+def _identity(scenario_hash: str, *, engine: str, population_scale: float, base_seed: int,
+              exposures: bool) -> tuple[str, dict[str, str]]:
+    """:func:`run_identity` of the scenario whose content hash is ``scenario_hash``."""
+    identity = {"scenario_hash": scenario_hash, "engine": engine,
                 "population_scale": repr(float(population_scale)),
                 "base_seed": str(int(base_seed)), "rng": RNG_SCHEME}
     if exposures:
@@ -214,11 +235,11 @@ def run_identity(scenario: Scenario, *, engine: str, population_scale: float,
 
 def _with_run_columns(table: pa.Table, key: RunKey) -> pa.Table:
     """Add the partition keys that the files keep in their paths."""
-    table = table.add_column(0, "scenario", pa.array([key.scenario] * table.num_rows))
-    table = table.add_column(1, "variant", pa.array([key.variant] * table.num_rows,
-                                                    pa.string()))
-    return table.add_column(2, "replicate", pa.array(np.full(table.num_rows, key.replicate,
-                                                             np.int32)))
+    rows = np.zeros(table.num_rows, dtype=np.int64)
+    table = table.add_column(0, "scenario", _inferred([key.scenario], rows))
+    table = table.add_column(1, "variant", labelled([key.variant], rows))
+    return table.add_column(2, "replicate", column(np.full(table.num_rows, key.replicate,
+                                                           np.int32)))
 
 
 def _check_args(scenario: Scenario, replicates: int, population_scale: float, engine: str,
@@ -422,8 +443,8 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
     model = compile_scenario(scenario, population_scale)
     yaml_text = scenario.to_yaml()
     digest = hashlib.sha256(yaml_text.encode("utf-8")).hexdigest()  # = scenario.content_hash
-    run_id, expect = run_identity(scenario, engine=engine, population_scale=population_scale,
-                                  base_seed=base_seed, exposures=exposures)
+    run_id, expect = _identity(digest, engine=engine, population_scale=population_scale,
+                               base_seed=base_seed, exposures=exposures)
     index = [first_replicate + r for r in range(replicates)]
     seeds = [derive_seed(base_seed, i) for i in index]
     names = [*CORE_TABLES, *(["events"] if events else [])]
@@ -462,7 +483,7 @@ def _run(scenario: Scenario, base_seed: int, replicates: int, population_scale: 
             step_done(r, model.steps)
             stored = {n: table_path(out, n, key) for n in [*names, "kpis"]}
             return ({n: read_file(out, f) for n, f in stored.items()}, list(stored.values()))
-        raw = _SIMULATE[engine](model, rseed, events=events, exposures=exposures,
+        raw = _simulate(engine)(model, rseed, events=events, exposures=exposures,
                                 parallel=workers == 1, progress=functools.partial(step_done, r))
         meta = run_metadata(scenario_yaml=yaml_text, scenario_hash=digest, seed=rseed,
                             base_seed=base_seed, replicate=index[r], engine=engine,
@@ -619,7 +640,7 @@ def simulate(scenario: Scenario | str | os.PathLike[str], *, seed: int | None = 
                 raise _Cancelled
 
         def one(r: int) -> RawRun:
-            return _SIMULATE[engine](model, seeds[r], events=False, parallel=parallel,
+            return _simulate(engine)(model, seeds[r], events=False, parallel=parallel,
                                      progress=checked)
 
         raw = _each_replicate(one, replicates, stop)

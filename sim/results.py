@@ -54,6 +54,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sim._arrow import column, labelled
+
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
 
@@ -149,8 +151,8 @@ class RunKey:
 
     def columns(self, rows: int) -> dict[str, pa.Array]:
         """The run-key columns stored in each row (partition keys live in the path)."""
-        return {"run_id": pa.array([self.run_id] * rows, pa.string()),
-                "seed": pa.array(np.full(rows, self.seed, dtype=np.uint64))}
+        return {"run_id": labelled([self.run_id], np.zeros(rows, dtype=np.int64)),
+                "seed": column(np.full(rows, self.seed, dtype=np.uint64))}
 
 
 def run_metadata(*, scenario_yaml: str, scenario_hash: str, seed: int, base_seed: int,

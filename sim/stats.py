@@ -87,7 +87,9 @@ def mean_interval(values: np.ndarray | Sequence[float], level: float = 0.95,
         mean = np.where(n > 0, np.nansum(x, axis=0) / np.maximum(n, 1), np.nan)
         dev = np.where(np.isnan(x), 0.0, x - mean)
         sd = np.sqrt(np.sum(dev**2, axis=0) / np.maximum(n - 1, 1))
-        half = np.where(n > 1, t_quantile(n, level) * sd / np.sqrt(np.maximum(n, 1)), np.nan)
+        # with one replicate there is no interval, and no quantile (SciPy) to look up
+        half = (np.where(n > 1, t_quantile(n, level) * sd / np.sqrt(np.maximum(n, 1)), np.nan)
+                if np.any(n > 1) else np.full(np.shape(n), np.nan))
         if math.isfinite(lo) and math.isfinite(hi):
             width = hi - lo
             u = (mean - lo) / width
