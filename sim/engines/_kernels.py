@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from sim._jit import inner_kernel, kernel, parallel_kernel
+from sim._jit import inner_kernel, kernel, loop_kernel, parallel_kernel
 from sim.model import (
     DUR_EXPONENTIAL,
     DUR_FIXED,
@@ -213,7 +213,7 @@ def agent_key(seed: np.uint64, agent: int, step: np.uint64) -> np.uint64:
     return mix64((seed + _GOLDEN * (np.uint64(agent) + _ONE)) ^ mix64(step * _STEP_MUL + _GOLDEN))
 
 
-@inner_kernel
+@kernel
 def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
     """The 53 random bits of :func:`uniform` for ``stream_g = stream * G``, as an integer."""
     return mix64(key + stream_g) >> _S11
@@ -233,7 +233,7 @@ def _cut53(p: float) -> np.uint64:
     return np.uint64(math.ceil(p * _2POW53))
 
 
-@inner_kernel
+@kernel
 def uniform(key: np.uint64, stream: np.uint64) -> float:
     """Uniform in [0, 1) with 53 random bits, for ``stream`` under ``key``."""
     # the top 53 bits fit an int64 exactly; converting through int64 avoids the
@@ -291,7 +291,7 @@ def poisson(lam: float, key: np.uint64, stream: np.uint64) -> np.int64:
     return total
 
 
-@inner_kernel
+@kernel
 def review_drawn(key: np.uint64, post: float) -> bool:
     """Whether the agent-step of ``key`` posts a review, with probability ``post``.
 
@@ -307,7 +307,7 @@ def review_drawn(key: np.uint64, post: float) -> bool:
 # ------------------------------------------------------------------ agents
 
 
-@inner_kernel
+@kernel
 def odds(p: float) -> float:
     """p / (1 - p), infinite at p = 1."""
     return p / (1.0 - p) if p < 1.0 else math.inf
@@ -449,7 +449,7 @@ def _birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
             het[i, h] = value
 
 
-@inner_kernel
+@loop_kernel
 def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
     """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step

@@ -40,11 +40,6 @@ def model(journey_text: str) -> CompiledModel:
 # the kernels' inner helpers are compiled into their callers only: called from Python here
 # through compiled functions of the test's own (plain Python under NUMBA_DISABLE_JIT)
 @numba.njit(cache=False)
-def _uniform(key: np.uint64, stream: np.uint64) -> float:
-    return K.uniform(key, stream)
-
-
-@numba.njit(cache=False)
 def _normal(key: np.uint64, stream: np.uint64) -> float:
     return K._normal(key, stream)
 
@@ -55,18 +50,8 @@ def _gamma(shape: float, key: np.uint64, stream: np.uint64) -> float:
 
 
 @numba.njit(cache=False)
-def _review_drawn(key: np.uint64, post: float) -> bool:
-    return K.review_drawn(key, post)
-
-
-@numba.njit(cache=False)
 def _cut53(p: float) -> np.uint64:
     return K._cut53(p)
-
-
-@numba.njit(cache=False)
-def _bits53(key: np.uint64, stream_g: np.uint64) -> np.uint64:
-    return K._bits53(key, stream_g)
 
 
 def _kernel_state(model: CompiledModel, n: int) -> K.State:
@@ -130,7 +115,7 @@ def test_twin_exact_counter_rng() -> None:
                 got = int(K.agent_key(np.uint64(seed), np.int64(agent), np.uint64(step)))
                 assert got == key, (seed, agent, step)
                 for stream in streams:
-                    u = _uniform(np.uint64(key), np.uint64(stream))
+                    u = K.uniform(np.uint64(key), np.uint64(stream))
                     assert u == naive.uniform(key, stream), (key, stream)
                     assert 0.0 <= u < 1.0
 
@@ -166,7 +151,7 @@ def test_review_draw_probability() -> None:
         assert abs(got - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (post, got)
     for key in (naive.agent_key(SEED, a, 3) for a in range(2000)):
         for post in (0.0003, 0.5, 1.0):
-            assert bool(_review_drawn(np.uint64(key), post)) == naive.review_drawn(key, post)
+            assert bool(K.review_drawn(np.uint64(key), post)) == naive.review_drawn(key, post)
 
 
 def test_twin_exact_integer_cuts() -> None:
@@ -183,7 +168,7 @@ def test_twin_exact_integer_cuts() -> None:
                 assert (bits < cut) == (bits * naive.TWO53 < p), (p, bits)
     key = naive.agent_key(SEED, 5, 9)
     for stream in (1, 2, 3, 4096):
-        bits = int(_bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
+        bits = int(K._bits53(np.uint64(key), np.uint64(stream * naive.GOLDEN & naive.MASK)))
         assert bits * naive.TWO53 == naive.uniform(key, stream)
 
 
