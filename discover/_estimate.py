@@ -25,6 +25,7 @@ engine simulates (``sim/engines/_kernels.py``, ``advance``):
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import math
 import warnings
@@ -418,19 +419,38 @@ def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None 
     """A binomial GLM (logit link); on one-step rows with an offset (the sampled rows of
     :mod:`discover._satisfaction`) statsmodels' Logit, the same model fitted by Newton's
     method (several times faster on a tall design than iteratively reweighted least
-    squares), with the GLM as the fallback when Newton's Hessian is singular."""
+    squares), with the GLM as the fallback when Newton's Hessian is singular.
+
+    Newton starts from the intercept (``X``'s first column) at the logit of the rows' mean
+    less their mean offset, the other coefficients at 0: from all zeros, the offsets of a
+    case-control sample (log-odds of several units) make the first step overshoot, the
+    probabilities overflow and the Hessian turn singular.
+
+    Each iteration of statsmodels' least squares leaves its weighted copy of the design in
+    a self-referencing ``Bunch``, freed only by Python's cyclic garbage collector, whose
+    full passes are rare: on the sampled rows (``tall``) the garbage is collected after
+    the fallback, or a few fits hold gigabytes."""
     import statsmodels.api as sm
 
+    tall = offset is not None and bool(np.all(n == 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if offset is not None and np.all(n == 1):
+        if tall and offset is not None:
+            start = np.zeros(X.shape[1])
+            mean = float(np.clip(y.mean(), 1e-9, 1 - 1e-9))
+            start[0] = math.log(mean / (1 - mean)) - float(np.mean(offset))
             try:
-                return sm.Logit(y, X, offset=offset).fit(disp=0, maxiter=60)
+                return sm.Logit(y, X, offset=offset).fit(
+                    disp=0, maxiter=60, start_params=start
+                )
             except np.linalg.LinAlgError:
                 pass
-        return sm.GLM(
+        fit = sm.GLM(
             np.column_stack([y, n - y]), X, family=sm.families.Binomial(), offset=offset
         ).fit()
+    if tall:
+        gc.collect()
+    return fit
 
 
 def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) -> None:
