@@ -258,28 +258,45 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _stocks(
-    con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]
-) -> dict[float, np.ndarray]:
-    """Decay -> float[rows of samp (by id), n_tp]: each touchpoint's decayed count of
-    the customer's exposures up to the row's step (its own step's included)."""
-    _xd(con, n_tp, grid)
-    out_cols = []
-    for j, dec in enumerate(grid):
-        q = 1.0 - dec
-        for k in range(n_tp):
-            out_cols.append(f"coalesce(x.d{j}_{k} * pow({q!r}, s.step - x.step), 0.0)")
-    got = con.execute(f"""
-        SELECT {", ".join(out_cols)}
-        FROM samp s ASOF LEFT JOIN xd x ON s.customer = x.customer AND s.step >= x.step
-        ORDER BY s.id""").fetchnumpy()
-    con.execute("DROP TABLE xd")
-    arrays = list(got.values())
-    width = n_tp
-    return {
-        dec: np.column_stack([np.asarray(a, float) for a in arrays[j * width : (j + 1) * width]])
-        for j, dec in enumerate(grid)
-    }
+class _Stocks:
+    """The decayed exposure counts of the sampled customer-steps, for any decay.
+
+    A row's count of touchpoint ``k`` is ``Σ (1 − decay)^lag`` over the customer's steps
+    with an exposure to ``k`` that lie ``lag ≥ 0`` steps before the row's step (its own
+    step's included). The pairs (row, touchpoint, lag) do not depend on the decay: DuckDB
+    joins them once (each sampled row with its customer's earlier exposures; as many as
+    the sample's rows times a customer's exposure steps, whatever the log's size) and
+    they are read in record batches into two arrays. A decay's counts are then one
+    weighted ``bincount`` of them, so the profile over the decays reads the log once.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, n_tp: int) -> None:
+        self.rows = int(con.execute("SELECT count(*) FROM samp").fetchall()[0][0])
+        self.n_tp = n_tp
+        rel = con.sql(f"""
+            SELECT s.id * {n_tp} + t.k AS cell, CAST(s.step - x.step AS INTEGER) AS lag
+            FROM samp s
+            JOIN (SELECT customer, step, bit_or(mask) AS mask FROM exposed
+                  WHERE customer IN (SELECT customer FROM samp) GROUP BY customer, step) x
+              ON x.customer = s.customer AND x.step <= s.step,
+                 range({n_tp}) t(k)
+            WHERE (x.mask >> CAST(t.k AS UBIGINT)) & CAST(1 AS UBIGINT) = 1""")
+        # DuckDB 1.x names the streaming reader fetch_record_batch (deprecated since)
+        stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_record_batch
+        reader = stream(1 << 20)
+        cells, lags = [], []
+        for batch in reader:
+            cells.append(batch.column(0).to_numpy().astype(np.int64, copy=False))
+            lags.append(batch.column(1).to_numpy().astype(np.int32, copy=False))
+        self.cell = np.concatenate(cells) if cells else np.zeros(0, np.int64)
+        self.lag = np.concatenate(lags) if lags else np.zeros(0, np.int32)
+        self.max_lag = int(self.lag.max()) if self.lag.size else 0
+
+    def __call__(self, decay: float) -> np.ndarray:
+        """float[rows of samp (by id), n_tp]: the counts at ``decay``."""
+        weight = np.power(1.0 - decay, np.arange(self.max_lag + 1, dtype=float))[self.lag]
+        counts = np.bincount(self.cell, weights=weight, minlength=self.rows * self.n_tp)
+        return counts.reshape(self.rows, self.n_tp)
 
 
 def _fit_all(
@@ -426,7 +443,8 @@ def fit_satisfaction(
     # decay's profile; the others' likelihood hardly depends on it. The stocks of one
     # decay at a time are held (the sample's rows times the touchpoints).
     mid = grid[len(grid) // 2]
-    z = _stocks(con, len(tps), [mid])[mid]
+    stocks = _Stocks(con, len(tps))
+    z = stocks(mid)
     seen_any = np.abs(z).max(axis=0) > 0  # the same columns are 0 whatever the decay
     _, first = _fit_all(d, samples, rows_of, z[:, seen_any])
     chosen = {k for k, f in first.items() if _wald_p(f) < SAT_ALPHA}
@@ -450,7 +468,7 @@ def fit_satisfaction(
         for x in decays:
             if x in prof or -math.log1p(-x) * steps > EXP_LIMIT:
                 continue
-            zx = _stocks(con, len(tps), [x])[x][:, seen_any]
+            zx = stocks(x)[:, seen_any]
             prof[x] = _fit_all(d, samples, rows_of, zx, chosen)[0]
             log.debug("satisfaction decay %g: log-likelihood %.2f", x, prof[x])
 
@@ -478,7 +496,7 @@ def fit_satisfaction(
             lo_d = math.exp(la + (lb - la) * (cut - prof[a]) / (prof[b] - prof[a]))
         if prof[a] >= cut > prof[b] and a >= best:
             hi_d = math.exp(la + (lb - la) * (prof[a] - cut) / (prof[a] - prof[b]))
-    z = _stocks(con, len(tps), [best])[best][:, seen_any]
+    z = stocks(best)[:, seen_any]
     ll1, fits = _fit_all(d, samples, rows_of, z)
     n_extra = sum(len(f.extra_cols) for f in fits.values())
     lr = max(0.0, 2 * (ll1 - ll0))
