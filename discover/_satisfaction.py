@@ -554,29 +554,24 @@ def fit_satisfaction(
     return out
 
 
-def _xd(
-    con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float], among: str = "samp"
-) -> None:
-    """The table ``xd``: at each customer-step with exposures, each touchpoint's decayed
-    count of the customer's exposures so far (``d{j}_{k}``: decay ``grid[j]``,
-    touchpoint ``k``), as a cumulative sum relative to the customer's first exposure;
-    for the customers of the table ``among`` only."""
+def _xd(con: duckdb.DuckDBPyConnection, n_tp: int, decay: float) -> None:
+    """The table ``xd``: at each step with exposures of a customer of ``het_customers``
+    (by its number ``cid``), the step's exposures (``mask``) and each touchpoint's
+    decayed count of the customer's exposures so far (``d_{k}``), as a cumulative sum
+    relative to the customer's first exposure."""
+    q = 1.0 - decay
     cols = []
-    for j, dec in enumerate(grid):
-        q = 1.0 - dec
-        for k in range(n_tp):
-            bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
-            cols.append(
-                f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d{j}_{k}"
-            )
+    for k in range(n_tp):
+        bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
+        cols.append(f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d_{k}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE xd AS
-        SELECT customer, step, {", ".join(cols)}
-        FROM (SELECT customer, step, mask, min(step) OVER (PARTITION BY customer) AS f
-              FROM (SELECT customer, step, bit_or(mask) AS mask FROM exposed
-                    WHERE customer IN (SELECT customer FROM {among})
-                    GROUP BY customer, step))
-        WINDOW w AS (PARTITION BY customer ORDER BY step ROWS UNBOUNDED PRECEDING)""")
+        SELECT cid, step, mask, {", ".join(cols)}
+        FROM (SELECT cid, step, mask, min(step) OVER (PARTITION BY cid) AS f
+              FROM (SELECT h.cid, x.step, bit_or(x.mask) AS mask
+                    FROM exposed x JOIN het_customers h USING (customer)
+                    GROUP BY h.cid, x.step))
+        WINDOW w AS (PARTITION BY cid ORDER BY step ROWS UNBOUNDED PRECEDING)""")
 
 
 def heterogeneity_with_satisfaction(
@@ -605,15 +600,17 @@ def heterogeneity_with_satisfaction(
             "SELECT count(DISTINCT customer) FROM spells WHERE stage = ?", [s]
         ).fetchone()
         rate = min(1.0, HET_CUSTOMERS / max(1, int(many[0]) if many else 1))
+        # the customers numbered: the joins and the sort of their steps on integers
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE het_customers AS
-            SELECT DISTINCT customer FROM spells
-            WHERE stage = ? AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
-                                < {rate!r}""",
+            SELECT customer, row_number() OVER (ORDER BY customer) AS cid FROM (
+                SELECT DISTINCT customer FROM spells
+                WHERE stage = ? AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
+                                    < {rate!r})""",
             [s],
         )
-        _xd(con, len(tps), [sat.decay], among="het_customers")
+        _xd(con, len(tps), sat.decay)
         sums, ys = [], []
         for j, t in enumerate(targets):
             f = sat.fits.get((s, t))
@@ -623,29 +620,28 @@ def heterogeneity_with_satisfaction(
                 first_lift = f.first_extra - len(f.tp_cols)
                 for i, tp in enumerate(f.tp_cols):
                     terms.append(
-                        f"{float(params[first_lift + i])!r} * CAST((coalesce(x.mask, "
-                        f"CAST(0 AS UBIGINT)) >> CAST({tp} AS UBIGINT)) & CAST(1 AS UBIGINT) "
-                        "AS DOUBLE)"
+                        f"{float(params[first_lift + i])!r} * CAST((CASE WHEN xd.step = "
+                        f"r.step THEN xd.mask ELSE CAST(0 AS UBIGINT) END >> CAST({tp} AS "
+                        "UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
                     )
                 for i, col in enumerate(f.extra_cols):
                     k = tps.index(sat.columns[col])
                     terms.append(
                         f"{float(params[f.first_extra + i])!r} * "
-                        f"coalesce(xd.d0_{k} * pow({q!r}, r.step - xd.step), 0.0)"
+                        f"coalesce(xd.d_{k} * pow({q!r}, r.step - xd.step), 0.0)"
                     )
             sums.append(f"sum(exp({' + '.join(terms)})) AS n{j}")
             ys.append(f"count(*) FILTER (r.y = {_q(t)}) AS y{j}")
         got = con.execute(
             f"""
             SELECT r.segment, {", ".join(sums)}, {", ".join(ys)}
-            FROM (SELECT customer, segment, step, CASE WHEN step = last THEN to_stage END AS y
-                  FROM (SELECT customer, segment, last, to_stage,
-                               unnest(range(first + {m} - 1, last + 1)) AS step
-                        FROM spells WHERE stage = ? AND last >= first + {m} - 1
-                          AND customer IN (SELECT customer FROM het_customers))) r
-            LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
-            ASOF LEFT JOIN xd ON r.customer = xd.customer AND r.step >= xd.step
-            GROUP BY r.customer, r.segment""",
+            FROM (SELECT cid, segment, step, CASE WHEN step = last THEN to_stage END AS y
+                  FROM (SELECT h.cid, s.segment, s.last, s.to_stage,
+                               unnest(range(s.first + {m} - 1, s.last + 1)) AS step
+                        FROM spells s JOIN het_customers h USING (customer)
+                        WHERE s.stage = ? AND s.last >= s.first + {m} - 1)) r
+            ASOF LEFT JOIN xd ON r.cid = xd.cid AND r.step >= xd.step
+            GROUP BY r.cid, r.segment ORDER BY r.cid""",
             [s],
         ).fetchall()
         if not got:
