@@ -440,8 +440,11 @@ def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None 
             mean = float(np.clip(y.mean(), 1e-9, 1 - 1e-9))
             start[0] = math.log(mean / (1 - mean)) - float(np.mean(offset))
             try:
-                return sm.Logit(y, X, offset=offset).fit(
-                    disp=0, maxiter=60, start_params=start
+                # no rank check (a QR of the tall design; a deficient one leaves Newton's
+                # Hessian singular, hence the fallback) and no check for perfect
+                # prediction at each iteration (it only warns): half the fit's time
+                return sm.Logit(y, X, offset=offset, check_rank=False).fit(
+                    disp=0, maxiter=60, start_params=start, callback=lambda *_: None
                 )
             except np.linalg.LinAlgError:
                 pass
