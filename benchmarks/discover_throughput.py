@@ -63,7 +63,8 @@ import sys, time, json
 sys.path.insert(0, {root!r})
 from discover import discover
 t0 = time.perf_counter()
-found = discover({log!r}, {map!r}, memory_limit={limit!r}, threads={threads!r})
+found = discover({log!r}, {map!r}, memory_limit={limit!r}, threads={threads!r},
+                 satisfaction={satisfaction!r})
 wall = time.perf_counter() - t0
 d = found.discovery
 print(json.dumps({{"wall_s": wall, "events": d.log.events,
@@ -72,10 +73,17 @@ print(json.dumps({{"wall_s": wall, "events": d.log.events,
 """
 
 
-def measure(log: Path, mapping: Path, limit: str, threads: int | None) -> dict[str, float]:
+def measure(
+    log: Path, mapping: Path, limit: str, threads: int | None, satisfaction: bool = True
+) -> dict[str, float]:
     """Discover in a child process; its wall time and peak resident memory."""
     code = CHILD.format(
-        root=str(ROOT), log=str(log), map=str(mapping), limit=limit, threads=threads
+        root=str(ROOT),
+        log=str(log),
+        map=str(mapping),
+        limit=limit,
+        threads=threads,
+        satisfaction=satisfaction,
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -97,6 +105,12 @@ def main() -> None:
         default=None,
         help="folder for the simulated log (kept; default: a temporary one)",
     )
+    parser.add_argument(
+        "--no-satisfaction",
+        dest="satisfaction",
+        action="store_false",
+        help="discover without satisfaction's reconstruction (discover --no-satisfaction)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +118,13 @@ def main() -> None:
         log, rows, size = generate(folder, args.events)
         mapping = Path(tmp) / "map.yaml"
         mapping.write_text(MAP)
-        result = measure(log, mapping, args.memory_limit, args.threads)
-    result |= {"log_rows": rows, "log_mib": size, "memory_limit": args.memory_limit}
+        result = measure(log, mapping, args.memory_limit, args.threads, args.satisfaction)
+    result |= {
+        "log_rows": rows,
+        "log_mib": size,
+        "memory_limit": args.memory_limit,
+        "satisfaction": args.satisfaction,
+    }
     if args.json:
         print(json.dumps(result))
         return
@@ -114,6 +133,7 @@ def main() -> None:
         f"discover: {result['wall_s']:.1f} s, {result['events_per_s']:,.0f} events/s, "
         f"peak RSS {result['peak_rss_mib']:.0f} MiB (DuckDB memory limit "
         f"{args.memory_limit}); {result['exits']} exits, {result['lifts']} lifts"
+        + ("" if args.satisfaction else "; without satisfaction")
     )
 
 
