@@ -415,7 +415,13 @@ def _cells(
     )
 
 
-def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None) -> Any:
+def _glm(
+    y: np.ndarray,
+    n: np.ndarray,
+    X: np.ndarray,
+    offset: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+) -> Any:
     """A binomial GLM (logit link); on one-step rows with an offset (the sampled rows of
     :mod:`discover._satisfaction`) statsmodels' Logit, the same model fitted by Newton's
     method (several times faster on a tall design than iteratively reweighted least
@@ -424,7 +430,8 @@ def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None 
     Newton starts from the intercept (``X``'s first column) at the logit of the rows' mean
     less their mean offset, the other coefficients at 0: from all zeros, the offsets of a
     case-control sample (log-odds of several units) make the first step overshoot, the
-    probabilities overflow and the Hessian turn singular.
+    probabilities overflow and the Hessian turn singular. ``start`` (of ``X``'s width),
+    when given, is used instead: the coefficients of a neighbouring model.
 
     Each iteration of statsmodels' least squares leaves its weighted copy of the design in
     a self-referencing ``Bunch``, freed only by Python's cyclic garbage collector, whose
@@ -436,9 +443,10 @@ def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if tall and offset is not None:
-            start = np.zeros(X.shape[1])
-            mean = float(np.clip(y.mean(), 1e-9, 1 - 1e-9))
-            start[0] = math.log(mean / (1 - mean)) - float(np.mean(offset))
+            if start is None or np.shape(start) != (X.shape[1],):
+                start = np.zeros(X.shape[1])
+                mean = float(np.clip(y.mean(), 1e-9, 1 - 1e-9))
+                start[0] = math.log(mean / (1 - mean)) - float(np.mean(offset))
             try:
                 # no rank check (a QR of the tall design; a deficient one leaves Newton's
                 # Hessian singular, hence the fallback) and no check for perfect
@@ -536,6 +544,7 @@ def _one_exit(
     extra: np.ndarray | None = None,
     offset: np.ndarray | None = None,
     keep: np.ndarray | None = None,
+    start: np.ndarray | None = None,
 ) -> _ExitFit | None:
     """The GLM of the exit ``s -> t`` on the cells ``c`` (restricted to ``keep``), with
     the covariates ``extra`` and the ``offset`` (of the kept rows) when given."""
@@ -595,7 +604,7 @@ def _one_exit(
     if total_y == 0:
         return None
     fit = _glm(
-        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n]
+        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n], start
     )
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
     key = f"{s}->{t}"

@@ -228,7 +228,9 @@ def _sample(
                    - 1,
                r.customer, r.stage, r.segment, r.step,
                coalesce(x.mask, CAST(0 AS UBIGINT)), r.y, {u} AS u
-        FROM picked r LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step""",
+        FROM picked r
+        LEFT JOIN (SELECT customer, step, mask FROM exposed WHERE stage = $1) x
+          ON x.customer = r.customer AND x.step = r.step""",
         [stage],
     )
     got = con.execute(
@@ -305,9 +307,12 @@ def _fit_all(
     rows_of: dict[str, np.ndarray],
     z: np.ndarray | None,
     only: set[tuple[str, str]] | None = None,
+    start: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> tuple[float, dict[tuple[str, str], Any]]:
     """Each exit's GLM on its sample (with the stocks ``z`` as covariates, or none), or
-    those in ``only``; the summed log-likelihood and the fits."""
+    those in ``only``, Newton started from ``start`` (an exit's coefficients at a
+    neighbouring decay) where it has the model's width; the summed log-likelihood and
+    the fits."""
     from discover._estimate import _one_exit, _sampled_cells
 
     total = 0.0
@@ -325,7 +330,17 @@ def _fit_all(
             if only is not None and (smp.stage, t) not in only:
                 continue
             keep, offset = smp.rows(t)
-            res = _one_exit(d, smp.stage, t, cells, seen, extra=zz, offset=offset, keep=keep)
+            res = _one_exit(
+                d,
+                smp.stage,
+                t,
+                cells,
+                seen,
+                extra=zz,
+                offset=offset,
+                keep=keep,
+                start=None if start is None else start.get((smp.stage, t)),
+            )
             if res is None:
                 continue
             # keep the numbers, not statsmodels' results (each holds its design matrix)
@@ -464,12 +479,20 @@ def fit_satisfaction(
     prof = {mid: sum(float(first[k].fit.llf) for k in chosen)}
     ll0, _ = _fit_all(d, samples, rows_of, None)
 
+    # each exit's coefficients at the decays evaluated: Newton starts from the nearest's
+    coefs = {mid: {k: np.asarray(f.fit.params) for k, f in first.items()}}
+
+    def started(x: float) -> dict[tuple[str, str], np.ndarray]:
+        at = min(coefs, key=lambda v: abs(math.log(v / x)))
+        return coefs[mid] | coefs[at]
+
     def profile(decays: list[float]) -> None:
         for x in decays:
             if x in prof or -math.log1p(-x) * steps > EXP_LIMIT:
                 continue
             zx = stocks(x)[:, seen_any]
-            prof[x] = _fit_all(d, samples, rows_of, zx, chosen)[0]
+            prof[x], got = _fit_all(d, samples, rows_of, zx, chosen, started(x))
+            coefs[x] = {k: np.asarray(f.fit.params) for k, f in got.items()}
             log.debug("satisfaction decay %g: log-likelihood %.2f", x, prof[x])
 
     profile(grid)
@@ -497,7 +520,7 @@ def fit_satisfaction(
         if prof[a] >= cut > prof[b] and a >= best:
             hi_d = math.exp(la + (lb - la) * (prof[a] - cut) / (prof[a] - prof[b]))
     z = stocks(best)[:, seen_any]
-    ll1, fits = _fit_all(d, samples, rows_of, z)
+    ll1, fits = _fit_all(d, samples, rows_of, z, start=started(best))
     n_extra = sum(len(f.extra_cols) for f in fits.values())
     lr = max(0.0, 2 * (ll1 - ll0))
     df = n_extra + 1
