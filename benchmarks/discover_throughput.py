@@ -10,13 +10,14 @@ reconstruction (``journey discover --no-satisfaction``). Not a test: the machine
 shared.
 
 What to expect at the defaults (10,117,590 events, DuckDB limit 1GB, two cores
-shared with other work, load average 2.5-4.8 during the runs):
+shared with other work, load average 1.7-4.8 during the runs; four runs with
+satisfaction, three without):
 
 =========================  ==============  ==================
                            wall time       peak resident
 =========================  ==============  ==================
-with satisfaction          92-147 s        1,590-1,680 MiB
-``--no-satisfaction``      52-55 s         1,210-1,215 MiB
+with satisfaction          92-147 s        1,590-1,690 MiB
+``--no-satisfaction``      42-55 s         1,210-1,285 MiB
 =========================  ==============  ==================
 
 The bound this benchmark holds discovery to: a 10-million-event log in under
