@@ -25,6 +25,7 @@ engine simulates (``sim/engines/_kernels.py``, ``advance``):
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import math
 import warnings
@@ -414,23 +415,53 @@ def _cells(
     )
 
 
-def _glm(y: np.ndarray, n: np.ndarray, X: np.ndarray, offset: np.ndarray | None = None) -> Any:
+def _glm(
+    y: np.ndarray,
+    n: np.ndarray,
+    X: np.ndarray,
+    offset: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+) -> Any:
     """A binomial GLM (logit link); on one-step rows with an offset (the sampled rows of
     :mod:`discover._satisfaction`) statsmodels' Logit, the same model fitted by Newton's
     method (several times faster on a tall design than iteratively reweighted least
-    squares), with the GLM as the fallback when Newton's Hessian is singular."""
+    squares), with the GLM as the fallback when Newton's Hessian is singular.
+
+    Newton starts from the intercept (``X``'s first column) at the logit of the rows' mean
+    less their mean offset, the other coefficients at 0: from all zeros, the offsets of a
+    case-control sample (log-odds of several units) make the first step overshoot, the
+    probabilities overflow and the Hessian turn singular. ``start`` (of ``X``'s width),
+    when given, is used instead: the coefficients of a neighbouring model.
+
+    Each iteration of statsmodels' least squares leaves its weighted copy of the design in
+    a self-referencing ``Bunch``, freed only by Python's cyclic garbage collector, whose
+    full passes are rare: on the sampled rows (``tall``) the garbage is collected after
+    the fallback, or a few fits hold gigabytes."""
     import statsmodels.api as sm
 
+    tall = offset is not None and bool(np.all(n == 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if offset is not None and np.all(n == 1):
+        if tall and offset is not None:
+            if start is None or np.shape(start) != (X.shape[1],):
+                start = np.zeros(X.shape[1])
+                mean = float(np.clip(y.mean(), 1e-9, 1 - 1e-9))
+                start[0] = math.log(mean / (1 - mean)) - float(np.mean(offset))
             try:
-                return sm.Logit(y, X, offset=offset).fit(disp=0, maxiter=60)
+                # no rank check (a QR of the tall design; a deficient one leaves Newton's
+                # Hessian singular, hence the fallback) and no check for perfect
+                # prediction at each iteration (it only warns): half the fit's time
+                return sm.Logit(y, X, offset=offset, check_rank=False).fit(
+                    disp=0, maxiter=60, start_params=start, callback=lambda *_: None
+                )
             except np.linalg.LinAlgError:
                 pass
-        return sm.GLM(
+        fit = sm.GLM(
             np.column_stack([y, n - y]), X, family=sm.families.Binomial(), offset=offset
         ).fit()
+    if tall:
+        gc.collect()
+    return fit
 
 
 def _exits(con: duckdb.DuckDBPyConnection, d: Discovery, dwell: dict[str, int]) -> None:
@@ -513,6 +544,7 @@ def _one_exit(
     extra: np.ndarray | None = None,
     offset: np.ndarray | None = None,
     keep: np.ndarray | None = None,
+    start: np.ndarray | None = None,
 ) -> _ExitFit | None:
     """The GLM of the exit ``s -> t`` on the cells ``c`` (restricted to ``keep``), with
     the covariates ``extra`` and the ``offset`` (of the kept rows) when given."""
@@ -572,7 +604,7 @@ def _one_exit(
     if total_y == 0:
         return None
     fit = _glm(
-        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n]
+        y[keep_n], n[keep_n], X[keep_n], None if offset is None else offset[keep_n], start
     )
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
     key = f"{s}->{t}"

@@ -228,7 +228,9 @@ def _sample(
                    - 1,
                r.customer, r.stage, r.segment, r.step,
                coalesce(x.mask, CAST(0 AS UBIGINT)), r.y, {u} AS u
-        FROM picked r LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step""",
+        FROM picked r
+        LEFT JOIN (SELECT customer, step, mask FROM exposed WHERE stage = $1) x
+          ON x.customer = r.customer AND x.step = r.step""",
         [stage],
     )
     got = con.execute(
@@ -258,28 +260,45 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _stocks(
-    con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float]
-) -> dict[float, np.ndarray]:
-    """Decay -> float[rows of samp (by id), n_tp]: each touchpoint's decayed count of
-    the customer's exposures up to the row's step (its own step's included)."""
-    _xd(con, n_tp, grid)
-    out_cols = []
-    for j, dec in enumerate(grid):
-        q = 1.0 - dec
-        for k in range(n_tp):
-            out_cols.append(f"coalesce(x.d{j}_{k} * pow({q!r}, s.step - x.step), 0.0)")
-    got = con.execute(f"""
-        SELECT {", ".join(out_cols)}
-        FROM samp s ASOF LEFT JOIN xd x ON s.customer = x.customer AND s.step >= x.step
-        ORDER BY s.id""").fetchnumpy()
-    con.execute("DROP TABLE xd")
-    arrays = list(got.values())
-    width = n_tp
-    return {
-        dec: np.column_stack([np.asarray(a, float) for a in arrays[j * width : (j + 1) * width]])
-        for j, dec in enumerate(grid)
-    }
+class _Stocks:
+    """The decayed exposure counts of the sampled customer-steps, for any decay.
+
+    A row's count of touchpoint ``k`` is ``Σ (1 − decay)^lag`` over the customer's steps
+    with an exposure to ``k`` that lie ``lag ≥ 0`` steps before the row's step (its own
+    step's included). The pairs (row, touchpoint, lag) do not depend on the decay: DuckDB
+    joins them once (each sampled row with its customer's earlier exposures; as many as
+    the sample's rows times a customer's exposure steps, whatever the log's size) and
+    they are read in record batches into two arrays. A decay's counts are then one
+    weighted ``bincount`` of them, so the profile over the decays reads the log once.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, n_tp: int) -> None:
+        self.rows = int(con.execute("SELECT count(*) FROM samp").fetchall()[0][0])
+        self.n_tp = n_tp
+        rel = con.sql(f"""
+            SELECT s.id * {n_tp} + t.k AS cell, CAST(s.step - x.step AS INTEGER) AS lag
+            FROM samp s
+            JOIN (SELECT customer, step, bit_or(mask) AS mask FROM exposed
+                  WHERE customer IN (SELECT customer FROM samp) GROUP BY customer, step) x
+              ON x.customer = s.customer AND x.step <= s.step,
+                 range({n_tp}) t(k)
+            WHERE (x.mask >> CAST(t.k AS UBIGINT)) & CAST(1 AS UBIGINT) = 1""")
+        # DuckDB 1.x names the streaming reader fetch_record_batch (deprecated since)
+        stream = getattr(rel, "to_arrow_reader", None) or rel.fetch_record_batch
+        reader = stream(1 << 20)
+        cells, lags = [], []
+        for batch in reader:
+            cells.append(batch.column(0).to_numpy().astype(np.int64, copy=False))
+            lags.append(batch.column(1).to_numpy().astype(np.int32, copy=False))
+        self.cell = np.concatenate(cells) if cells else np.zeros(0, np.int64)
+        self.lag = np.concatenate(lags) if lags else np.zeros(0, np.int32)
+        self.max_lag = int(self.lag.max()) if self.lag.size else 0
+
+    def __call__(self, decay: float) -> np.ndarray:
+        """float[rows of samp (by id), n_tp]: the counts at ``decay``."""
+        weight = np.power(1.0 - decay, np.arange(self.max_lag + 1, dtype=float))[self.lag]
+        counts = np.bincount(self.cell, weights=weight, minlength=self.rows * self.n_tp)
+        return counts.reshape(self.rows, self.n_tp)
 
 
 def _fit_all(
@@ -288,9 +307,12 @@ def _fit_all(
     rows_of: dict[str, np.ndarray],
     z: np.ndarray | None,
     only: set[tuple[str, str]] | None = None,
+    start: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> tuple[float, dict[tuple[str, str], Any]]:
     """Each exit's GLM on its sample (with the stocks ``z`` as covariates, or none), or
-    those in ``only``; the summed log-likelihood and the fits."""
+    those in ``only``, Newton started from ``start`` (an exit's coefficients at a
+    neighbouring decay) where it has the model's width; the summed log-likelihood and
+    the fits."""
     from discover._estimate import _one_exit, _sampled_cells
 
     total = 0.0
@@ -308,7 +330,17 @@ def _fit_all(
             if only is not None and (smp.stage, t) not in only:
                 continue
             keep, offset = smp.rows(t)
-            res = _one_exit(d, smp.stage, t, cells, seen, extra=zz, offset=offset, keep=keep)
+            res = _one_exit(
+                d,
+                smp.stage,
+                t,
+                cells,
+                seen,
+                extra=zz,
+                offset=offset,
+                keep=keep,
+                start=None if start is None else start.get((smp.stage, t)),
+            )
             if res is None:
                 continue
             # keep the numbers, not statsmodels' results (each holds its design matrix)
@@ -426,7 +458,8 @@ def fit_satisfaction(
     # decay's profile; the others' likelihood hardly depends on it. The stocks of one
     # decay at a time are held (the sample's rows times the touchpoints).
     mid = grid[len(grid) // 2]
-    z = _stocks(con, len(tps), [mid])[mid]
+    stocks = _Stocks(con, len(tps))
+    z = stocks(mid)
     seen_any = np.abs(z).max(axis=0) > 0  # the same columns are 0 whatever the decay
     _, first = _fit_all(d, samples, rows_of, z[:, seen_any])
     chosen = {k for k, f in first.items() if _wald_p(f) < SAT_ALPHA}
@@ -446,12 +479,20 @@ def fit_satisfaction(
     prof = {mid: sum(float(first[k].fit.llf) for k in chosen)}
     ll0, _ = _fit_all(d, samples, rows_of, None)
 
+    # each exit's coefficients at the decays evaluated: Newton starts from the nearest's
+    coefs = {mid: {k: np.asarray(f.fit.params) for k, f in first.items()}}
+
+    def started(x: float) -> dict[tuple[str, str], np.ndarray]:
+        at = min(coefs, key=lambda v: abs(math.log(v / x)))
+        return coefs[mid] | coefs[at]
+
     def profile(decays: list[float]) -> None:
         for x in decays:
             if x in prof or -math.log1p(-x) * steps > EXP_LIMIT:
                 continue
-            zx = _stocks(con, len(tps), [x])[x][:, seen_any]
-            prof[x] = _fit_all(d, samples, rows_of, zx, chosen)[0]
+            zx = stocks(x)[:, seen_any]
+            prof[x], got = _fit_all(d, samples, rows_of, zx, chosen, started(x))
+            coefs[x] = {k: np.asarray(f.fit.params) for k, f in got.items()}
             log.debug("satisfaction decay %g: log-likelihood %.2f", x, prof[x])
 
     profile(grid)
@@ -478,8 +519,8 @@ def fit_satisfaction(
             lo_d = math.exp(la + (lb - la) * (cut - prof[a]) / (prof[b] - prof[a]))
         if prof[a] >= cut > prof[b] and a >= best:
             hi_d = math.exp(la + (lb - la) * (prof[a] - cut) / (prof[a] - prof[b]))
-    z = _stocks(con, len(tps), [best])[best][:, seen_any]
-    ll1, fits = _fit_all(d, samples, rows_of, z)
+    z = stocks(best)[:, seen_any]
+    ll1, fits = _fit_all(d, samples, rows_of, z, start=started(best))
     n_extra = sum(len(f.extra_cols) for f in fits.values())
     lr = max(0.0, 2 * (ll1 - ll0))
     df = n_extra + 1
@@ -536,29 +577,24 @@ def fit_satisfaction(
     return out
 
 
-def _xd(
-    con: duckdb.DuckDBPyConnection, n_tp: int, grid: list[float], among: str = "samp"
-) -> None:
-    """The table ``xd``: at each customer-step with exposures, each touchpoint's decayed
-    count of the customer's exposures so far (``d{j}_{k}``: decay ``grid[j]``,
-    touchpoint ``k``), as a cumulative sum relative to the customer's first exposure;
-    for the customers of the table ``among`` only."""
+def _xd(con: duckdb.DuckDBPyConnection, n_tp: int, decay: float) -> None:
+    """The table ``xd``: at each step with exposures of a customer of ``het_customers``
+    (by its number ``cid``), the step's exposures (``mask``) and each touchpoint's
+    decayed count of the customer's exposures so far (``d_{k}``), as a cumulative sum
+    relative to the customer's first exposure."""
+    q = 1.0 - decay
     cols = []
-    for j, dec in enumerate(grid):
-        q = 1.0 - dec
-        for k in range(n_tp):
-            bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
-            cols.append(
-                f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d{j}_{k}"
-            )
+    for k in range(n_tp):
+        bit = f"CAST((mask >> CAST({k} AS UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
+        cols.append(f"sum({bit} * pow({q!r}, f - step)) OVER w * pow({q!r}, step - f) AS d_{k}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE xd AS
-        SELECT customer, step, {", ".join(cols)}
-        FROM (SELECT customer, step, mask, min(step) OVER (PARTITION BY customer) AS f
-              FROM (SELECT customer, step, bit_or(mask) AS mask FROM exposed
-                    WHERE customer IN (SELECT customer FROM {among})
-                    GROUP BY customer, step))
-        WINDOW w AS (PARTITION BY customer ORDER BY step ROWS UNBOUNDED PRECEDING)""")
+        SELECT cid, step, mask, {", ".join(cols)}
+        FROM (SELECT cid, step, mask, min(step) OVER (PARTITION BY cid) AS f
+              FROM (SELECT h.cid, x.step, bit_or(x.mask) AS mask
+                    FROM exposed x JOIN het_customers h USING (customer)
+                    GROUP BY h.cid, x.step))
+        WINDOW w AS (PARTITION BY cid ORDER BY step ROWS UNBOUNDED PRECEDING)""")
 
 
 def heterogeneity_with_satisfaction(
@@ -587,15 +623,17 @@ def heterogeneity_with_satisfaction(
             "SELECT count(DISTINCT customer) FROM spells WHERE stage = ?", [s]
         ).fetchone()
         rate = min(1.0, HET_CUSTOMERS / max(1, int(many[0]) if many else 1))
+        # the customers numbered: the joins and the sort of their steps on integers
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE het_customers AS
-            SELECT DISTINCT customer FROM spells
-            WHERE stage = ? AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
-                                < {rate!r}""",
+            SELECT customer, row_number() OVER (ORDER BY customer) AS cid FROM (
+                SELECT DISTINCT customer FROM spells
+                WHERE stage = ? AND CAST(hash(customer) >> 11 AS DOUBLE) / 9007199254740992.0
+                                    < {rate!r})""",
             [s],
         )
-        _xd(con, len(tps), [sat.decay], among="het_customers")
+        _xd(con, len(tps), sat.decay)
         sums, ys = [], []
         for j, t in enumerate(targets):
             f = sat.fits.get((s, t))
@@ -605,29 +643,28 @@ def heterogeneity_with_satisfaction(
                 first_lift = f.first_extra - len(f.tp_cols)
                 for i, tp in enumerate(f.tp_cols):
                     terms.append(
-                        f"{float(params[first_lift + i])!r} * CAST((coalesce(x.mask, "
-                        f"CAST(0 AS UBIGINT)) >> CAST({tp} AS UBIGINT)) & CAST(1 AS UBIGINT) "
-                        "AS DOUBLE)"
+                        f"{float(params[first_lift + i])!r} * CAST((CASE WHEN xd.step = "
+                        f"r.step THEN xd.mask ELSE CAST(0 AS UBIGINT) END >> CAST({tp} AS "
+                        "UBIGINT)) & CAST(1 AS UBIGINT) AS DOUBLE)"
                     )
                 for i, col in enumerate(f.extra_cols):
                     k = tps.index(sat.columns[col])
                     terms.append(
                         f"{float(params[f.first_extra + i])!r} * "
-                        f"coalesce(xd.d0_{k} * pow({q!r}, r.step - xd.step), 0.0)"
+                        f"coalesce(xd.d_{k} * pow({q!r}, r.step - xd.step), 0.0)"
                     )
             sums.append(f"sum(exp({' + '.join(terms)})) AS n{j}")
             ys.append(f"count(*) FILTER (r.y = {_q(t)}) AS y{j}")
         got = con.execute(
             f"""
             SELECT r.segment, {", ".join(sums)}, {", ".join(ys)}
-            FROM (SELECT customer, segment, step, CASE WHEN step = last THEN to_stage END AS y
-                  FROM (SELECT customer, segment, last, to_stage,
-                               unnest(range(first + {m} - 1, last + 1)) AS step
-                        FROM spells WHERE stage = ? AND last >= first + {m} - 1
-                          AND customer IN (SELECT customer FROM het_customers))) r
-            LEFT JOIN exposed x ON x.customer = r.customer AND x.step = r.step
-            ASOF LEFT JOIN xd ON r.customer = xd.customer AND r.step >= xd.step
-            GROUP BY r.customer, r.segment""",
+            FROM (SELECT cid, segment, step, CASE WHEN step = last THEN to_stage END AS y
+                  FROM (SELECT h.cid, s.segment, s.last, s.to_stage,
+                               unnest(range(s.first + {m} - 1, s.last + 1)) AS step
+                        FROM spells s JOIN het_customers h USING (customer)
+                        WHERE s.stage = ? AND s.last >= s.first + {m} - 1)) r
+            ASOF LEFT JOIN xd ON r.cid = xd.cid AND r.step >= xd.step
+            GROUP BY r.cid, r.segment ORDER BY r.cid""",
             [s],
         ).fetchall()
         if not got:
