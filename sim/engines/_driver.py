@@ -193,12 +193,15 @@ class Driver:
         """Agents born so far (the initial population is born by step 1's begin)."""
         return int(self.tally.totals[0])
 
+    def _present(self, t: int) -> int:
+        """Agents there before step ``t``'s arrivals and referred prospects: those born so
+        far, and at step 1 the initial population, which step 1's begin gives birth to."""
+        return self.n + (self.initial if t == 1 else 0)
+
     def _room(self, t: int) -> None:
         """Grow the agents' arrays when step ``t``'s births would not fit."""
         tl = self.tally   # births_due, in Python (it is compiled for the kernels alone)
-        need = self.n + int(tl.arrivals[t].sum() + tl.pending.sum())
-        if t == 1:
-            need += self.initial
+        need = self._present(t) + int(tl.arrivals[t].sum() + tl.pending.sum())
         if need > MAX_AGENTS:
             raise SimError(f"the population passed {MAX_AGENTS:,} agents at step {t}")
         if need > self.capacity:
@@ -218,8 +221,7 @@ class Driver:
         m = self.model.arrays
         while t0 < t1:
             self._room(t0)
-            # the initial population is born by step 1's begin, inside the loop
-            threads = self._threads(self.n + (self.initial if t0 == 1 else 0))
+            threads = self._threads(self._present(t0))
             if threads > 1:
                 t0 = run_steps(t0, t1, self.seed64, self.pop, self.tally, self.f, m, self.st,
                                self.buf, threads)
@@ -231,7 +233,7 @@ class Driver:
         """Start step ``t``: births of arrivals and referred prospects, this step's
         factors (reputation, contagion). Returns the step's regime."""
         self._room(t)
-        n = self.n + (self.initial if t == 1 else 0)  # the initial population's rows are step 0's
+        n = self._present(t)  # the initial population's entry rows are step 0's
         r = int(step_begin(t, self.seed64, self.pop, self.tally, self.model.arrays, self.st,
                            self.f))
         if self.events and self.n > n:
