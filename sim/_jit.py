@@ -20,11 +20,12 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numba
 
-__all__ = ["cache_dir", "inner_kernel", "kernel", "loop_kernel", "parallel_kernel"]
+__all__ = ["Flags", "cache_dir", "flag_bits", "inner_kernel", "kernel", "loop_kernel",
+           "parallel_kernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,3 +170,70 @@ loop_kernel = _jit(parallel=False, inner=True)
 without the Python wrapper: LLVM optimises its module alone, then again inside each
 caller. The agent loop is compiled so: as an :func:`inner_kernel` its machine code
 came out different and ran about 4% slower (lean benchmark, one thread)."""
+
+
+class Flags:
+    """Bits a kernel is compiled for: numba types a value by its bits (``Flags(5)``), so a
+    kernel taking one is compiled once per value a process passes, and
+    :func:`flag_bits` gives the bits inside it as a constant that LLVM folds (the code
+    of a clear bit's branches is left out). Passing an int with numba's ``literally``
+    would do the same, but every call from Python would first type the kernel for a
+    plain int, fail, and only then find the compiled one.
+    """
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: int) -> None:
+        self.bits = int(bits)
+
+    def __repr__(self) -> str:
+        return f"Flags({self.bits})"
+
+
+def _bits_of(flags: Flags) -> int:
+    return flags.bits
+
+
+flag_bits: Callable[[Flags], int] = _bits_of
+"""The bits of a :class:`Flags` value: a constant in compiled code, an attribute read
+under ``NUMBA_DISABLE_JIT``."""
+
+
+if not _config.DISABLE_JIT:
+    from llvmlite import ir
+    from numba.core import types
+    from numba.extending import NativeValue, intrinsic, models, register_model, typeof_impl, unbox
+
+    class FlagsType(types.Type):
+        """numba's type of a :class:`Flags` value: one type for each value of the bits."""
+
+        def __init__(self, bits: int) -> None:
+            self.bits = int(bits)
+            super().__init__(name=f"Flags({self.bits})")
+
+    @typeof_impl.register(Flags)
+    def _typeof_flags(value: Flags, context: Any) -> FlagsType:
+        return FlagsType(value.bits)
+
+    @register_model(FlagsType)
+    class _FlagsModel(models.PrimitiveModel):
+        """A byte that is never read: the value lives in the type."""
+
+        def __init__(self, dmm: Any, fe_type: Any) -> None:
+            super().__init__(dmm, fe_type, ir.IntType(8))
+
+    @unbox(FlagsType)
+    def _unbox_flags(typ: Any, obj: Any, c: Any) -> Any:
+        return NativeValue(ir.Constant(ir.IntType(8), 0))
+
+    @intrinsic
+    def _flag_bits(typingctx: Any, flags: Any) -> Any:
+        if not isinstance(flags, FlagsType):
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return context.get_constant(types.int64, sig.args[0].bits)
+
+        return types.int64(flags), codegen
+
+    flag_bits = cast(Callable[[Flags], int], _flag_bits)  # the compiled twin

@@ -22,6 +22,7 @@ from sim.engines._kernels import (
     State,
     Tally,
     agent_key,
+    features,
     make_buffers,
     make_factors,
     poisson,
@@ -150,6 +151,7 @@ class Driver:
         referrals = bool((m.ref_p > 0).any())
         self.capacity = max(16, expected + (expected // 8 if referrals else 0))
         self.st = _alloc(self.capacity, H, queues, exposures, self.events)
+        self.feats = features(m, self.st)   # the step kernels' compile-time mechanisms
         e_max = int(np.max(np.diff(m.exit_start))) if len(m.exit_start) > 1 else 1
         self.buf = make_buffers(G, S, T, T1, e_max)
         E = m.base_p.shape[1]
@@ -224,10 +226,10 @@ class Driver:
             threads = self._threads(self._present(t0))
             if threads > 1:
                 t0 = run_steps(t0, t1, self.seed64, self.pop, self.tally, self.f, m, self.st,
-                               self.buf, threads)
+                               self.buf, threads, self.feats)
             else:
                 t0 = run_steps_serial(t0, t1, self.seed64, self.pop, self.tally, self.f, m,
-                                      self.st, self.buf)
+                                      self.st, self.buf, self.feats)
 
     def begin(self, t: int) -> int:
         """Start step ``t``: births of arrivals and referred prospects, this step's
@@ -250,10 +252,10 @@ class Driver:
         con_add = float(self.tally.con_add[0])
         if threads > 1:
             step_kernel(self.n, t, r, self.seed64, con_add, self.f, self.model.arrays,
-                        self.st, self.buf, threads)
+                        self.st, self.buf, threads, self.feats)
         else:
             step_kernel_serial(self.n, t, r, self.seed64, con_add, self.f, self.model.arrays,
-                               self.st, self.buf)
+                               self.st, self.buf, self.feats)
 
     def end(self, t: int) -> None:
         """Finish step ``t``: reduce the kernel's chunks, update the rating, record events."""

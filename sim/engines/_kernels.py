@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from sim._jit import inner_kernel, kernel, loop_kernel, parallel_kernel
+from sim._jit import Flags, flag_bits, inner_kernel, kernel, loop_kernel, parallel_kernel
 from sim.model import (
     DUR_EXPONENTIAL,
     DUR_FIXED,
@@ -51,6 +51,7 @@ __all__ = [
     "birth",
     "births_due",
     "draw_requests",
+    "features",
     "make_buffers",
     "make_factors",
     "mix64",
@@ -92,6 +93,15 @@ _2POW53 = 9007199254740992.0
 _LOW11 = np.uint64(0x7FF)
 _NEVER = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 """A cut above every 53-bit draw: the event always happens."""
+
+F_QUEUES = 1
+F_SEEN = 2
+F_MOVES = 4
+F_HET = 8
+F_SAT_EFFECTS = 16
+F_REVIEWS = 32
+F_REFERRALS = 64
+"""The mechanisms a run's agent step may need (:func:`features`)."""
 
 
 class State(NamedTuple):
@@ -193,6 +203,35 @@ def make_buffers(G: int, S: int, T: int, L: int, e_max: int) -> Buffers:
         reviews=np.zeros((C, 2), np.int64), retained=np.zeros((C, L), np.int64),
         to_convert=np.zeros((C, L), np.int64), scratch=np.zeros((C, 2, max(e_max, 1))),
     )
+
+
+def features(m: ModelArrays, st: State) -> Flags:
+    """Which mechanisms the agent step of this model and state needs, as bits (``F_*``).
+
+    The step kernels take it as a compile-time constant (:class:`sim._jit.Flags`): the
+    agent loop is compiled once per combination a process uses, without the code of
+    the mechanisms the run lacks. Leaving that code in costs the loop every agent-step
+    even where its branches are never taken (registers spilled to the stack, values
+    reloaded), about a tenth of the lean benchmark's instructions. A bit is clear only
+    where the mechanism cannot act: its arrays are empty or its parameters zero in
+    every regime, so either way the results are the same.
+    """
+    bits = 0
+    if st.served.shape[0] > 0:
+        bits |= F_QUEUES
+    if st.seen.shape[0] > 0:
+        bits |= F_SEEN
+    if st.moved.shape[0] > 0:
+        bits |= F_MOVES
+    if (np.asarray(m.het_slot) >= 0).any():
+        bits |= F_HET
+    if (np.asarray(m.sat_effect) != 0.0).any():
+        bits |= F_SAT_EFFECTS
+    if (np.asarray(m.review_post) > 0.0).any():
+        bits |= F_REVIEWS
+    if (np.asarray(m.ref_p) > 0.0).any():
+        bits |= F_REFERRALS
+    return Flags(bits)
 
 
 # ------------------------------------------------------------------ randomness
@@ -451,7 +490,7 @@ def _birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
 
 @loop_kernel
 def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
-            f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
+            f: Factors, m: ModelArrays, st: State, buf: Buffers, feats: Flags) -> None:
     """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step
     ``t`` (1-based) under regime ``r``; each chunk's per-step buffers are reset first.
 
@@ -482,16 +521,22 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
             its slices of ``buf``.
         con_add: contagion's addition to the contagion exit's probability.
         f: this step's factors from :func:`step_factors`.
+        feats: :func:`features` of the model and state, a compile-time constant.
     """
+    on = flag_bits(feats)
+    queues = (on & F_QUEUES) != 0
+    track = (on & F_SEEN) != 0
+    track_moves = (on & F_MOVES) != 0
+    hets = (on & F_HET) != 0
+    sat_effects = (on & F_SAT_EFFECTS) != 0
+    reviews_on = (on & F_REVIEWS) != 0
+    referrals_on = (on & F_REFERRALS) != 0
     # every array is taken out of its tuple once: a tuple field read inside the loop
     # may cost a reference count update (an atomic shared by all threads) per agent
     stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
     born, het, clv, moved = st.born, st.het, st.clv, st.moved
-    track_moves = moved.shape[0] > 0
     served_of, wait_sat_of = st.served, st.wait_sat
-    queues = served_of.shape[0] > 0
     seen_of = st.seen
-    track = seen_of.shape[0] > 0
     tp_qmask = m.tp_qmask
     exit_start, min_dwell, act_start, act_tp = m.exit_start, m.min_dwell, m.act_start, m.act_tp
     kind, exit_to, discount = m.kind, m.exit_to, m.discount
@@ -543,23 +588,33 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
             ne = exit_start[s + 1] - e0
             exposed = False
             mask = np.uint64(0)
-            for k in range(act_start[s], act_start[s + 1]):
-                tp = act_tp[k]
-                hit = _bits53(key, act_key[k]) < reach_cut[g, k]
-                if not hit and done != 0 and (done & tp_qmask[tp]) != 0:
-                    hit = True
-                    done ^= tp_qmask[tp]
-                if hit:
-                    if track:
-                        mask |= _ONE << tp
-                    exposures[g, tp] += 1
-                    x += tp_sat[tp]
-                    if not exposed:
-                        exposed = True
+            # the draws up to the first hit in a loop of their own: most agent-steps see
+            # nothing, and the effects run only from the first hit (from the stage's first
+            # touchpoint when a service ended), the later touchpoints drawn as they come
+            k1 = act_start[s + 1]
+            first = k1
+            for k in range(act_start[s], k1):
+                if _bits53(key, act_key[k]) < reach_cut[g, k]:
+                    first = k
+                    break
+            if first < k1 or done != 0:
+                for k in range(act_start[s] if done != 0 else first, k1):
+                    tp = act_tp[k]
+                    hit = k == first or (k > first and _bits53(key, act_key[k]) < reach_cut[g, k])
+                    if not hit and done != 0 and (done & tp_qmask[tp]) != 0:
+                        hit = True
+                        done ^= tp_qmask[tp]
+                    if hit:
+                        if track:
+                            mask |= _ONE << tp
+                        exposures[g, tp] += 1
+                        x += tp_sat[tp]
+                        if not exposed:
+                            exposed = True
+                            for j in range(ne):
+                                scr[0, j] = 1.0
                         for j in range(ne):
-                            scr[0, j] = 1.0
-                    for j in range(ne):
-                        scr[0, j] *= tp_elift[tp, e0 + j]
+                            scr[0, j] *= tp_elift[tp, e0 + j]
             if queues:
                 # served for a touchpoint not active in this stage (the agent moved while
                 # being served): the same effects, after the active ones
@@ -592,7 +647,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                 if exposed or bits < exit_cut[g, s]:
                     u = float(np.int64(bits)) * _TWO53
                     full = True
-                    if not exposed and het_base[g, s] >= 0.0:
+                    if hets and not exposed and het_base[g, s] >= 0.0:
                         # a stage with an exit of the agent's own heterogeneity: its bound
                         # from the agent's values, without the exits' exact probabilities
                         bound = het_base[g, s]
@@ -620,8 +675,8 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                         bound = 0.0
                         for j in range(ne):
                             e = e0 + j
-                            h = het_slot[g, e]
-                            beta = sat_effect[e]
+                            h = het_slot[g, e] if hets else -1
+                            beta = sat_effect[e] if sat_effects else 0.0
                             lift = scr[0, j]
                             scr[0, j] = -1.0
                             if h < 0 and beta == 0.0 and lift == 1.0:
@@ -688,12 +743,12 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                 if kind[to] == 1:
                     retained[t - a] += 1
             sat_sum[g, to] += x
-            post = review_post[to]
+            post = review_post[to] if reviews_on else 0.0
             if post > 0.0 and review_drawn(key, post):
                 score = review_min + (review_max - review_min) * (x + 1.0) * 0.5
                 reviews[0] += 1
                 reviews[1] += np.int64(math.floor(score + 0.5))
-            if (ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
+            if (referrals_on and ref_p > 0.0 and ref_stage[to] == 1 and x >= ref_min_sat
                     and uniform(key, STREAM_REFERRAL) < ref_p):
                 referrals[g] += 1
 
@@ -767,7 +822,8 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
 
 @parallel_kernel
 def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                f: Factors, m: ModelArrays, st: State, buf: Buffers, workers: int) -> None:
+                f: Factors, m: ModelArrays, st: State, buf: Buffers, workers: int,
+                feats: Flags) -> None:
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     ``workers`` (numba's thread count, passed in: asking numba for it inside a
@@ -782,16 +838,17 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     workers = max(1, min(CHUNKS, workers))
     for w in prange(workers):
         advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed, con_add,
-                f, m, st, buf)
+                f, m, st, buf, feats)
 
 
 @kernel
 def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
-                       f: Factors, m: ModelArrays, st: State, buf: Buffers) -> None:
+                       f: Factors, m: ModelArrays, st: State, buf: Buffers, feats: Flags
+                       ) -> None:
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
-    advance(0, CHUNKS, n, t, r, seed, con_add, f, m, st, buf)
+    advance(0, CHUNKS, n, t, r, seed, con_add, f, m, st, buf, feats)
 
 
 # ------------------------------------------------------------------ steps
@@ -920,7 +977,7 @@ def _step_end(t: int, p: Population, tl: Tally, buf: Buffers) -> None:
 
 @parallel_kernel
 def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Factors,
-              m: ModelArrays, st: State, buf: Buffers, workers: int) -> int:
+              m: ModelArrays, st: State, buf: Buffers, workers: int, feats: Flags) -> int:
     """Steps ``t0 .. t1-1`` in one call: begin, every agent (chunks over ``workers``
     threads, as :func:`step_kernel`), end.
 
@@ -937,19 +994,19 @@ def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Fa
         con_add = tl.con_add[0]
         for w in prange(workers):
             advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed,
-                    con_add, f, m, st, buf)
+                    con_add, f, m, st, buf, feats)
         _step_end(t, p, tl, buf)
     return t1
 
 
 @kernel
 def run_steps_serial(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Factors,
-                     m: ModelArrays, st: State, buf: Buffers) -> int:
+                     m: ModelArrays, st: State, buf: Buffers, feats: Flags) -> int:
     """:func:`run_steps` on the calling thread (the same results)."""
     for t in range(t0, t1):
         r = _step_begin(t, seed, p, tl, m, st, f)
         if r < 0:
             return t
-        advance(0, CHUNKS, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf)
+        advance(0, CHUNKS, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf, feats)
         _step_end(t, p, tl, buf)
     return t1

@@ -162,3 +162,29 @@ def test_running_a_scenario_caches_kernels_under_the_user_folder_not_the_package
     folder = tmp_path / "cache" / "journey-engine" / facts["version"] / "numba"
     cached = {p.suffix for p in _cache_files(folder)}
     assert cached == set(CACHE_SUFFIXES), f"no index and data files under {folder}"
+
+
+def test_flags_compile_a_kernel_once_per_value_with_the_bits_as_a_constant() -> None:
+    """A kernel taking :class:`sim._jit.Flags` is compiled for each value it is given, and
+    a call with a value seen before compiles nothing (no failed typing first, as a plain
+    int under numba's ``literally`` would cost)."""
+    from sim._jit import Flags, flag_bits
+
+    @numba.njit(cache=False)
+    def pick(x: float, flags: Flags) -> float:
+        if flag_bits(flags) & 1:
+            return -x
+        return x
+
+    assert pick(2.0, Flags(0)) == 2.0 and pick(2.0, Flags(1)) == -2.0
+    assert len(pick.signatures) == 2
+    slow = []
+    compile_for_args = pick._compile_for_args
+    pick._compile_for_args = lambda *a, **k: slow.append(a) or compile_for_args(*a, **k)
+    for _ in range(3):
+        assert pick(3.0, Flags(1)) == -3.0
+    assert slow == [] and len(pick.signatures) == 2
+    # Flags(0): the negation's branch is left out of the code; Flags(1) has it
+    assert "fneg" not in pick.inspect_llvm(pick.signatures[0])
+    assert "fneg" in pick.inspect_llvm(pick.signatures[1])
+    assert repr(Flags(5)) == "Flags(5)"

@@ -204,7 +204,7 @@ def test_twin_exact_steps(model: CompiledModel, kernel: str) -> None:
         con_add = 0.03 * t
         K.step_factors(t, r, rep, con_add, m, f)
         step_kernel(np.int64(n), np.int64(t), np.int64(r), np.uint64(SEED), con_add,
-                    f, m, st, buf, *workers)
+                    f, m, st, buf, *workers, K.features(m, st))
         naive.step(n, t, r, SEED, rep, con_add, nm, twin, twin_buf)
         _assert_state_equal(st, twin, n)
         _assert_buffers_equal(buf, twin_buf)
@@ -235,6 +235,37 @@ def test_twin_exact_run(model: CompiledModel) -> None:
     assert len(set(model.regime_of_step.tolist())) == len(model.regimes) == 4
 
 
+@pytest.mark.parametrize("variant", ["lean", "homogeneous"])
+def test_twin_exact_run_without_mechanisms(journey_text: str, variant: str) -> None:
+    """A run whose kernels are compiled without the mechanisms its scenario lacks
+    (:func:`sim.engines._kernels.features`) equals the twin's, which has no such
+    switches: no reviews, word of mouth or satisfaction effects (``lean``), no
+    heterogeneity (``homogeneous``); no events, queues or exposure records in either."""
+    text = journey_text.replace("horizon_days: 120", f"horizon_days: {STEPS}")
+    scenario = sim.load_scenario(text)
+    if variant == "lean":
+        scenario = scenario.apply(overrides={"reviews": None, "word_of_mouth": {},
+                                             "satisfaction.effects": {}})
+        clear = K.F_REVIEWS | K.F_REFERRALS | K.F_SAT_EFFECTS
+    else:
+        scenario = scenario.apply(overrides={f"segments.{g}.heterogeneity": {}
+                                             for g in ("young", "old")})
+        clear = K.F_HET
+    model = compile_scenario(scenario)
+    st = _alloc(16, model.arrays.het_kind.shape[2], events=False)  # as simulate's
+    bits = K.features(model.arrays, st).bits
+    assert bits & (clear | K.F_QUEUES | K.F_SEEN | K.F_MOVES) == 0
+    assert bits | clear == K.F_HET | K.F_SAT_EFFECTS | K.F_REVIEWS | K.F_REFERRALS
+    raw = simulate(model, SEED)
+    twin = naive.simulate(model, SEED)
+    for name in ("occupancy", "sat_sum", "flows", "arrivals", "referred", "exposures",
+                 "acquired", "reviews", "rating", "retained", "to_convert"):
+        got = getattr(raw, name)
+        assert np.array_equal(got, np.array(twin[name], dtype=got.dtype)), name
+    assert raw.clv_total == float(np.array(twin["state"].clv).sum())
+    assert raw.flows.sum() > 100
+
+
 def test_twin_exact_jit_mode() -> None:
     """The kernels are compiled, or plain Python under NUMBA_DISABLE_JIT=1."""
     for kernel in (K.mix64, K.birth, K.step_kernel, K.step_kernel_serial):
@@ -258,6 +289,7 @@ def test_twin_exact_tests_pass_without_jit() -> None:
     expected = sum(1 for name in globals()
                    if name.startswith("test_twin_exact_") and "without_jit" not in name)
     expected += 1   # test_twin_exact_steps runs once per kernel
+    expected += 1   # test_twin_exact_run_without_mechanisms runs once per variant
     assert f"{expected} passed" in proc.stdout, proc.stdout[-2000:]
 
 
