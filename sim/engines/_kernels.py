@@ -212,9 +212,10 @@ def features(m: ModelArrays, st: State) -> Flags:
     agent loop is compiled once per combination a process uses, without the code of
     the mechanisms the run lacks. Leaving that code in costs the loop every agent-step
     even where its branches are never taken (registers spilled to the stack, values
-    reloaded), about a tenth of the lean benchmark's instructions. A bit is clear only
-    where the mechanism cannot act: its arrays are empty or its parameters zero in
-    every regime, so either way the results are the same.
+    reloaded): the lean benchmark's agent-step took a fifth more instructions with it
+    (220.8 against 184.5 under callgrind). A bit is clear only where the mechanism
+    cannot act: its arrays are empty or its parameters zero in every regime, so either
+    way the results are the same.
     """
     bits = 0
     if st.served.shape[0] > 0:
