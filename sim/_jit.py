@@ -24,8 +24,7 @@ from typing import Any, cast
 
 import numba
 
-__all__ = ["Flags", "cache_dir", "flag_bits", "inner_kernel", "kernel", "loop_kernel",
-           "parallel_kernel"]
+__all__ = ["Flags", "cache_dir", "flag_bits", "inner_kernel", "kernel", "parallel_kernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def _writable(directory: str) -> bool:
     return True
 
 
-def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]], Any]:
+def _jit(*, parallel: bool) -> Callable[[Callable[..., Any]], Any]:
     """A decorator that compiles with the shared flags and caches in :func:`cache_dir`.
 
     numba picks a dispatcher's cache folder once, when the decorator runs, from
@@ -90,8 +89,7 @@ def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]
     when that folder is not writable it would fall back to ``__pycache__`` beside
     the module. So the folder is set only while each kernel is decorated (other
     code's ``cache=True`` functions keep numba's own default) and a kernel whose
-    folder cannot be written is compiled without a cache instead. ``inner`` leaves
-    out the Python wrapper (:data:`loop_kernel`).
+    folder cannot be written is compiled without a cache instead.
     """
 
     def decorate(func: Callable[..., Any]) -> Any:
@@ -102,8 +100,7 @@ def _jit(*, parallel: bool, inner: bool = False) -> Callable[[Callable[..., Any]
         saved = _config.CACHE_DIR
         _config.CACHE_DIR = directory
         try:
-            flags = dict(_FLAGS, no_cpython_wrapper=True) if inner else _FLAGS
-            return numba.njit(cache=cache, parallel=parallel, **flags)(func)
+            return numba.njit(cache=cache, parallel=parallel, **_FLAGS)(func)
         finally:
             _config.CACHE_DIR = saved
 
@@ -115,12 +112,96 @@ _RETURNS = {"None": "none", "int": "int64", "float": "float64", "bool": "boolean
 """numba's type of each return annotation an inner kernel may have."""
 
 
+class _Lowered:
+    """A subroutine's library as its caller's finalization links it, without finalizing it.
+
+    numba links a subroutine's library into its caller only once that library is
+    *finalized*: optimised as a whole module and assembled into machine code of its
+    own, which nothing runs, since the caller's module is then optimised and assembled
+    again with the subroutine inside. A cold start spent about a tenth of its time so.
+    This stands in the caller's list of libraries to link (``_linking_libraries``, read
+    by numba's ``finalize``) with the subroutine's module as lowered (each function
+    already optimised alone, as numba does before finalizing), the modules of the
+    subroutines it calls linked in, public functions made ``linkonce_odr`` as numba
+    does for linking.
+    """
+
+    def __init__(self, library: Any) -> None:
+        self.library = library
+        self._reload_init = library._reload_init
+        self._module: Any = None
+
+    def _ensure_finalized(self) -> None:
+        """Nothing to finalize: the caller's finalization optimises this code."""
+
+    def dependencies(self) -> list[Any]:
+        """The finalized libraries this code links (other dispatchers', numba's helpers),
+        its subroutines' included."""
+        found: list[Any] = []
+        for library in self.library._linking_libraries:
+            found.extend(library.dependencies() if isinstance(library, _Lowered)
+                         else [library])
+        return found
+
+    def _get_module_for_linking(self) -> Any:
+        if self._module is None:
+            from llvmlite import binding
+
+            module = self.library._final_module.clone()
+            for library in self.library._linking_libraries:
+                if isinstance(library, _Lowered):
+                    module.link_in(library._get_module_for_linking(), preserve=True)
+            for function in module.functions:
+                if not function.is_declaration and function.linkage == binding.Linkage.external:
+                    function.linkage = "linkonce_odr"
+            self._module = module
+        return self._module
+
+
+def _subroutine(context: Any, func: Callable[..., Any], sig: Any) -> Any:
+    """Compile ``func`` for ``sig`` as a subroutine, once per process (numba's
+    ``compile_subroutine``), and have the library being compiled link its code as
+    lowered (:class:`_Lowered`); returns numba's compile result. Where numba's
+    libraries lack the parts this uses, numba's own path is taken."""
+    from numba.core import compiler
+    from numba.core.compiler_lock import global_compiler_lock
+
+    key = ("journey-engine subroutine", func.__code__, sig)
+    with global_compiler_lock:
+        cached = context.cached_internal_func.get(key)
+        if cached is None:
+            flags: Any = compiler.Flags()  # numba's option descriptors confuse mypy
+            flags.nrt = True
+            flags.error_model = _FLAGS["error_model"]
+            flags.no_compile = True
+            flags.no_cpython_wrapper = True
+            flags.no_cfunc_wrapper = True
+            library = context.codegen().create_library(func.__name__)
+            compiled = compiler.compile_internal(context.typing_context, context, library,
+                                                 func, sig.args, sig.return_type, flags,
+                                                 locals={})
+            usable = all(hasattr(library, name) for name in
+                         ("_final_module", "_linking_libraries", "_reload_init"))
+            cached = compiled, (_Lowered(library) if usable else None)
+            context.cached_internal_func[key] = cached
+        compiled, lowered = cached
+        caller = context.active_code_library
+        if lowered is None or not hasattr(caller, "_linking_libraries"):
+            caller.add_linking_library(compiled.library)  # numba's own path
+        else:
+            caller.add_linking_library(lowered)
+            for library in lowered.dependencies():
+                caller.add_linking_library(library)
+        return compiled
+
+
 def inner_kernel(func: Callable[..., Any]) -> Any:
     """A serial kernel called only from other kernels, compiled as a subroutine of each.
 
-    Its body is typed and lowered once per process and argument types (numba's
-    ``compile_subroutine``, the way numba compiles its own library functions) and
-    linked into the calling kernel, whose on-disk cache holds it. A dispatcher
+    Its body is typed and lowered once per process and argument types (as numba's
+    ``compile_subroutine`` compiles numba's own library functions) and linked, as
+    lowered, into the calling kernel (:func:`_subroutine`), whose on-disk cache holds
+    it. A dispatcher
     would cost more for the same code: a Python wrapper that unboxes its arguments
     (dozens of arrays in the model's and the state's named tuples), a typing
     template per call site, its own cache entry. Calling it from Python fails (a
@@ -132,7 +213,7 @@ def inner_kernel(func: Callable[..., Any]) -> Any:
         return func
     import inspect
 
-    from numba.core import compiler, types
+    from numba.core import types
     from numba.extending import intrinsic
 
     returns = getattr(types, _RETURNS[str(inspect.signature(func).return_annotation)])
@@ -142,10 +223,7 @@ def inner_kernel(func: Callable[..., Any]) -> Any:
         signature = returns(*args)
 
         def codegen(context: Any, builder: Any, sig: Any, values: Any) -> Any:
-            flags: Any = compiler.Flags()  # numba's option descriptors confuse mypy
-            flags.nrt = True
-            flags.error_model = _FLAGS["error_model"]
-            compiled = context.compile_subroutine(builder, func, sig, flags=flags)
+            compiled = _subroutine(context, func, sig)
             return context.call_internal(builder, compiled.fndesc, sig, values)
 
         return signature, codegen
@@ -164,13 +242,6 @@ kernel = _jit(parallel=False)
 
 parallel_kernel = _jit(parallel=True)
 """Parallel kernel: ``prange`` over fixed chunks of agents."""
-
-loop_kernel = _jit(parallel=False, inner=True)
-"""Serial kernel called only from other kernels, compiled as a dispatcher of its own
-without the Python wrapper: LLVM optimises its module alone, then again inside each
-caller. The agent loop is compiled so: as an :func:`inner_kernel` its machine code
-came out different and ran about 4% slower (lean benchmark, one thread)."""
-
 
 class Flags:
     """Bits a kernel is compiled for: numba types a value by its bits (``Flags(5)``), so a

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from sim._jit import Flags, flag_bits, inner_kernel, kernel, loop_kernel, parallel_kernel
+from sim._jit import Flags, flag_bits, inner_kernel, kernel, parallel_kernel
 from sim.model import (
     DUR_EXPONENTIAL,
     DUR_FIXED,
@@ -399,7 +399,10 @@ def _step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f:
         if p > 1.0:
             p = 1.0
         if e == m.con_exit:
-            p = min(1.0, p + con_add)
+            # min(1, p) written out, here and in the kernels below: numba's min and max are
+            # functions of their own to compile on a cold start; this is their definition
+            p += con_add
+            p = p if p < 1.0 else 1.0
         o = odds(p)
         for g in range(G):
             f.odds0[g, e] = o
@@ -418,7 +421,8 @@ def _step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f:
                 if m.het_slot[g, e] >= 0:
                     het = True
                     if m.het_kind[r, g, m.het_slot[g, e]] == HET_BETA:
-                        f.het_bound[g, e, 0] = max(1.0, f.mult[g, e] * satb)
+                        lift = f.mult[g, e] * satb
+                        f.het_bound[g, e, 0] = lift if lift > 1.0 else 1.0
                     else:
                         f.het_bound[g, e, 0] = f.p0[g, e]
                         f.het_bound[g, e, 1] = satb
@@ -435,7 +439,8 @@ def _step_factors(t: int, r: int, rep: float, con_add: float, m: ModelArrays, f:
         for k in range(f.reach_cut.shape[1]):
             # a capacity-limited touchpoint acts only through its queue (served bits)
             queued = m.tp_qmask[m.act_tp[k]] != 0
-            reach = min(1.0, m.reach[r, g, k] * m.reach_mult[t - 1, m.act_tp[k]])
+            reach = m.reach[r, g, k] * m.reach_mult[t - 1, m.act_tp[k]]
+            reach = reach if reach < 1.0 else 1.0
             f.reach_cut[g, k] = np.uint64(0) if queued else _cut53(reach)
     for k in range(f.act_key.shape[0]):
         f.act_key[k] = m.tp_stream[m.act_tp[k]] * _GOLDEN
@@ -489,7 +494,7 @@ def _birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
             het[i, h] = value
 
 
-@loop_kernel
+@inner_kernel
 def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers, feats: Flags) -> None:
     """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step
@@ -566,8 +571,10 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
         acquired[:] = 0
         referrals[:] = 0
         reviews[:] = 0
-        lo = min(n, c * size)
-        hi = min(n, lo + size)
+        lo = c * size
+        lo = lo if lo < n else n
+        hi = lo + size
+        hi = hi if hi < n else n
         # agent, stage, segment, exit target and touchpoint indices are unsigned: numba
         # emits no negative-index wraparound for them
         for i in range(np.uint64(lo), np.uint64(hi)):
@@ -637,7 +644,8 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                 wait_sat_of[i] = 0.0
             if track:
                 seen_of[i] = mask
-            x = min(1.0, max(-1.0, x))
+            x = x if x > -1.0 else -1.0
+            x = x if x < 1.0 else 1.0
 
             to = s
             if ne > 0 and dwell >= min_dwell[s]:
@@ -658,13 +666,16 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                             if h >= 0:
                                 hv = float(het[i, h])
                                 if het_kind[g, h] == HET_BETA:
-                                    q = min(1.0, hv * emult[e])
+                                    q = hv * emult[e]
+                                    q = q if q < 1.0 else 1.0
                                     if e == con_exit:
-                                        q = min(1.0, q + con_add)
-                                    bound += min(1.0, q * het_bound[g, e, 0])
+                                        q += con_add
+                                        q = q if q < 1.0 else 1.0
+                                    q *= het_bound[g, e, 0]
                                 else:
-                                    bound += min(1.0, het_bound[g, e, 0] * max(1.0, hv)
-                                                 * het_bound[g, e, 1])
+                                    q = het_bound[g, e, 0] * (hv if hv > 1.0 else 1.0) \
+                                        * het_bound[g, e, 1]
+                                bound += q if q < 1.0 else 1.0
                         full = not (bound < 1.0 and u >= bound + 1e-12)
                     if full:
                         if not exposed:
@@ -687,9 +698,11 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
                                 het_mult = 1.0
                                 if h >= 0:
                                     if het_kind[g, h] == HET_BETA:  # the agent's own base rate
-                                        q = min(1.0, float(het[i, h]) * emult[e])
+                                        q = float(het[i, h]) * emult[e]
+                                        q = q if q < 1.0 else 1.0
                                         if e == con_exit:
-                                            q = min(1.0, q + con_add)
+                                            q += con_add
+                                            q = q if q < 1.0 else 1.0
                                         o = odds(q)
                                     elif het_kind[g, h] == HET_LOGIT_NORMAL:
                                         het_mult = float(het[i, h])
@@ -806,7 +819,8 @@ def draw_requests(n: int, t: int, r: int, seed: np.uint64, m: ModelArrays, qa: Q
             if not keyed:
                 key = mix64((seed + _GOLDEN * (i + _ONE)) ^ step_key)  # agent_key(seed, i, t)
                 keyed = True
-            reach = min(1.0, m.reach[r, g, k] * m.reach_mult[t - 1, tp])
+            reach = m.reach[r, g, k] * m.reach_mult[t - 1, tp]
+            reach = reach if reach < 1.0 else 1.0
             if _bits53(key, m.tp_stream[tp] * _GOLDEN) < _cut53(reach):
                 q = qa.queue_of[tp]
                 base = qa.stream[q]
@@ -836,7 +850,8 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     named-tuple fields made directly in a ``prange`` body (reproduced with numba
     0.68), so they stay in a serial function.
     """
-    workers = max(1, min(CHUNKS, workers))
+    workers = workers if workers < CHUNKS else CHUNKS
+    workers = workers if workers > 1 else 1
     for w in prange(workers):
         advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed, con_add,
                 f, m, st, buf, feats)
@@ -859,10 +874,13 @@ def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
 def births_due(t: int, p: Population, tl: Tally) -> int:
     """How many agents step ``t`` gives birth to (arrivals and referred prospects, and
     at step 1 the initial population first)."""
-    due = tl.arrivals[t].sum() + tl.pending.sum()
+    due = 0  # loops: numba's array sum is a function of its own to compile on a cold start
+    for g in range(tl.pending.shape[0]):
+        due += tl.arrivals[t, g] + tl.pending[g]
     if t == 1:
-        due += p.placements[:, 2].sum()
-    return int(due)
+        for j in range(p.placements.shape[0]):
+            due += p.placements[j, 2]
+    return due
 
 
 @kernel
@@ -986,7 +1004,8 @@ def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Fa
         The first step not taken: ``t1``, or the step whose births the agents' arrays
         cannot take (the caller grows them and calls again from there).
     """
-    workers = max(1, min(CHUNKS, workers))
+    workers = workers if workers < CHUNKS else CHUNKS
+    workers = workers if workers > 1 else 1
     for t in range(t0, t1):
         r = _step_begin(t, seed, p, tl, m, st, f)
         if r < 0:

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import numba
+import numpy as np
 import pytest
 
 import sim
@@ -188,3 +189,43 @@ def test_flags_compile_a_kernel_once_per_value_with_the_bits_as_a_constant() -> 
     assert "fneg" not in pick.inspect_llvm(pick.signatures[0])
     assert "fneg" in pick.inspect_llvm(pick.signatures[1])
     assert repr(Flags(5)) == "Flags(5)"
+
+
+def _scaled_sum(a: np.ndarray, x: float) -> float:
+    total = 0.0
+    for i in range(a.shape[0]):
+        a[i] += x
+        total += a[i]
+    return total
+
+
+def _twice(a: np.ndarray, x: float) -> float:
+    return _scaled(a, x) + _scaled(a, 2.0 * x)
+
+
+_scaled = _jit.inner_kernel(_scaled_sum)
+_nested = _jit.inner_kernel(_twice)
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiles kernels")
+def test_inner_kernels_link_into_their_caller_without_machine_code_of_their_own() -> None:
+    """An inner kernel, called directly and through another one, is compiled once and its
+    lowered code linked into the caller, whose one finalization optimises and assembles
+    it: the subroutines' own libraries are never finalized."""
+    from numba.core.registry import cpu_target
+
+    @numba.njit(cache=False)
+    def top(a: np.ndarray, x: float) -> float:
+        return _nested(a, x) + _scaled(a, 1.0)
+
+    a = np.arange(5.0)
+    # a + 1 (sum 15), then + 2 (sum 25), then + 1 (sum 30): every pass sees the last one's
+    assert top(a, 1.0) == 70.0
+    assert a.tolist() == [4.0, 5.0, 6.0, 7.0, 8.0]
+    cached = {key[1].co_name: value for key, value in
+              cpu_target.target_context.cached_internal_func.items()
+              if isinstance(key, tuple) and key[0] == "journey-engine subroutine"}
+    for name in ("_scaled_sum", "_twice"):
+        compiled, lowered = cached[name]
+        assert isinstance(lowered, _jit._Lowered), "numba's own path (finalize first) was taken"
+        assert not compiled.library._finalized, f"{name} was given machine code of its own"
