@@ -5,7 +5,10 @@ reviews and referrals) and a lean variant of it without feedbacks (no
 satisfaction effects, reviews, referrals or contagion) at 1,000,000 agents ×
 365 daily steps, with 1 and 2 numba threads. Each configuration runs in its
 own process with an empty numba cache, so its JIT compile time and peak RSS
-are its own. Beside each, in the same process, it times the *floor*: the
+are its own. Its bytes per agent are what one run adds to the memory, measured
+in a second process whose kernels load from that cache (the compiler's transient
+memory, its peak and the freed memory it leaves behind for a run to reuse, would
+otherwise shift the figure either way). Beside each, in the same process, it times the *floor*: the
 counter-based draws for every agent-step of the same population (one per
 touchpoint active in the agent's stage, one for the exit, against the model's
 cuts; as randomness scheme ``splitmix64-counter-v1`` drew them, the fixed
@@ -23,11 +26,12 @@ With ``--json`` the last line is one JSON object
 ``{"lean": {...}, "full": {...}, "floor": {...}, "small": {...}, "journey_run":
 {...}}``; lean and full hold ``agent_steps_per_s`` (thread count -> median over
 repeats), ``ratio_to_floor`` (thread count -> median of the per-repeat ratios to
-the floor timed beside it), ``peak_rss_bytes``, ``bytes_per_agent`` and
-``compile_s``; floor holds ``agent_steps_per_s``; small holds
-``agent_steps_per_s`` and ``ratio_to_large`` (at the largest thread count);
-journey_run ``first_s`` (cold cache) and ``second_s``. Not a test: the machine is shared and
-noisy, so compare ratios within one run.
+the floor timed beside it), ``peak_rss_bytes`` (the timing process's, its compile
+included), ``bytes_per_agent`` (the run's high-water mark above the memory before
+it, per agent, in the second process) and ``compile_s``; floor holds
+``agent_steps_per_s``; small holds ``agent_steps_per_s`` and ``ratio_to_large`` (at
+the largest thread count); journey_run ``first_s`` (cold cache) and ``second_s``. Not
+a test: the machine is shared and noisy, so compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -181,7 +185,6 @@ def child(kind: str, agents: int, days: int, repeats: int) -> dict[str, Any]:
     if kind != "small":
         _floor_rate(tiny, 1)   # compiles the floor: its compile is not the engine's memory
     model = compile_scenario(scenario, population_scale=scale)
-    base_rss = _rss_bytes()
     rates = []
     floors = []
     agent_steps = 0
@@ -197,8 +200,31 @@ def child(kind: str, agents: int, days: int, repeats: int) -> dict[str, Any]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"threads": numba.get_num_threads(), "agent_steps": agent_steps,
             "agents": int(raw_agents(model)), "rates": rates, "floors": floors,
-            "compile_s": compile_s, "peak_rss_bytes": peak,
-            "bytes_per_agent": (peak - base_rss) / agents}
+            "compile_s": compile_s, "peak_rss_bytes": peak}
+
+
+def memory_child(kind: str, agents: int, days: int) -> dict[str, Any]:
+    """The memory one run of a configuration adds, in a process of its own whose kernels
+    load from the cache the timing child filled: the compiler's transient memory (its
+    peak, and the freed memory it leaves in the process for a run to reuse) stays out.
+    The peak is the kernel's high-water mark (``VmHWM``), reset once the run's inputs
+    are built."""
+    from sim.engines import _driver
+    from sim.engines.fast import simulate
+    from sim.model import compile_scenario
+
+    scenario, scale = _variant(kind, agents, days)
+    threshold, _driver.PARALLEL_MIN_AGENTS = _driver.PARALLEL_MIN_AGENTS, 0
+    simulate(compile_scenario(scenario, population_scale=1000 / agents * scale), 1)
+    _driver.PARALLEL_MIN_AGENTS = threshold
+    model = compile_scenario(scenario, population_scale=scale)
+    base_rss = _rss_bytes()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")          # the high-water mark restarts from the current RSS
+    simulate(model, 1)
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    return {"bytes_per_agent": (hwm - base_rss) / agents, "run_peak_rss_bytes": hwm}
 
 
 def raw_agents(model: Any) -> int:
@@ -209,11 +235,16 @@ def _spawn(kind: str, threads: int, args: argparse.Namespace, agents: int | None
            ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "NUMBA_CACHE_DIR": cache}
+        common = ["--agents", str(agents or args.agents), "--days", str(args.days)]
         out = subprocess.run(
-            [sys.executable, __file__, "--child", kind, "--agents", str(agents or args.agents),
-             "--days", str(args.days), "--repeats", str(args.repeats)],
+            [sys.executable, __file__, "--child", kind, *common, "--repeats", str(args.repeats)],
             env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        if kind != "small":
+            out = subprocess.run([sys.executable, __file__, "--memory", kind, *common],
+                                 env=env, capture_output=True, text=True, check=True)
+            res.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return res
 
 
 def _journey_run() -> dict[str, float]:
@@ -239,9 +270,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--small", type=int, default=10_000, help="agents of the small run")
     parser.add_argument("--child", choices=["lean", "full", "small"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory", choices=["lean", "full"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.agents, args.days, args.repeats)))
+        return
+    if args.memory:
+        print(json.dumps(memory_child(args.memory, args.agents, args.days)))
         return
 
     report: dict[str, Any] = {}

@@ -56,6 +56,9 @@ exposure; stages, segments and touchpoints by index)."""
 PARALLEL_MIN_AGENTS = 4_096
 """Below this population a step runs on one thread: a parallel launch costs more than
 it saves. Both kernels walk the same chunks in the same order, so results match."""
+RESULT_BLOCK = 65_536
+"""Agents a replicate's end-of-run counts take at a time: their temporaries stay a few
+hundred kilobytes, not bytes per agent of the whole population."""
 
 
 def _grow(st: State, capacity: int) -> State:
@@ -293,9 +296,13 @@ class Driver:
         """The raw counts of the finished replicate."""
         model, st, n, buf, tl = self.model, self.st, self.n, self.buf, self.tally
         m = model.arrays
-        kinds = m.kind[st.stage[:n]]
-        customers = kinds == 1
-        sat_end = st.sat[:n][customers]
+        customers = promoters = detractors = 0
+        for lo in range(0, n, RESULT_BLOCK):  # no temporaries the size of the population
+            block = slice(lo, min(n, lo + RESULT_BLOCK))
+            sat_end = st.sat[block][m.kind[st.stage[block]] == 1]
+            customers += sat_end.size
+            promoters += int((sat_end > model.promoter_above).sum())
+            detractors += int((sat_end < model.detractor_below).sum())
         events_out = None
         if self.events:
             allev = np.concatenate(self.ev, axis=1) if self.ev else np.zeros((7, 0), np.int64)
@@ -306,7 +313,6 @@ class Driver:
             exposures=tl.exposures, acquired=tl.acquired, reviews=tl.reviews,
             rating=tl.rating, retained=buf.retained.sum(axis=0),
             to_convert=buf.to_convert.sum(axis=0), clv_total=float(st.clv[:n].sum()), agents=n,
-            promoters=int((sat_end > model.promoter_above).sum()),
-            detractors=int((sat_end < model.detractor_below).sum()),
-            customers_at_end=int(customers.sum()), events=events_out,
+            promoters=promoters, detractors=detractors, customers_at_end=customers,
+            events=events_out,
         )
