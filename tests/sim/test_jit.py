@@ -209,9 +209,10 @@ _nested = _jit.inner_kernel(_twice)
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiles kernels")
 def test_inner_kernels_link_into_their_caller_without_machine_code_of_their_own() -> None:
-    """An inner kernel, called directly and through another one, is compiled once and its
-    lowered code linked into the caller, whose one finalization optimises and assembles
-    it: the subroutines' own libraries are never finalized."""
+    """An inner kernel, called directly and through another one, is compiled once, without
+    reference counting, and its lowered code linked into the caller, whose one
+    finalization optimises and assembles it: the subroutines' own libraries are never
+    finalized."""
     from numba.core.registry import cpu_target
 
     @numba.njit(cache=False)
@@ -229,3 +230,4 @@ def test_inner_kernels_link_into_their_caller_without_machine_code_of_their_own(
         compiled, lowered = cached[name]
         assert isinstance(lowered, _jit._Lowered), "numba's own path (finalize first) was taken"
         assert not compiled.library._finalized, f"{name} was given machine code of its own"
+        assert compiled.target_context.enable_nrt is False, f"{name} counts references"
