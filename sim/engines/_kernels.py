@@ -502,9 +502,8 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
 
     This is the one agent-step rule of the engine. The loops over chunks and
     agents are inside the function so that the model, state and buffer tuples
-    are unpacked once per call, not once per chunk or agent: unpacking costs a
-    reference count update per array (atomics), which a population of a few
-    thousand agents would otherwise pay 64 times a step.
+    are unpacked once per call, not once per chunk or agent (an inner kernel, it
+    is compiled without reference counting: unpacking costs loads, no atomics).
 
     Order, per agent: dwell and satisfaction decay; exposures (lift,
     satisfaction, exposure counts); one competing-exit draw on the modified
@@ -537,8 +536,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
     sat_effects = (on & F_SAT_EFFECTS) != 0
     reviews_on = (on & F_REVIEWS) != 0
     referrals_on = (on & F_REFERRALS) != 0
-    # every array is taken out of its tuple once: a tuple field read inside the loop
-    # may cost a reference count update (an atomic shared by all threads) per agent
+    # every array is taken out of its tuple once, before the loops
     stage, seg, dwell_of, sat, acq = st.stage, st.seg, st.dwell, st.sat, st.acq
     born, het, clv, moved = st.born, st.het, st.clv, st.moved
     served_of, wait_sat_of = st.served, st.wait_sat
@@ -651,8 +649,7 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
             if ne > 0 and dwell >= min_dwell[s]:
                 bits = key >> _S11  # the exit draw: the key's own top 53 bits
                 # the exits' probabilities are needed only for an agent that was exposed, or
-                # one whose draw lies below the cut (written out here, not in a helper: a
-                # call of a kernel taking arrays updates their reference counts, atomics)
+                # one whose draw lies below the cut
                 if exposed or bits < exit_cut[g, s]:
                     u = float(np.int64(bits)) * _TWO53
                     full = True
