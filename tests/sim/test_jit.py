@@ -137,8 +137,18 @@ _RUN_TINY = textwrap.dedent("""\
     from tests.conftest import TINY_SCENARIO_TEXT
 
     scenario = sim.load_scenario(TINY_SCENARIO_TEXT)
-    sim.run(scenario, replicates=1, seed=3, out=sys.argv[1], population_scale=0.2)
-    print(json.dumps({"version": sim.__version__, "config": numba.config.CACHE_DIR}))
+    result = sim.run(scenario, replicates=1, seed=3, out=sys.argv[1], population_scale=0.2)
+    imported = "numba.np.arraymath" in sys.modules
+
+    @numba.njit
+    def total(values):  # compiled after the run: numba readies itself to compile
+        return values.sum()
+
+    import numpy as np
+    print(json.dumps({"version": sim.__version__, "config": numba.config.CACHE_DIR,
+                      "implementations_imported": imported,
+                      "kpis": json.dumps(result.kpis.to_pylist()),  # NaN as text
+                      "compiled_after": float(total(np.arange(4.0)))}))
 """)
 
 
@@ -146,7 +156,10 @@ _RUN_TINY = textwrap.dedent("""\
                     reason="XDG_CACHE_HOME names the user cache folder on Linux only")
 def test_running_a_scenario_caches_kernels_under_the_user_folder_not_the_package(
         tmp_path: Path) -> None:
-    """A fresh process with an empty per-user cache: it compiles, and writes there only."""
+    """A fresh process with an empty per-user cache: it compiles, and writes there only.
+    A second process loads the kernels from there, with the same results, without
+    importing numba's library of implementations (``sim._jit._KernelCache``), and can
+    still compile a function of its own afterwards."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
@@ -163,6 +176,20 @@ def test_running_a_scenario_caches_kernels_under_the_user_folder_not_the_package
     folder = tmp_path / "cache" / "journey-engine" / facts["version"] / "numba"
     cached = {p.suffix for p in _cache_files(folder)}
     assert cached == set(CACHE_SUFFIXES), f"no index and data files under {folder}"
+    assert facts["implementations_imported"], "a compiling process readies numba to compile"
+
+    # a second process loads every kernel from that cache, without numba's implementations
+    before = _cache_files(folder)
+    again = subprocess.run([sys.executable, "-c", _RUN_TINY, str(tmp_path / "again")],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    assert again.returncode == 0, again.stderr
+    loaded = json.loads(again.stdout.strip().splitlines()[-1])
+    assert _cache_files(folder) == before, "the second process compiled a kernel"
+    assert not loaded["implementations_imported"], "loading from the cache imported numba's " \
+        "implementations (numba.np.arraymath)"
+    assert loaded["kpis"] == facts["kpis"]
+    assert loaded["compiled_after"] == facts["compiled_after"] == 6.0
 
 
 def test_flags_compile_a_kernel_once_per_value_with_the_bits_as_a_constant() -> None:
