@@ -237,9 +237,9 @@ _nested = _jit.inner_kernel(_twice)
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compiles kernels")
 def test_inner_kernels_link_into_their_caller_without_machine_code_of_their_own() -> None:
     """An inner kernel, called directly and through another one, is compiled once, without
-    reference counting, and its lowered code linked into the caller, whose one
-    finalization optimises and assembles it: the subroutines' own libraries are never
-    finalized."""
+    reference counting, and its lowered code linked, unoptimised, into the caller, whose
+    one finalization optimises and assembles it: the subroutines' own libraries are
+    neither optimised nor finalized."""
     from numba.core.registry import cpu_target
 
     @numba.njit(cache=False)
@@ -258,3 +258,6 @@ def test_inner_kernels_link_into_their_caller_without_machine_code_of_their_own(
         assert isinstance(lowered, _jit._Lowered), "numba's own path (finalize first) was taken"
         assert not compiled.library._finalized, f"{name} was given machine code of its own"
         assert compiled.target_context.enable_nrt is False, f"{name} counts references"
+        # as lowered: numba's per-function simplification (which turns the lowering's
+        # stack slots into registers) is left to the caller's optimisation
+        assert " alloca " in str(compiled.library._final_module), f"{name} was optimised alone"
