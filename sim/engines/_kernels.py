@@ -495,10 +495,39 @@ def _birth(i0: int, i1: int, t: int, r: int, seed: np.uint64, g: int, s: int,
 
 
 @inner_kernel
-def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
+def _worker_of(c: int, workers: int) -> int:
+    """The worker (of ``workers``) that advances chunk ``c``.
+
+    The chunks form up to four runs of consecutive chunks (fewer when a run would
+    have fewer chunks than there are workers); each run is cut into ``workers``
+    pieces as even as it goes, and run q's piece j goes to worker ``(j - q) mod
+    workers``. So every worker has a piece of each run, spread over the ids, and
+    as many chunks as any other to within one (two for 17 or 18 workers). Agents
+    of one stage sit together along the ids (placed stage by stage, arrivals
+    appended) and stages differ in work: with one contiguous share each, a worker
+    waited for the other at every step. Single chunks dealt in turn would also
+    balance, but put the workers' writes side by side at every chunk boundary.
+    """
+    runs = CHUNKS // workers
+    runs = runs if runs < 4 else 4
+    runs = runs if runs > 1 else 1
+    q = 0
+    while (q + 1) * CHUNKS // runs <= c:
+        q += 1
+    lo = q * CHUNKS // runs
+    span = (q + 1) * CHUNKS // runs - lo
+    j = 0
+    while lo + (j + 1) * span // workers <= c:
+        j += 1
+    return (j - q) % workers
+
+
+@inner_kernel
+def advance(w: int, workers: int, n: int, t: int, r: int, seed: np.uint64, con_add: float,
             f: Factors, m: ModelArrays, st: State, buf: Buffers, feats: Flags) -> None:
-    """Advance the agents of chunks ``c0 .. c1-1`` (of agents ``0 .. n-1``) by step
-    ``t`` (1-based) under regime ``r``; each chunk's per-step buffers are reset first.
+    """Advance worker ``w``'s share of the chunks (of agents ``0 .. n-1``; all of them
+    for ``workers == 1``) by step ``t`` (1-based) under regime ``r``; each chunk's
+    per-step buffers are reset first.
 
     This is the one agent-step rule of the engine. The loops over chunks and
     agents are inside the function so that the model, state and buffer tuples
@@ -521,9 +550,10 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
     ``uniform(...) < p``.
 
     Args:
-        c0, c1: the chunks to advance; chunk c holds agents ``c * size .. (c + 1) *
-            size - 1`` with ``size = ceil(n / CHUNKS)`` and receives their counts in
-            its slices of ``buf``.
+        w, workers: this worker and their number; worker w advances the chunks
+            :func:`_worker_of` gives it. Chunk c holds agents ``c * size .. (c + 1)
+            * size - 1`` with ``size = ceil(n / CHUNKS)`` and receives their counts
+            in its slices of ``buf``.
         con_add: contagion's addition to the contagion exit's probability.
         f: this step's factors from :func:`step_factors`.
         feats: :func:`features` of the model and state, a compile-time constant.
@@ -559,7 +589,9 @@ def advance(c0: int, c1: int, n: int, t: int, r: int, seed: np.uint64, con_add: 
     b_retained, b_to_convert, b_scratch = buf.retained, buf.to_convert, buf.scratch
     step_key = mix64(np.uint64(t) * _STEP_MUL + _GOLDEN)
     size = (n + CHUNKS - 1) // CHUNKS
-    for c in range(c0, c1):
+    for c in range(CHUNKS):
+        if workers > 1 and _worker_of(c, workers) != w:
+            continue
         sat_sum, flows, exposures = b_sat_sum[c], b_flows[c], b_exposures[c]
         acquired, referrals, reviews = b_acquired[c], b_referrals[c], b_reviews[c]
         retained, to_convert, scr = b_retained[c], b_to_convert[c], b_scratch[c]
@@ -839,8 +871,8 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     """Advance agents ``0 .. n-1`` by step ``t``; per-step buffers are reset first.
 
     ``workers`` (numba's thread count, passed in: asking numba for it inside a
-    kernel would keep the kernel out of the cache) threads each take one
-    contiguous run of chunks (one unpacking of the tuples per
+    kernel would keep the kernel out of the cache) threads each take their share of
+    the chunks (:func:`_worker_of`; one unpacking of the tuples per
     thread and step); which thread advances a chunk changes nothing, as every chunk
     has its own buffers and walks its agents in id order. The ``prange`` body only
     calls :func:`advance`: numba's parfor pass mishandles writes through
@@ -850,8 +882,7 @@ def step_kernel(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     workers = workers if workers < CHUNKS else CHUNKS
     workers = workers if workers > 1 else 1
     for w in prange(workers):
-        advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed, con_add,
-                f, m, st, buf, feats)
+        advance(w, workers, n, t, r, seed, con_add, f, m, st, buf, feats)
 
 
 @kernel
@@ -861,7 +892,7 @@ def step_kernel_serial(n: int, t: int, r: int, seed: np.uint64, con_add: float,
     """:func:`step_kernel` on the calling thread: the same chunks in order, so the
     same results; for small populations, where a parallel launch costs more than
     it saves."""
-    advance(0, CHUNKS, n, t, r, seed, con_add, f, m, st, buf, feats)
+    advance(0, 1, n, t, r, seed, con_add, f, m, st, buf, feats)
 
 
 # ------------------------------------------------------------------ steps
@@ -1010,8 +1041,7 @@ def run_steps(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally, f: Fa
         n = tl.totals[0]
         con_add = tl.con_add[0]
         for w in prange(workers):
-            advance(w * CHUNKS // workers, (w + 1) * CHUNKS // workers, n, t, r, seed,
-                    con_add, f, m, st, buf, feats)
+            advance(w, workers, n, t, r, seed, con_add, f, m, st, buf, feats)
         _step_end(t, p, tl, buf)
     return t1
 
@@ -1024,6 +1054,6 @@ def run_steps_serial(t0: int, t1: int, seed: np.uint64, p: Population, tl: Tally
         r = _step_begin(t, seed, p, tl, m, st, f)
         if r < 0:
             return t
-        advance(0, CHUNKS, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf, feats)
+        advance(0, 1, tl.totals[0], t, r, seed, tl.con_add[0], f, m, st, buf, feats)
         _step_end(t, p, tl, buf)
     return t1

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import sim
+from sim.engines import _kernels
 from sim.engines._driver import PARALLEL_MIN_AGENTS
+from sim.engines._kernels import CHUNKS
 from sim.engines.fast import simulate
 from sim.model import compile_scenario
 
@@ -122,6 +125,29 @@ def test_parallel_and_serial_kernels_agree(scenario: sim.Scenario) -> None:
     for name, column in a.events.items():
         assert np.array_equal(column, b.events[name]), name
     assert a.clv_total == b.clv_total
+
+
+@numba.njit(cache=False)
+def _worker_of(c: int, workers: int) -> int:   # an inner kernel: called from compiled code
+    return _kernels._worker_of(c, workers)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 7, 8, 16, 17, 18, 20, 32, 33, 63, 64])
+def test_every_chunk_has_one_worker_and_the_shares_are_even_and_spread(workers: int
+                                                                       ) -> None:
+    """The parallel kernel deals the chunks out (:func:`sim.engines._kernels._worker_of`):
+    each to one worker in range, shares as even as the counts allow, and each worker's
+    chunks spread over the ids, from every quarter while there are 16 workers or fewer
+    (agents of one stage sit together along the ids, and stages differ in work)."""
+    owner = [_worker_of(c, workers) for c in range(CHUNKS)]
+    assert all(0 <= w < workers for w in owner)
+    shares = np.bincount(owner, minlength=workers)
+    assert shares.min() >= CHUNKS // workers
+    assert shares.max() - shares.min() <= (2 if workers in (17, 18) else 1)
+    if workers <= 16:
+        for w in range(workers):
+            quarters = {c * 4 // CHUNKS for c in range(CHUNKS) if owner[c] == w}
+            assert quarters == {0, 1, 2, 3}, (w, owner)
 
 
 def test_thread_count_does_not_matter(scenario: sim.Scenario, single: sim.RunResult,
