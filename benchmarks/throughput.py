@@ -15,7 +15,7 @@ cuts; as randomness scheme ``splitmix64-counter-v1`` drew them, the fixed
 reference) and a one-byte stage update, nothing else; each configuration is
 also given as a ratio to it. A *small* population (10,000 agents × 365 days, the
 full scenario) shows the per-step overhead, as a ratio to the large run. Also
-times the first and the second ``journey run`` (cold compile, then numba's
+times the first and the later ``journey run``s (cold compile, then numba's
 cache).
 
 Usage::
@@ -30,8 +30,9 @@ the floor timed beside it), ``peak_rss_bytes`` (the timing process's, its compil
 included), ``bytes_per_agent`` (the run's high-water mark above the memory before
 it, per agent, in the second process) and ``compile_s``; floor holds
 ``agent_steps_per_s``; small holds ``agent_steps_per_s`` and ``ratio_to_large`` (at
-the largest thread count); journey_run ``first_s`` (cold cache), ``second_s`` (the
-median of the cached runs after it) and ``warm_s`` (those runs). Not a test: the
+the largest thread count); journey_run ``first_s`` (the median of the runs on a cold
+cache), ``cold_s`` (those runs), ``second_s`` (the median of the cached runs after them)
+and ``warm_s`` (those runs). Not a test: the
 machine is shared and noisy, so compare ratios within one run.
 """
 
@@ -249,27 +250,37 @@ def _spawn(kind: str, threads: int, args: argparse.Namespace, agents: int | None
 
 
 WARM_STARTS = 5
-"""Cached `journey run`s timed after the cold one; their median is ``second_s``."""
+"""Cached `journey run`s timed after the cold ones; their median is ``second_s``."""
+
+COLD_STARTS = 3
+"""Cold `journey run`s, each on an empty cache of its own; their median is ``first_s``."""
 
 
 def _journey_run() -> dict[str, Any]:
     """Wall time of `journey run` on a small population: cold cache, then cached.
 
-    ``first_s`` is the one cold run; ``second_s`` the median of the :data:`WARM_STARTS`
-    runs after it, from the cache it filled (one process's start is too noisy to quote
-    on a shared machine); ``warm_s`` lists them.
+    ``first_s`` is the median of :data:`COLD_STARTS` runs, each on an empty cache of its
+    own (``cold_s`` lists them); ``second_s`` the median of the :data:`WARM_STARTS` runs
+    after them, from the last one's cache (one process's start is too noisy to quote on
+    a shared machine); ``warm_s`` lists them.
     """
-    times = []
-    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        for _ in range(1 + WARM_STARTS):
+    cold: list[float] = []
+    warm: list[float] = []
+    with tempfile.TemporaryDirectory() as out:
+        def once(cache: str) -> float:
             t0 = time.perf_counter()
             subprocess.run(["journey", "run", str(SCENARIO), "--population-scale", "0.01",
-                            "--out", out, "--quiet"], env=env, check=True,
-                           capture_output=True)
-            times.append(time.perf_counter() - t0)
-    return {"first_s": times[0], "second_s": statistics.median(times[1:]),
-            "warm_s": times[1:]}
+                            "--out", out, "--quiet"], env={**os.environ, "NUMBA_CACHE_DIR": cache},
+                           check=True, capture_output=True)
+            return time.perf_counter() - t0
+
+        for k in range(COLD_STARTS):
+            with tempfile.TemporaryDirectory() as cache:
+                cold.append(once(cache))
+                if k == COLD_STARTS - 1:
+                    warm = [once(cache) for _ in range(WARM_STARTS)]
+    return {"first_s": statistics.median(cold), "cold_s": cold,
+            "second_s": statistics.median(warm), "warm_s": warm}
 
 
 def main() -> None:
@@ -325,8 +336,9 @@ def main() -> None:
     print(f"  small ({args.small:,} agents, full, {top} threads): {small_rate / 1e6:.1f} M "
           f"agent-steps/s, {report['small']['ratio_to_large']:.2f} of the large run")
     report["journey_run"] = _journey_run()
-    print(f"  journey run (1% population): first call {report['journey_run']['first_s']:.1f} s "
-          f"(cold compile), then {report['journey_run']['second_s']:.2f} s (cached, median of "
+    runs = report["journey_run"]
+    print(f"  journey run (1% population): first call {runs['first_s']:.1f} s (cold compile, "
+          f"median of {COLD_STARTS}), then {runs['second_s']:.2f} s (cached, median of "
           f"{WARM_STARTS})")
     if args.json:
         print(json.dumps(report))
