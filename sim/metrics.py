@@ -38,20 +38,16 @@ def _regime_rows(raw: RawRun) -> np.ndarray:
     return np.concatenate([of[:1], of])
 
 
-def ledger(raw: RawRun) -> dict[str, np.ndarray]:
-    """Money by step and item: revenue, each touchpoint's cost, each intervention's cost.
-
-    Returns:
-        Columns ``step`` (int64), ``item`` (str), ``kind`` (``revenue`` /
-        ``touchpoint`` / ``intervention``), ``exposures`` (int64: simulated
-        exposures), ``amount`` (float64: money for the scenario's full population).
-    """
+def _money(raw: RawRun) -> tuple[np.ndarray, list[tuple[str, str, np.ndarray, np.ndarray]]]:
+    """Revenue by step, and each cost item by step: ``(item, kind, exposures, amount)``
+    for every touchpoint, then every intervention that is ever active (money for the
+    scenario's full population). :func:`ledger` lays them out as a table; :func:`kpis`
+    only sums them, without the table's per-row labels."""
     model = raw.model
     m = model.arrays
     scale = model.population_scale
     reg = _regime_rows(raw)
     steps = model.steps
-    t_idx = np.arange(1, steps + 1)
     r = reg[1:]
     # revenue: per-step value of the stage held at the start of the step, entry value on moves
     start = raw.occupancy[:-1] + raw.arrivals[1:] + raw.referred[1:]       # [steps, G, S]
@@ -60,34 +56,39 @@ def ledger(raw: RawRun) -> dict[str, np.ndarray]:
     on_entry = m.on_entry[r][:, None, :]
     mult = m.value_mult[r][:, :, None]                                        # [steps, G, 1]
     revenue = ((start * per_step + inflow * on_entry) * mult).sum(axis=(1, 2)) / scale
-    steps_col: list[np.ndarray] = [t_idx]
-    items: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
-    kinds: list[np.ndarray] = [np.full(steps, "revenue", dtype=object)]
-    exposures: list[np.ndarray] = [np.zeros(steps, np.int64)]
-    amounts: list[np.ndarray] = [revenue]
+    costs: list[tuple[str, str, np.ndarray, np.ndarray]] = []
     exp = raw.exposures[1:].sum(axis=1)                                       # [steps, T]
     for ti, name in enumerate(model.touchpoints):
         cost = (exp[:, ti] * model.cost_per_exposure[r, ti] / scale
                 + model.fixed_cost_per_step[r, ti])
-        steps_col.append(t_idx)
-        items.append(np.full(steps, name, dtype=object))
-        kinds.append(np.full(steps, "touchpoint", dtype=object))
-        exposures.append(exp[:, ti])
-        amounts.append(cost)
+        costs.append((name, "touchpoint", exp[:, ti], cost))
     for j, name in enumerate(model.interventions):
         active = model.iv_active[:, j]
         if not active.any():
             continue
         cost = active * model.iv_per_step[j]
         cost[int(np.argmax(active))] += model.iv_fixed[j]
-        steps_col.append(t_idx)
-        items.append(np.full(steps, name, dtype=object))
-        kinds.append(np.full(steps, "intervention", dtype=object))
-        exposures.append(np.zeros(steps, np.int64))
-        amounts.append(cost)
-    return {"step": np.concatenate(steps_col), "item": np.concatenate(items),
-            "kind": np.concatenate(kinds), "exposures": np.concatenate(exposures),
-            "amount": np.concatenate(amounts).astype(np.float64)}
+        costs.append((name, "intervention", np.zeros(steps, np.int64), cost))
+    return revenue, costs
+
+
+def ledger(raw: RawRun) -> dict[str, np.ndarray]:
+    """Money by step and item: revenue, each touchpoint's cost, each intervention's cost.
+
+    Returns:
+        Columns ``step`` (int64), ``item`` (str), ``kind`` (``revenue`` /
+        ``touchpoint`` / ``intervention``), ``exposures`` (int64: simulated
+        exposures), ``amount`` (float64: money for the scenario's full population).
+    """
+    steps = raw.model.steps
+    t_idx = np.arange(1, steps + 1)
+    revenue, costs = _money(raw)
+    rows = [("revenue", "revenue", np.zeros(steps, np.int64), revenue), *costs]
+    return {"step": np.concatenate([t_idx] * len(rows)),
+            "item": np.concatenate([np.full(steps, item, dtype=object) for item, *_ in rows]),
+            "kind": np.concatenate([np.full(steps, kind, dtype=object) for _, kind, *_ in rows]),
+            "exposures": np.concatenate([exposures for _, _, exposures, _ in rows]),
+            "amount": np.concatenate([amount for *_, amount in rows]).astype(np.float64)}
 
 
 def retention_curve(raw: RawRun) -> dict[str, np.ndarray]:
@@ -134,9 +135,11 @@ def kpis(raw: RawRun) -> dict[str, float]:
     m = model.arrays
     scale = model.population_scale
     kind = m.kind
-    money = ledger(raw)
-    revenue = float(money["amount"][money["kind"] == "revenue"].sum())
-    cost = float(money["amount"][money["kind"] != "revenue"].sum())
+    by_step, costs = _money(raw)
+    # the sums the ledger's rows give: each over its rows' amounts, in the ledger's order
+    revenue = float(by_step.astype(np.float64).sum())
+    cost = float(np.concatenate([amount for *_, amount in costs]).astype(np.float64).sum()
+                 ) if costs else 0.0
     entrants = int(raw.arrivals.sum() + raw.referred.sum())
     initial_prospects = int(raw.occupancy[0][:, kind == 0].sum())
     acquired = int(raw.acquired.sum())
