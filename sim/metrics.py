@@ -137,7 +137,7 @@ def kpis(raw: RawRun) -> dict[str, float]:
     kind = m.kind
     by_step, costs = _money(raw)
     # the sums the ledger's rows give: each over its rows' amounts, in the ledger's order
-    revenue = float(by_step.astype(np.float64).sum())
+    revenue = float(by_step.sum())
     cost = float(np.concatenate([amount for *_, amount in costs]).astype(np.float64).sum()
                  ) if costs else 0.0
     entrants = int(raw.arrivals.sum() + raw.referred.sum())
